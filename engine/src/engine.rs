@@ -1,0 +1,873 @@
+//! The engine's interface: what the API, the agent and the tests call. The machinery
+//! behind it lives in `scheduler`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::action::Actions;
+use crate::event::{Actor, Event, EventKind, RunRow, RunStatus, StepStatus, TaskRow};
+use crate::model::{self, DefinitionError, Format, Workflow};
+use crate::scheduler::{self, Command, Env, Scheduler, SchedulerStats, Verb};
+use crate::store::{ApplyReport, RunQuery, Store, StoreError, StoreOptions, StoredWorkflow};
+use crate::windows::{ManualWindows, WindowGate};
+
+/// Everything that can go wrong when calling the engine. Each variant says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+    #[error("unknown workflow '{name}'{}", version.map(|v| format!(" version {v}")).unwrap_or_default())]
+    UnknownWorkflow { name: String, version: Option<i64> },
+    #[error("unknown run {0}")]
+    UnknownRun(Uuid),
+    #[error("run {run} has no step '{step}'")]
+    UnknownStep { run: Uuid, step: String },
+    #[error("step '{step}' of run {run} has no item '{item}'")]
+    UnknownItem {
+        run: Uuid,
+        step: String,
+        item: String,
+    },
+    #[error("step '{step}' of run {run} is {status}{}, not waiting for a signal", waiting_for.as_ref().map(|w| format!(" (waiting for {w})")).unwrap_or_default())]
+    NotWaiting {
+        run: Uuid,
+        step: String,
+        status: StepStatus,
+        waiting_for: Option<String>,
+    },
+    #[error("cannot {verb} run {run} ({status}): {reason}")]
+    InvalidState {
+        run: Uuid,
+        verb: &'static str,
+        status: RunStatus,
+        reason: String,
+    },
+    #[error(
+        "cannot retry step '{step}' of run {run}: it is {status}; only a failed step can be retried"
+    )]
+    StepNotFailed {
+        run: Uuid,
+        step: String,
+        status: StepStatus,
+    },
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("engine stopped: {0}")]
+    Stopped(String),
+    /// Internal: the run is not in the scheduler's memory.
+    #[error("run {0} is not live")]
+    NotLive(Uuid),
+}
+
+/// Settings for [`Engine::start`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub store: StoreOptions,
+    /// This executor's id in the event log; kept in the store after first start.
+    pub executor_id: String,
+    /// Attempts executing at once, across all runs.
+    pub max_running: usize,
+    /// Restarts in a row that may interrupt one task before it fails.
+    pub max_interruptions: u32,
+    /// Most events the writer puts in one transaction.
+    pub max_batch_events: usize,
+    /// Committed events buffered for slow subscribers.
+    pub event_buffer: usize,
+}
+
+impl EngineConfig {
+    pub fn new(db: impl Into<std::path::PathBuf>) -> Self {
+        EngineConfig {
+            store: StoreOptions::new(db),
+            executor_id: "central".into(),
+            max_running: 512,
+            max_interruptions: 20,
+            max_batch_events: 8192,
+            event_buffer: 65_536,
+        }
+    }
+}
+
+/// A request to start a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NewRun {
+    pub workflow: String,
+    /// The latest version when absent.
+    #[serde(default)]
+    pub version: Option<i64>,
+    #[serde(default)]
+    pub input: Value,
+    /// Hosts the run targets; a `for_each: {over: targets}` step fans out over them.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Submitting again with the same key returns the first run instead of a second one.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// The run a submit refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    pub run_id: Uuid,
+    /// False when the idempotency key matched an existing run.
+    pub created: bool,
+}
+
+/// A registered workflow version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    pub name: String,
+    pub version: i64,
+    /// False when the definition equals the latest version (no new version made).
+    pub created: bool,
+}
+
+/// What happened at start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResumeReport {
+    /// Live runs taken over.
+    pub runs: usize,
+    /// Attempts found executing, recorded as interrupted and started again.
+    pub interrupted: usize,
+    /// Durable timers re-armed.
+    pub timers: usize,
+    /// From opening the store to every resumed run scheduled again (committed).
+    pub elapsed_ms: f64,
+}
+
+/// One attempt of a task, folded from its events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptView {
+    pub attempt: u32,
+    /// "run" or "compensate".
+    pub phase: String,
+    /// running, waiting, succeeded, failed, interrupted, cancelled.
+    pub status: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub error: Option<String>,
+    pub output: Option<Value>,
+}
+
+/// A step or item with its attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    #[serde(flatten)]
+    pub row: TaskRow,
+    pub attempts: Vec<AttemptView>,
+}
+
+/// A step of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepView {
+    pub name: String,
+    pub action: Option<String>,
+    pub needs: Vec<String>,
+    #[serde(flatten)]
+    pub task: TaskView,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<TaskView>,
+}
+
+/// A run and every step, for operators.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunView {
+    #[serde(flatten)]
+    pub run: RunRow,
+    pub steps: Vec<StepView>,
+}
+
+impl RunView {
+    pub fn step(&self, name: &str) -> Option<&StepView> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+}
+
+struct Inner {
+    store: Store,
+    actions: Actions,
+    owner: Arc<str>,
+    inbox: mpsc::UnboundedSender<Command>,
+    bus: broadcast::Sender<Arc<Event>>,
+    fatal: Arc<OnceLock<String>>,
+    workflows: RwLock<HashMap<(String, i64), Arc<Workflow>>>,
+    resume: OnceLock<ResumeReport>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The durable workflow engine. Cheap to clone; every clone drives the same executor.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Start with manually opened maintenance windows (all closed until opened).
+    pub async fn start(config: EngineConfig, actions: Actions) -> Result<Engine, EngineError> {
+        Self::start_with_windows(config, actions, Arc::new(ManualWindows::new())).await
+    }
+
+    /// Open the store, take over every live run this executor owns, and start executing.
+    /// Returns once resumed runs are scheduled again.
+    pub async fn start_with_windows(
+        config: EngineConfig,
+        actions: Actions,
+        gate: Arc<dyn WindowGate>,
+    ) -> Result<Engine, EngineError> {
+        let began = Instant::now();
+        let store = Store::open(config.store.clone()).await?;
+        let owner: Arc<str> = Arc::from(store.executor_id(&config.executor_id).await?);
+        let owner_seq = store.max_owner_seq(&owner).await?;
+        let live = store.load_live(&owner).await?;
+        let timers = store.timers(&owner).await?;
+
+        let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+        let (writer_tx, writer_rx) = mpsc::unbounded_channel();
+        let (bus, _) = broadcast::channel(config.event_buffer.max(16));
+        let fatal = Arc::new(OnceLock::new());
+        let env = Arc::new(Env {
+            actions: actions.clone(),
+            gate,
+            max_running: config.max_running.max(1),
+            max_interruptions: config.max_interruptions,
+        });
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                store: store.clone(),
+                actions,
+                owner: owner.clone(),
+                inbox: inbox_tx.clone(),
+                bus: bus.clone(),
+                fatal: fatal.clone(),
+                workflows: RwLock::new(HashMap::new()),
+                resume: OnceLock::new(),
+                tasks: std::sync::Mutex::new(Vec::new()),
+            }),
+        };
+
+        let mut runs = Vec::with_capacity(live.len());
+        for l in live {
+            let wf = engine.pinned(&l.row.workflow, l.row.version, false).await?;
+            runs.push((l, wf));
+        }
+        let mut sched = Scheduler::new(env, owner, owner_seq, writer_tx);
+        let mut report = sched.resume(runs, timers);
+        let writer = tokio::spawn(scheduler::writer(
+            store,
+            writer_rx,
+            bus,
+            fatal,
+            inbox_tx.clone(),
+            config.max_batch_events.max(1),
+        ));
+        let sched = tokio::spawn(sched.run(inbox_rx));
+        engine.barrier().await?;
+        report.elapsed_ms = began.elapsed().as_secs_f64() * 1000.0;
+        let _ = engine.inner.resume.set(report);
+        engine
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend([writer, sched]);
+        Ok(engine)
+    }
+
+    /// Wait until everything decided so far is committed.
+    async fn barrier(&self) -> Result<(), EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Barrier { reply: tx })?;
+        rx.await.map_err(|_| self.stopped())
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), EngineError> {
+        self.inner.inbox.send(cmd).map_err(|_| self.stopped())
+    }
+
+    fn stopped(&self) -> EngineError {
+        EngineError::Stopped(
+            self.inner
+                .fatal
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "the executor has shut down".into()),
+        )
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(scheduler::Reply<T>) -> Command,
+    ) -> Result<T, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx))?;
+        rx.await.map_err(|_| self.stopped())?
+    }
+
+    /// What start found and did.
+    pub fn resume_report(&self) -> ResumeReport {
+        self.inner.resume.get().cloned().unwrap_or_default()
+    }
+
+    /// This executor's id.
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn actions(&self) -> &Actions {
+        &self.inner.actions
+    }
+
+    /// Why the engine stopped, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.fatal.get().cloned()
+    }
+
+    /// Resolves when the executor has stopped, with the reason if it failed.
+    pub async fn stopped_reason(&self) -> Option<String> {
+        self.inner.inbox.closed().await;
+        self.failure()
+    }
+
+    /// Committed events, live. Slow receivers see `Lagged` and should re-read the store.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.bus.subscribe()
+    }
+
+    /// Scheduler gauges: live runs, attempts running, ready-queue depth, timers.
+    pub async fn stats(&self) -> Result<SchedulerStats, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Stats { reply: tx })?;
+        rx.await.map_err(|_| self.stopped())
+    }
+
+    /// Ask waiting steps to look at their maintenance windows again.
+    pub fn windows_changed(&self) {
+        let _ = self.send(Command::WindowsChanged);
+    }
+
+    /// Stop executing. Attempts still running are abandoned; the next start records them
+    /// as interrupted and runs them again, exactly as after a crash.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.inbox.send(Command::Shutdown);
+        let handles: Vec<_> = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for h in handles {
+            let _ = h.await;
+        }
+        self.inner.store.close().await;
+    }
+
+    // ---- workflows ----------------------------------------------------------------
+
+    /// Validate and store a definition. Each change makes a new version; submitting the
+    /// latest definition again changes nothing.
+    pub async fn register_workflow(
+        &self,
+        text: &str,
+        format: Format,
+    ) -> Result<Registered, EngineError> {
+        let wf = model::compile(text, format, 0, &self.inner.actions)?;
+        let canonical = Workflow::canonical_json(&wf.def);
+        let (version, created) = self.inner.store.put_workflow(&wf.name, &canonical).await?;
+        Ok(Registered {
+            name: wf.name,
+            version,
+            created,
+        })
+    }
+
+    /// A workflow version, compiled (cached; versions never change).
+    pub async fn workflow(
+        &self,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Arc<Workflow>, EngineError> {
+        if let Some(v) = version
+            && let Some(w) = self.cached(name, v)
+        {
+            return Ok(w);
+        }
+        let stored = self
+            .inner
+            .store
+            .workflow(name, version)
+            .await?
+            .ok_or_else(|| EngineError::UnknownWorkflow {
+                name: name.into(),
+                version,
+            })?;
+        self.compile_stored(stored, true)
+    }
+
+    fn cached(&self, name: &str, version: i64) -> Option<Arc<Workflow>> {
+        self.inner
+            .workflows
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(name.to_string(), version))
+            .cloned()
+    }
+
+    /// The definition a run is pinned to. A stored version that no longer validates (an
+    /// action was removed from this build) still loads when `strict` is off, so its runs
+    /// resume and fail at that step with a clear error instead of vanishing.
+    async fn pinned(
+        &self,
+        name: &str,
+        version: i64,
+        strict: bool,
+    ) -> Result<Arc<Workflow>, EngineError> {
+        if let Some(w) = self.cached(name, version) {
+            return Ok(w);
+        }
+        let stored = self
+            .inner
+            .store
+            .workflow(name, Some(version))
+            .await?
+            .ok_or_else(|| EngineError::UnknownWorkflow {
+                name: name.into(),
+                version: Some(version),
+            })?;
+        self.compile_stored(stored, strict)
+    }
+
+    fn compile_stored(
+        &self,
+        stored: StoredWorkflow,
+        strict: bool,
+    ) -> Result<Arc<Workflow>, EngineError> {
+        let def = model::parse(&stored.definition, Format::Json)?;
+        let wf = if strict {
+            model::validate(def, stored.version, &self.inner.actions)?
+        } else {
+            model::validate_shape(def, stored.version)?
+        };
+        let wf = Arc::new(wf);
+        self.inner
+            .workflows
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((stored.name, stored.version), wf.clone());
+        Ok(wf)
+    }
+
+    pub async fn workflows(&self) -> Result<Vec<StoredWorkflow>, EngineError> {
+        Ok(self.inner.store.workflows().await?)
+    }
+
+    pub async fn workflow_versions(&self, name: &str) -> Result<Vec<StoredWorkflow>, EngineError> {
+        Ok(self.inner.store.workflow_versions(name).await?)
+    }
+
+    // ---- runs -----------------------------------------------------------------------
+
+    /// Start a run of a registered workflow, pinned to `version` or the latest.
+    pub async fn submit(&self, run: NewRun, actor: Actor) -> Result<Submitted, EngineError> {
+        validate_new_run(&run)?;
+        if let Some(key) = &run.idempotency_key
+            && let Some(existing) = self.inner.store.run_by_key(key).await?
+        {
+            return Ok(Submitted {
+                run_id: existing.id,
+                created: false,
+            });
+        }
+        let wf = self.workflow(&run.workflow, run.version).await?;
+        self.call(|reply| Command::Submit {
+            wf,
+            run,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// Deliver a signal to a waiting step; the payload becomes its output. `item` names the
+    /// fan-out item (its host name, or its index) for steps that fan out.
+    pub async fn signal(
+        &self,
+        run: Uuid,
+        step: &str,
+        item: Option<&str>,
+        payload: Value,
+    ) -> Result<(), EngineError> {
+        let res = self
+            .call(|reply| Command::Signal {
+                run,
+                step: step.into(),
+                item: item.map(str::to_string),
+                payload,
+                reply,
+            })
+            .await;
+        match res {
+            Err(EngineError::NotLive(id)) => Err(self.not_live_error(id, step, "signal").await),
+            other => other,
+        }
+    }
+
+    async fn not_live_error(&self, id: Uuid, step: &str, verb: &'static str) -> EngineError {
+        let row = match self.inner.store.run(id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return EngineError::UnknownRun(id),
+            Err(e) => return e.into(),
+        };
+        if verb == "signal" {
+            let tasks = self.inner.store.tasks(id).await.unwrap_or_default();
+            return match tasks.iter().find(|t| &*t.step == step && t.item.is_none()) {
+                Some(t) => EngineError::NotWaiting {
+                    run: id,
+                    step: step.into(),
+                    status: t.status,
+                    waiting_for: None,
+                },
+                None => EngineError::UnknownStep {
+                    run: id,
+                    step: step.into(),
+                },
+            };
+        }
+        if &*row.owner != self.owner() {
+            return EngineError::InvalidState {
+                run: id,
+                verb,
+                status: row.status,
+                reason: format!(
+                    "it is owned by executor '{}'; send the command there",
+                    row.owner
+                ),
+            };
+        }
+        EngineError::InvalidState {
+            run: id,
+            verb,
+            status: row.status,
+            reason: format!("a {} run cannot be changed that way", row.status),
+        }
+    }
+
+    async fn verb(&self, run: Uuid, verb: Verb, actor: Actor) -> Result<(), EngineError> {
+        let name = match &verb {
+            Verb::Cancel => "cancel",
+            Verb::Pause => "pause",
+            Verb::Resume => "resume",
+            Verb::Retry { .. } => "retry",
+            Verb::Rollback => "rollback",
+        };
+        let again = verb.clone();
+        let again_actor = actor.clone();
+        match self
+            .call(|reply| Command::Verb {
+                run,
+                verb,
+                actor,
+                reply,
+            })
+            .await
+        {
+            Err(EngineError::NotLive(id)) => {
+                let Some(loaded) = self.inner.store.load_run(self.owner(), id).await? else {
+                    return Err(self.not_live_error(id, "", name).await);
+                };
+                let wf = self
+                    .pinned(&loaded.row.workflow, loaded.row.version, false)
+                    .await?;
+                self.call(|reply| Command::Adopt {
+                    loaded: Box::new(loaded),
+                    wf,
+                    verb: again,
+                    actor: again_actor,
+                    reply,
+                })
+                .await
+            }
+            other => other,
+        }
+    }
+
+    /// Cancel a run: running attempts are told to stop, nothing more starts.
+    pub async fn cancel(&self, run: Uuid, actor: Actor) -> Result<(), EngineError> {
+        self.verb(run, Verb::Cancel, actor).await
+    }
+
+    /// Start no new attempts until resumed; running ones finish and are recorded.
+    pub async fn pause(&self, run: Uuid, actor: Actor) -> Result<(), EngineError> {
+        self.verb(run, Verb::Pause, actor).await
+    }
+
+    pub async fn resume(&self, run: Uuid, actor: Actor) -> Result<(), EngineError> {
+        self.verb(run, Verb::Resume, actor).await
+    }
+
+    /// Retry a failed step and everything downstream of it, as a new attempt series;
+    /// `input` replaces the step's input from now on.
+    pub async fn retry(
+        &self,
+        run: Uuid,
+        step: &str,
+        input: Option<Value>,
+        actor: Actor,
+    ) -> Result<(), EngineError> {
+        self.verb(
+            run,
+            Verb::Retry {
+                step: step.into(),
+                input,
+            },
+            actor,
+        )
+        .await
+    }
+
+    /// Run the compensations of succeeded steps in reverse dependency order.
+    pub async fn rollback(&self, run: Uuid, actor: Actor) -> Result<(), EngineError> {
+        self.verb(run, Verb::Rollback, actor).await
+    }
+
+    pub async fn run_row(&self, id: Uuid) -> Result<RunRow, EngineError> {
+        self.inner
+            .store
+            .run(id)
+            .await?
+            .ok_or(EngineError::UnknownRun(id))
+    }
+
+    /// A run with every step and attempt, as committed.
+    pub async fn run_view(&self, id: Uuid) -> Result<RunView, EngineError> {
+        let run = self.run_row(id).await?;
+        let tasks = self.inner.store.tasks(id).await?;
+        let events = self.all_events(id).await?;
+        let wf = self.pinned(&run.workflow, run.version, false).await.ok();
+        Ok(build_view(run, tasks, &events, wf.as_deref()))
+    }
+
+    async fn all_events(&self, id: Uuid) -> Result<Vec<Event>, EngineError> {
+        let mut out = Vec::new();
+        loop {
+            let after = out.last().map(|e: &Event| e.seq).unwrap_or(0);
+            let page = self.inner.store.events(id, after, 10_000).await?;
+            let done = page.len() < 10_000;
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    pub async fn list_runs(&self, q: &RunQuery) -> Result<Vec<RunRow>, EngineError> {
+        Ok(self.inner.store.list_runs(q).await?)
+    }
+
+    /// A run's events after `after` (a seq), oldest first.
+    pub async fn events(
+        &self,
+        id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, EngineError> {
+        Ok(self.inner.store.events(id, after, limit).await?)
+    }
+
+    // ---- replication ----------------------------------------------------------------
+
+    /// Events this executor wrote after `cursor` (an owner_seq), in order.
+    pub async fn events_after(&self, cursor: i64, limit: u32) -> Result<Vec<Event>, EngineError> {
+        Ok(self
+            .inner
+            .store
+            .events_after(self.owner(), cursor, limit)
+            .await?)
+    }
+
+    /// Mirror runs owned by other executors from their events (idempotent).
+    pub async fn apply_remote(&self, events: &[Event]) -> Result<ApplyReport, EngineError> {
+        Ok(self.inner.store.apply_remote(self.owner(), events).await?)
+    }
+}
+
+fn validate_new_run(r: &NewRun) -> Result<(), EngineError> {
+    if r.workflow.trim().is_empty() {
+        return Err(EngineError::InvalidInput("`workflow` is required".into()));
+    }
+    if r.targets.len() > 100_000 {
+        return Err(EngineError::InvalidInput(format!(
+            "{} targets; at most 100000 per run",
+            r.targets.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for t in &r.targets {
+        if t.is_empty() || t.len() > 253 || t.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(EngineError::InvalidInput(format!(
+                "target '{}' is not a host name (1 to 253 characters, no spaces)",
+                t.escape_default()
+            )));
+        }
+        if !seen.insert(t) {
+            return Err(EngineError::InvalidInput(format!(
+                "target '{t}' is listed twice"
+            )));
+        }
+    }
+    if let Some(k) = &r.idempotency_key
+        && (k.is_empty() || k.len() > 200 || k.starts_with('\u{0}'))
+    {
+        return Err(EngineError::InvalidInput(
+            "idempotency_key must be 1 to 200 characters".into(),
+        ));
+    }
+    if r.version.is_some_and(|v| v < 1) {
+        return Err(EngineError::InvalidInput("version starts at 1".into()));
+    }
+    Ok(())
+}
+
+fn is_open(list: &[AttemptView], n: u32) -> bool {
+    list.iter()
+        .rev()
+        .find(|a| a.attempt == n)
+        .is_some_and(|a| a.ended_at.is_none())
+}
+
+/// Fold a run's events into per-task attempts and assemble the view.
+pub fn build_view(
+    run: RunRow,
+    tasks: Vec<TaskRow>,
+    events: &[Event],
+    wf: Option<&Workflow>,
+) -> RunView {
+    let mut attempts: HashMap<(String, Option<u32>), Vec<AttemptView>> = HashMap::new();
+    for e in events {
+        let (Some(step), Some(n)) = (&e.step, e.attempt) else {
+            continue;
+        };
+        let list = attempts.entry((step.to_string(), e.item)).or_default();
+        let open = |list: &mut Vec<AttemptView>, phase: &str| {
+            list.push(AttemptView {
+                attempt: n,
+                phase: phase.into(),
+                status: "running".into(),
+                started_at: e.at,
+                ended_at: None,
+                error: None,
+                output: None,
+            });
+        };
+        let close = |list: &mut Vec<AttemptView>, status: &str, output: Option<Value>| {
+            if let Some(a) = list.iter_mut().rev().find(|a| a.attempt == n) {
+                a.status = status.into();
+                a.ended_at = Some(e.at);
+                a.error = e.error.clone();
+                if output.is_some() {
+                    a.output = output;
+                }
+            }
+        };
+        match &e.kind {
+            EventKind::Started => open(list, "run"),
+            EventKind::Compensating => open(list, "compensate"),
+            EventKind::Waiting { .. } => {
+                if let Some(a) = list.iter_mut().rev().find(|a| a.attempt == n) {
+                    a.status = "waiting".into();
+                }
+            }
+            EventKind::Succeeded { output } | EventKind::Signalled { payload: output } => {
+                close(list, "succeeded", Some(output.clone()))
+            }
+            EventKind::Compensated { output } => close(list, "succeeded", Some(output.clone())),
+            EventKind::Retrying { .. }
+            | EventKind::Failed
+            | EventKind::CompensationRetrying { .. }
+            | EventKind::CompensationFailed
+                if is_open(list, n) =>
+            {
+                close(list, "failed", None)
+            }
+            EventKind::Interrupted => close(list, "interrupted", None),
+            EventKind::Cancelled if is_open(list, n) => close(list, "cancelled", None),
+            _ => {}
+        }
+    }
+    let mut steps_rows: Vec<TaskRow> = Vec::new();
+    let mut items: HashMap<String, Vec<TaskRow>> = HashMap::new();
+    for t in tasks {
+        match t.item {
+            None => steps_rows.push(t),
+            Some(_) => items.entry(t.step.to_string()).or_default().push(t),
+        }
+    }
+    let order = |name: &str| wf.and_then(|w| w.step_index(name)).unwrap_or(usize::MAX);
+    steps_rows.sort_by(|a, b| {
+        order(&a.step)
+            .cmp(&order(&b.step))
+            .then(a.step.cmp(&b.step))
+    });
+    let mut take = |row: TaskRow| {
+        let a = attempts
+            .remove(&(row.step.to_string(), row.item))
+            .unwrap_or_default();
+        TaskView { row, attempts: a }
+    };
+    let steps = steps_rows
+        .into_iter()
+        .map(|row| {
+            let name = row.step.to_string();
+            let def = wf.and_then(|w| w.step_index(&name).map(|i| w.step(i)));
+            let mut its = items.remove(&name).unwrap_or_default();
+            its.sort_by_key(|t| t.item);
+            StepView {
+                action: def.map(|d| d.action.clone()),
+                needs: def.map(|d| d.needs.clone()).unwrap_or_default(),
+                task: take(row),
+                items: its.into_iter().map(&mut take).collect(),
+                name,
+            }
+        })
+        .collect();
+    RunView { run, steps }
+}
+
+/// Wait up to `timeout` for a run to reach one of `statuses`, by polling the store.
+/// Meant for tests and tools; services should subscribe.
+pub async fn wait_for_status(
+    engine: &Engine,
+    run: Uuid,
+    statuses: &[RunStatus],
+    timeout: Duration,
+) -> Result<RunRow, EngineError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = engine.run_row(run).await?;
+        if statuses.contains(&r.status) {
+            return Ok(r);
+        }
+        if Instant::now() > deadline {
+            return Err(EngineError::InvalidState {
+                run,
+                verb: "wait",
+                status: r.status,
+                reason: format!("still {} after {timeout:?}", r.status),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

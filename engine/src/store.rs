@@ -1,0 +1,1092 @@
+//! The SQLite store: one write connection, used by the group-commit writer, and a small
+//! pool of readers (WAL lets them read while the writer commits).
+//!
+//! Batched writes pass all rows of one table as a single JSON parameter and insert them
+//! with `json_each`, so a transaction costs a handful of statements however many
+//! transitions it carries.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Connection, Row};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use uuid::Uuid;
+
+use crate::event::{
+    Event, EventKind, Rows, RunRow, RunStatus, StepStatus, TaskRow, WaitFor, apply, now_ms,
+};
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync on every commit: a committed transition survives power loss.
+    #[default]
+    Full,
+    /// fsync at WAL checkpoints only: survives a process crash, not power loss.
+    Normal,
+}
+
+impl FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(Durability::Full),
+            "normal" => Ok(Durability::Normal),
+            _ => Err(format!("unknown durability '{s}' (full or normal)")),
+        }
+    }
+}
+
+/// Store failures. Open-time variants name the file and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "database {path} is in use by another lariat process{}; stop it or choose another --db",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    InUse { path: PathBuf, pid: Option<u32> },
+    #[error(
+        "database {path} is locked by another program and stayed locked for {waited:?}; close it and try again"
+    )]
+    Locked { path: PathBuf, waited: Duration },
+    #[error(
+        "database {path} is read-only: {detail}; lariat needs to write to it and to its -wal and -shm files"
+    )]
+    ReadOnly { path: PathBuf, detail: String },
+    #[error(
+        "database {path} is not a lariat database or is corrupt: {detail}; restore it from a backup or move it aside"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("cannot open database {path}: {detail}")]
+    Open { path: PathBuf, detail: String },
+    #[error("cannot migrate database {path}: {detail}")]
+    Migrate { path: PathBuf, detail: String },
+    #[error("storage error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("stored data is malformed: {0}")]
+    Decode(String),
+    #[error("replication: {0}")]
+    Replication(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// Options for [`Store::open`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+    pub durability: Durability,
+    /// How long to wait for a lock held by another program before giving up.
+    pub busy_timeout: Duration,
+    pub readers: u32,
+}
+
+impl StoreOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StoreOptions {
+            path: path.into(),
+            durability: Durability::Full,
+            busy_timeout: Duration::from_secs(3),
+            readers: 4,
+        }
+    }
+}
+
+/// A workflow version as stored.
+#[derive(Debug, Clone)]
+pub struct StoredWorkflow {
+    pub name: String,
+    pub version: i64,
+    pub definition: String,
+    pub created_at: i64,
+}
+
+/// Filter and page for listing runs, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub status: Option<RunStatus>,
+    pub workflow: Option<String>,
+    /// Only runs older than this one (the cursor of the previous page).
+    pub before: Option<Uuid>,
+    pub limit: u32,
+}
+
+/// A run and its task rows, as loaded for resume or for an operator verb.
+#[derive(Debug, Clone)]
+pub struct LoadedRun {
+    pub row: RunRow,
+    pub tasks: Vec<TaskRow>,
+}
+
+/// A durable timer as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerRow {
+    pub run_id: Uuid,
+    pub step: String,
+    pub item: Option<u32>,
+    pub kind: String,
+    pub fire_at: i64,
+}
+
+/// What a committed batch writes.
+#[derive(Debug, Default)]
+pub struct WriteSet {
+    pub events: Vec<Event>,
+    /// Run rows changed by run-level events.
+    pub runs: Vec<RunRow>,
+    /// Task rows changed by the events, one per task (the latest).
+    pub tasks: Vec<(Uuid, TaskRow)>,
+}
+
+impl WriteSet {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.runs.is_empty() && self.tasks.is_empty()
+    }
+}
+
+/// Result of applying remote events to a mirror.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub applied: usize,
+    /// Already present (a repeat delivery).
+    pub skipped: usize,
+}
+
+/// The store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// None once closed.
+    write: Mutex<Option<SqliteConnection>>,
+    read: SqlitePool,
+    /// Held for the life of the store; released by [`Store::close`].
+    lock: std::sync::Mutex<Option<File>>,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+fn sqlite_code(e: &sqlx::Error) -> Option<i64> {
+    match e {
+        sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i64>().ok()),
+        _ => None,
+    }
+}
+
+/// Map an error seen while opening to the open-time variant an operator can act on.
+fn classify(path: &Path, e: sqlx::Error, busy: Duration) -> StoreError {
+    let detail = e.to_string();
+    let path = path.to_path_buf();
+    match sqlite_code(&e).map(|c| c & 0xff) {
+        Some(5) | Some(6) => StoreError::Locked { path, waited: busy },
+        Some(8) => StoreError::ReadOnly { path, detail },
+        Some(11) | Some(26) => StoreError::Corrupt { path, detail },
+        _ => StoreError::Open { path, detail },
+    }
+}
+
+impl Store {
+    /// Open (creating if missing) the database at `opts.path`, take its lock file, and
+    /// bring its schema up to date.
+    pub async fn open(opts: StoreOptions) -> Result<Store, StoreError> {
+        let path = opts.path.clone();
+        if path.is_dir() {
+            return Err(StoreError::Open {
+                path,
+                detail: "it is a directory".into(),
+            });
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            return Err(StoreError::Open {
+                detail: format!("folder {} does not exist", parent.display()),
+                path,
+            });
+        }
+        let lock = take_lock(&path)?;
+
+        let sync = match opts.durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        };
+        let base = SqliteConnectOptions::new()
+            .filename(&path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sync)
+            .busy_timeout(opts.busy_timeout)
+            .foreign_keys(false)
+            .pragma("cache_size", "-16000")
+            .pragma("temp_store", "memory");
+        let mut write = SqliteConnection::connect_with(&base.clone().create_if_missing(true))
+            .await
+            .map_err(|e| classify(&path, e, opts.busy_timeout))?;
+        // Reading the schema is the first thing that fails on a file that is not SQLite.
+        sqlx::query("SELECT count(*) FROM sqlite_master")
+            .execute(&mut write)
+            .await
+            .map_err(|e| classify(&path, e, opts.busy_timeout))?;
+        MIGRATOR
+            .run_direct(None, &mut write, false)
+            .await
+            .map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(inner) => {
+                    classify(&path, inner, opts.busy_timeout)
+                }
+                other => StoreError::Migrate {
+                    path: path.clone(),
+                    detail: other.to_string(),
+                },
+            })?;
+        // A file opened read-only only says so on the first write; find out now, not at
+        // the first transition.
+        sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES ('opened_at', ?1)")
+            .bind(now_ms().to_string())
+            .execute(&mut write)
+            .await
+            .map_err(|e| classify(&path, e, opts.busy_timeout))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(opts.readers.max(1))
+            .min_connections(1)
+            .connect_with(base.pragma("query_only", "ON"))
+            .await
+            .map_err(|e| classify(&path, e, opts.busy_timeout))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path,
+                write: Mutex::new(Some(write)),
+                read,
+                lock: std::sync::Mutex::new(Some(lock)),
+            }),
+        })
+    }
+
+    /// Close the readers and release the lock file, so that another executor may open
+    /// the database. The store must not be used afterwards.
+    pub async fn close(&self) {
+        if let Some(w) = self.inner.write.lock().await.take() {
+            let _ = w.close().await;
+        }
+        self.inner.read.close().await;
+        self.inner
+            .lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    async fn conn(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, StoreError> {
+        MutexGuard::try_map(self.inner.write.lock().await, |w| w.as_mut())
+            .map_err(|_| StoreError::Closed)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Size of the database and its WAL, in bytes.
+    pub fn disk_bytes(&self) -> u64 {
+        let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = self.inner.path.clone().into_os_string();
+        wal.push("-wal");
+        size(self.inner.path.clone()) + size(PathBuf::from(wal))
+    }
+
+    /// Fold the WAL back into the main file (used before measuring size).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        let mut w = self.conn().await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *w)
+            .await?;
+        Ok(())
+    }
+
+    /// The executor id kept in this store, created on first use.
+    pub async fn executor_id(&self, default: &str) -> Result<String, StoreError> {
+        let mut w = self.conn().await?;
+        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('executor_id', ?1)")
+            .bind(default)
+            .execute(&mut *w)
+            .await?;
+        let v: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'executor_id'")
+            .fetch_one(&mut *w)
+            .await?;
+        Ok(v)
+    }
+
+    // ---- writes -------------------------------------------------------------------
+
+    /// Commit one group of transitions in one transaction.
+    pub async fn commit(&self, set: &WriteSet) -> Result<(), StoreError> {
+        let mut w = self.conn().await?;
+        let mut tx = w.begin().await?;
+        write_set(&mut tx, set, false).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Store a workflow definition as a new version, unless it equals the latest one.
+    /// Returns the version and whether it is new.
+    pub async fn put_workflow(
+        &self,
+        name: &str,
+        canonical: &str,
+    ) -> Result<(i64, bool), StoreError> {
+        let mut w = self.conn().await?;
+        let mut tx = w.begin().await?;
+        let latest: Option<(i64, String)> = sqlx::query_as(
+            "SELECT version, definition FROM workflow_versions WHERE name = ?1 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((v, def)) = &latest
+            && def == canonical
+        {
+            return Ok((*v, false));
+        }
+        let version = latest.map(|(v, _)| v + 1).unwrap_or(1);
+        sqlx::query(
+            "INSERT INTO workflow_versions (name, version, definition, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(name)
+        .bind(version)
+        .bind(canonical)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((version, true))
+    }
+
+    // ---- reads --------------------------------------------------------------------
+
+    pub async fn workflow(
+        &self,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<StoredWorkflow>, StoreError> {
+        let row = match version {
+            Some(v) => sqlx::query(
+                "SELECT name, version, definition, created_at FROM workflow_versions WHERE name = ?1 AND version = ?2",
+            )
+            .bind(name)
+            .bind(v)
+            .fetch_optional(&self.inner.read)
+            .await?,
+            None => sqlx::query(
+                "SELECT name, version, definition, created_at FROM workflow_versions WHERE name = ?1 ORDER BY version DESC LIMIT 1",
+            )
+            .bind(name)
+            .fetch_optional(&self.inner.read)
+            .await?,
+        };
+        Ok(row.map(|r| stored_workflow(&r)))
+    }
+
+    /// The latest version of every workflow.
+    pub async fn workflows(&self) -> Result<Vec<StoredWorkflow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, MAX(version) AS version, definition, created_at FROM workflow_versions GROUP BY name ORDER BY name",
+        )
+        .fetch_all(&self.inner.read)
+        .await?;
+        Ok(rows.iter().map(stored_workflow).collect())
+    }
+
+    /// Every version of one workflow, oldest first.
+    pub async fn workflow_versions(&self, name: &str) -> Result<Vec<StoredWorkflow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, version, definition, created_at FROM workflow_versions WHERE name = ?1 ORDER BY version",
+        )
+        .bind(name)
+        .fetch_all(&self.inner.read)
+        .await?;
+        Ok(rows.iter().map(stored_workflow).collect())
+    }
+
+    pub async fn run(&self, id: Uuid) -> Result<Option<RunRow>, StoreError> {
+        let row = sqlx::query(RUN_COLUMNS_BY_ID)
+            .bind(id.to_string())
+            .fetch_optional(&self.inner.read)
+            .await?;
+        row.map(|r| run_row(&r)).transpose()
+    }
+
+    pub async fn run_by_key(&self, key: &str) -> Result<Option<RunRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at FROM runs WHERE idempotency_key = ?1 LIMIT 1",
+        )
+        .bind(key)
+        .fetch_optional(&self.inner.read)
+        .await?;
+        row.map(|r| run_row(&r)).transpose()
+    }
+
+    pub async fn tasks(&self, id: Uuid) -> Result<Vec<TaskRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, step, item, status, attempt, series_start, interruptions, item_value, input, output, error, waiting_for, wake_at, started_at, ended_at, compensating, updated_at FROM steps WHERE run_id = ?1",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.inner.read)
+        .await?;
+        rows.iter().map(|r| task_row(r).map(|(_, t)| t)).collect()
+    }
+
+    pub async fn list_runs(&self, q: &RunQuery) -> Result<Vec<RunRow>, StoreError> {
+        let limit = q.limit.clamp(1, 1000) as i64;
+        let before = q.before.map(|u| u.to_string());
+        let rows = sqlx::query(
+            "SELECT id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at FROM runs
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2) AND (?3 IS NULL OR id < ?3)
+             ORDER BY id DESC LIMIT ?4",
+        )
+        .bind(q.status.map(|s| s.as_str()))
+        .bind(q.workflow.as_deref())
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.inner.read)
+        .await?;
+        rows.iter().map(run_row).collect()
+    }
+
+    /// Count of runs by status.
+    pub async fn run_counts(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM runs GROUP BY status")
+                .fetch_all(&self.inner.read)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// A run's events with `seq > after`, oldest first.
+    pub async fn events(&self, id: Uuid, after: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, seq, owner, owner_seq, at, kind, step, item, attempt, error, data FROM events
+             WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .bind(id.to_string())
+        .bind(after)
+        .bind(limit.clamp(1, 10_000) as i64)
+        .fetch_all(&self.inner.read)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    /// Events written by `owner` after the cursor `after_owner_seq`, in owner order: what a
+    /// mirror pulls to follow that owner.
+    pub async fn events_after(
+        &self,
+        owner: &str,
+        after_owner_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, seq, owner, owner_seq, at, kind, step, item, attempt, error, data FROM events
+             WHERE owner = ?1 AND owner_seq > ?2 ORDER BY owner_seq LIMIT ?3",
+        )
+        .bind(owner)
+        .bind(after_owner_seq)
+        .bind(limit.clamp(1, 10_000) as i64)
+        .fetch_all(&self.inner.read)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    /// The highest owner_seq applied from `owner`, 0 if none: where a mirror resumes.
+    pub async fn replica_cursor(&self, owner: &str) -> Result<i64, StoreError> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT applied_seq FROM replicas WHERE owner = ?1")
+                .bind(owner)
+                .fetch_optional(&self.inner.read)
+                .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Highest owner_seq written by `owner`.
+    pub async fn max_owner_seq(&self, owner: &str) -> Result<i64, StoreError> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(owner_seq) FROM events WHERE owner = ?1")
+                .bind(owner)
+                .fetch_one(&self.inner.read)
+                .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Every run of `owner` the executor keeps working on, with its tasks and last seq.
+    pub async fn load_live(&self, owner: &str) -> Result<Vec<LoadedRun>, StoreError> {
+        self.load_where(owner, None).await
+    }
+
+    /// One run of `owner` with its tasks, whatever its status.
+    pub async fn load_run(&self, owner: &str, id: Uuid) -> Result<Option<LoadedRun>, StoreError> {
+        Ok(self.load_where(owner, Some(id)).await?.pop())
+    }
+
+    async fn load_where(
+        &self,
+        owner: &str,
+        id: Option<Uuid>,
+    ) -> Result<Vec<LoadedRun>, StoreError> {
+        let id = id.map(|u| u.to_string());
+        // One pass per table; the live set is small compared with history.
+        const LIVE: &str = "('running','paused','failed','rolling_back')";
+        let (runs_sql, steps_sql, seq_sql) = if id.is_some() {
+            (
+                "SELECT id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at FROM runs WHERE owner = ?1 AND id = ?2",
+                "SELECT run_id, step, item, status, attempt, series_start, interruptions, item_value, input, output, error, waiting_for, wake_at, started_at, ended_at, compensating, s.updated_at FROM steps s WHERE run_id = ?2",
+                "SELECT run_id, MAX(seq) FROM events WHERE run_id = ?2 GROUP BY run_id",
+            )
+        } else {
+            let _ = LIVE;
+            (
+                "SELECT id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at FROM runs WHERE owner = ?1 AND status IN ('running','paused','failed','rolling_back')",
+                "SELECT s.run_id, s.step, s.item, s.status, s.attempt, s.series_start, s.interruptions, s.item_value, s.input, s.output, s.error, s.waiting_for, s.wake_at, s.started_at, s.ended_at, s.compensating, s.updated_at FROM runs r JOIN steps s ON s.run_id = r.id WHERE r.owner = ?1 AND r.status IN ('running','paused','failed','rolling_back')",
+                "SELECT e.run_id, MAX(e.seq) FROM runs r JOIN events e ON e.run_id = r.id WHERE r.owner = ?1 AND r.status IN ('running','paused','failed','rolling_back') GROUP BY e.run_id",
+            )
+        };
+        let runs = sqlx::query(runs_sql)
+            .bind(owner)
+            .bind(id.as_deref())
+            .fetch_all(&self.inner.read)
+            .await?;
+        let mut out: HashMap<Uuid, LoadedRun> = HashMap::with_capacity(runs.len());
+        let mut order = Vec::with_capacity(runs.len());
+        for r in &runs {
+            let row = run_row(r)?;
+            order.push(row.id);
+            out.insert(
+                row.id,
+                LoadedRun {
+                    row,
+                    tasks: Vec::new(),
+                },
+            );
+        }
+        if out.is_empty() {
+            return Ok(Vec::new());
+        }
+        let steps = sqlx::query(steps_sql)
+            .bind(owner)
+            .bind(id.as_deref())
+            .fetch_all(&self.inner.read)
+            .await?;
+        for r in &steps {
+            let (run, t) = task_row(r)?;
+            if let Some(l) = out.get_mut(&run) {
+                l.tasks.push(t);
+            }
+        }
+        let seqs: Vec<(String, i64)> = sqlx::query_as(seq_sql)
+            .bind(owner)
+            .bind(id.as_deref())
+            .fetch_all(&self.inner.read)
+            .await?;
+        for (run, seq) in seqs {
+            if let Some(l) = out.get_mut(&parse_uuid(&run)?) {
+                l.row.last_seq = seq;
+            }
+        }
+        Ok(order.into_iter().filter_map(|id| out.remove(&id)).collect())
+    }
+
+    /// Every durable timer of `owner`'s runs.
+    pub async fn timers(&self, owner: &str) -> Result<Vec<TimerRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.run_id, t.step, t.item, t.kind, t.fire_at FROM timers t JOIN runs r ON r.id = t.run_id WHERE r.owner = ?1",
+        )
+        .bind(owner)
+        .fetch_all(&self.inner.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TimerRow {
+                    run_id: parse_uuid(&r.get::<String, _>(0))?,
+                    step: r.get(1),
+                    item: item_from_db(r.get(2)),
+                    kind: r.get(3),
+                    fire_at: r.get(4),
+                })
+            })
+            .collect()
+    }
+
+    // ---- replication ----------------------------------------------------------------
+
+    /// Apply events received from other owners, idempotently: events already present are
+    /// skipped, rows are rebuilt with the same [`apply`] the owner used. Events of one run
+    /// must arrive in seq order without gaps; a gap stops that run with an error after
+    /// what came before it is applied.
+    pub async fn apply_remote(
+        &self,
+        local_owner: &str,
+        events: &[Event],
+    ) -> Result<ApplyReport, StoreError> {
+        if let Some(e) = events.iter().find(|e| &*e.owner == local_owner) {
+            return Err(StoreError::Replication(format!(
+                "event {}#{} is owned by this executor ({local_owner}); only the owner writes its runs",
+                e.run_id, e.seq
+            )));
+        }
+        let mut w = self.conn().await?;
+        let mut tx = w.begin().await?;
+        let mut report = ApplyReport::default();
+        let mut by_run: BTreeMap<Uuid, Vec<&Event>> = BTreeMap::new();
+        for e in events {
+            by_run.entry(e.run_id).or_default().push(e);
+        }
+        let mut set = WriteSet::default();
+        let mut cursors: BTreeMap<Arc<str>, i64> = BTreeMap::new();
+        let mut gap = None;
+        for (run_id, mut evs) in by_run {
+            evs.sort_by_key(|e| e.seq);
+            let mut mirror = Mirror::load(&mut tx, run_id, evs[0].owner.clone()).await?;
+            for e in evs {
+                if e.seq <= mirror.run.last_seq {
+                    report.skipped += 1;
+                    continue;
+                }
+                if e.seq != mirror.run.last_seq + 1 {
+                    gap.get_or_insert(format!(
+                        "run {run_id}: expected seq {} next, got {}",
+                        mirror.run.last_seq + 1,
+                        e.seq
+                    ));
+                    break;
+                }
+                apply(&mut mirror, e);
+                mirror.touched_run |= e.step.is_none();
+                if let Some(s) = &e.step {
+                    mirror.touched.insert((s.to_string(), e.item));
+                    if let EventKind::Expanded { items } = &e.kind {
+                        for i in 0..items.len() {
+                            mirror.touched.insert((s.to_string(), Some(i as u32)));
+                        }
+                    }
+                }
+                let c = cursors.entry(e.owner.clone()).or_insert(0);
+                *c = (*c).max(e.owner_seq);
+                set.events.push(e.clone());
+                report.applied += 1;
+            }
+            mirror.drain_into(&mut set);
+        }
+        write_set(&mut tx, &set, true).await?;
+        for (owner, seq) in cursors {
+            sqlx::query(
+                "INSERT INTO replicas (owner, applied_seq) VALUES (?1, ?2)
+                 ON CONFLICT (owner) DO UPDATE SET applied_seq = MAX(applied_seq, excluded.applied_seq)",
+            )
+            .bind(&*owner)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        match gap {
+            Some(g) => Err(StoreError::Replication(g)),
+            None => Ok(report),
+        }
+    }
+}
+
+/// Rows of one run being rebuilt from remote events.
+struct Mirror {
+    run: RunRow,
+    tasks: BTreeMap<(String, Option<u32>), TaskRow>,
+    touched: std::collections::BTreeSet<(String, Option<u32>)>,
+    touched_run: bool,
+}
+
+impl Mirror {
+    async fn load(
+        conn: &mut SqliteConnection,
+        id: Uuid,
+        owner: Arc<str>,
+    ) -> Result<Mirror, StoreError> {
+        let run = sqlx::query(RUN_COLUMNS_BY_ID)
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+        let mut run = match run {
+            Some(r) => run_row(&r)?,
+            None => RunRow::blank(id, owner),
+        };
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE run_id = ?1")
+            .bind(id.to_string())
+            .fetch_one(&mut *conn)
+            .await?;
+        run.last_seq = last.unwrap_or(0);
+        let rows = sqlx::query(
+            "SELECT run_id, step, item, status, attempt, series_start, interruptions, item_value, input, output, error, waiting_for, wake_at, started_at, ended_at, compensating, updated_at FROM steps WHERE run_id = ?1",
+        )
+        .bind(id.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut tasks = BTreeMap::new();
+        for r in &rows {
+            let (_, t) = task_row(r)?;
+            tasks.insert((t.step.to_string(), t.item), t);
+        }
+        Ok(Mirror {
+            run,
+            tasks,
+            touched: Default::default(),
+            touched_run: false,
+        })
+    }
+
+    fn drain_into(self, set: &mut WriteSet) {
+        let id = self.run.id;
+        for key in &self.touched {
+            if let Some(t) = self.tasks.get(key) {
+                set.tasks.push((id, t.clone()));
+            }
+        }
+        if self.touched_run {
+            set.runs.push(self.run);
+        }
+    }
+}
+
+impl Rows for Mirror {
+    fn run_row(&mut self) -> &mut RunRow {
+        &mut self.run
+    }
+    fn task_row(&mut self, step: &str, item: Option<u32>) -> &mut TaskRow {
+        self.touched.insert((step.to_string(), item));
+        self.tasks
+            .entry((step.to_string(), item))
+            .or_insert_with(|| TaskRow::new(Arc::from(step), item))
+    }
+}
+
+const RUN_COLUMNS_BY_ID: &str = "SELECT id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at FROM runs WHERE id = ?1";
+
+const INSERT_EVENTS: &str = "INSERT INTO events (run_id, seq, owner, owner_seq, at, kind, step, item, attempt, error, data)
+    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8, value->>9, value->>10
+    FROM json_each(?1)";
+const INSERT_EVENTS_IGNORE: &str = "INSERT OR IGNORE INTO events (run_id, seq, owner, owner_seq, at, kind, step, item, attempt, error, data)
+    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8, value->>9, value->>10
+    FROM json_each(?1)";
+const UPSERT_RUNS: &str = "INSERT INTO runs (id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at)
+    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8, value->>9, value->>10, value->>11
+    FROM json_each(?1) WHERE true
+    ON CONFLICT (id) DO UPDATE SET status = excluded.status, error = excluded.error,
+        updated_at = excluded.updated_at, ended_at = excluded.ended_at";
+const UPSERT_STEPS: &str = "INSERT INTO steps (run_id, step, item, status, attempt, series_start, interruptions, item_value, input, output, error, waiting_for, wake_at, started_at, ended_at, compensating, updated_at)
+    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, value->>14, value->>15, value->>16
+    FROM json_each(?1) WHERE true
+    ON CONFLICT (run_id, step, item) DO UPDATE SET status = excluded.status, attempt = excluded.attempt,
+        series_start = excluded.series_start, interruptions = excluded.interruptions,
+        item_value = excluded.item_value, input = excluded.input, output = excluded.output,
+        error = excluded.error, waiting_for = excluded.waiting_for, wake_at = excluded.wake_at,
+        started_at = excluded.started_at, ended_at = excluded.ended_at,
+        compensating = excluded.compensating, updated_at = excluded.updated_at";
+const DELETE_TIMERS: &str = "DELETE FROM timers WHERE (run_id, step, item) IN
+    (SELECT value->>0, value->>1, value->>2 FROM json_each(?1))";
+const UPSERT_TIMERS: &str = "INSERT INTO timers (run_id, step, item, kind, fire_at)
+    SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?1) WHERE true
+    ON CONFLICT (run_id, step, item) DO UPDATE SET kind = excluded.kind, fire_at = excluded.fire_at";
+
+fn json_text(v: &Option<Value>) -> Option<String> {
+    v.as_ref().map(|v| v.to_string())
+}
+
+fn item_to_db(item: Option<u32>) -> i64 {
+    item.map(i64::from).unwrap_or(-1)
+}
+
+fn item_from_db(v: i64) -> Option<u32> {
+    u32::try_from(v).ok()
+}
+
+/// The kind of durable timer a task row implies, if any.
+pub(crate) fn timer_kind(t: &TaskRow) -> Option<&'static str> {
+    t.wake_at?;
+    match t.status {
+        StepStatus::Retrying => Some("retry"),
+        StepStatus::Waiting => Some("wait_deadline"),
+        StepStatus::Compensating => Some("compensation_retry"),
+        _ => None,
+    }
+}
+
+async fn write_set(
+    conn: &mut SqliteConnection,
+    set: &WriteSet,
+    ignore_existing_events: bool,
+) -> Result<(), StoreError> {
+    if !set.events.is_empty() {
+        let rows: Vec<_> = set
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.run_id.to_string(),
+                    e.seq,
+                    &*e.owner,
+                    e.owner_seq,
+                    e.at,
+                    e.kind.name(),
+                    e.step.as_deref(),
+                    e.item,
+                    e.attempt,
+                    e.error.as_deref(),
+                    e.kind.data().map(|d| d.to_string()),
+                )
+            })
+            .collect();
+        let sql = if ignore_existing_events {
+            INSERT_EVENTS_IGNORE
+        } else {
+            INSERT_EVENTS
+        };
+        sqlx::query(sql)
+            .bind(serde_json::to_string(&rows).map_err(|e| StoreError::Decode(e.to_string()))?)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !set.runs.is_empty() {
+        let rows: Vec<_> = set
+            .runs
+            .iter()
+            .map(|r| {
+                (
+                    r.id.to_string(),
+                    &r.workflow,
+                    r.version,
+                    &*r.owner,
+                    r.status.as_str(),
+                    r.input.to_string(),
+                    serde_json::to_string(&r.targets).unwrap_or_default(),
+                    r.idempotency_key.as_deref(),
+                    r.error.as_deref(),
+                    r.created_at,
+                    r.updated_at,
+                    r.ended_at,
+                )
+            })
+            .collect();
+        sqlx::query(UPSERT_RUNS)
+            .bind(serde_json::to_string(&rows).map_err(|e| StoreError::Decode(e.to_string()))?)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !set.tasks.is_empty() {
+        let mut rows = Vec::with_capacity(set.tasks.len());
+        let mut no_timer = Vec::new();
+        let mut timers = Vec::new();
+        for (run, t) in &set.tasks {
+            let run = run.to_string();
+            let item = item_to_db(t.item);
+            rows.push((
+                (
+                    run.clone(),
+                    &*t.step,
+                    item,
+                    t.status.as_str(),
+                    t.attempt,
+                    t.series_start,
+                    t.interruptions,
+                    json_text(&t.item_value),
+                    json_text(&t.input),
+                ),
+                (
+                    json_text(&t.output),
+                    t.error.as_deref(),
+                    t.waiting_for.as_ref().map(|w| w.to_string()),
+                    t.wake_at,
+                    t.started_at,
+                    t.ended_at,
+                    t.compensating,
+                    t.updated_at,
+                ),
+            ));
+            match (timer_kind(t), t.wake_at) {
+                (Some(kind), Some(at)) => timers.push((run, &*t.step, item, kind, at)),
+                _ => no_timer.push((run, &*t.step, item)),
+            }
+        }
+        // Flatten the two halves (serde tuples stop at 16 fields) into one array per row.
+        let flat: Vec<Value> = rows
+            .into_iter()
+            .map(|(a, b)| {
+                let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+                if let (Value::Array(x), Ok(Value::Array(y))) = (&mut v, serde_json::to_value(b)) {
+                    x.extend(y);
+                }
+                v
+            })
+            .collect();
+        sqlx::query(UPSERT_STEPS)
+            .bind(Value::Array(flat).to_string())
+            .execute(&mut *conn)
+            .await?;
+        if !no_timer.is_empty() {
+            sqlx::query(DELETE_TIMERS)
+                .bind(
+                    serde_json::to_string(&no_timer)
+                        .map_err(|e| StoreError::Decode(e.to_string()))?,
+                )
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !timers.is_empty() {
+            sqlx::query(UPSERT_TIMERS)
+                .bind(
+                    serde_json::to_string(&timers)
+                        .map_err(|e| StoreError::Decode(e.to_string()))?,
+                )
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn parse_uuid(s: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Decode(format!("run id '{s}': {e}")))
+}
+
+fn parse_json(s: Option<String>) -> Result<Option<Value>, StoreError> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Decode(format!("json: {e}"))))
+        .transpose()
+}
+
+fn stored_workflow(r: &SqliteRow) -> StoredWorkflow {
+    StoredWorkflow {
+        name: r.get(0),
+        version: r.get(1),
+        definition: r.get(2),
+        created_at: r.get(3),
+    }
+}
+
+fn run_row(r: &SqliteRow) -> Result<RunRow, StoreError> {
+    let status: String = r.get(4);
+    let targets: Option<String> = r.get(6);
+    Ok(RunRow {
+        id: parse_uuid(&r.get::<String, _>(0))?,
+        workflow: r.get(1),
+        version: r.get(2),
+        owner: Arc::from(r.get::<String, _>(3)),
+        status: status.parse().map_err(StoreError::Decode)?,
+        input: parse_json(r.get(5))?.unwrap_or(Value::Null),
+        targets: match targets {
+            Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Decode(e.to_string()))?,
+            None => Vec::new(),
+        },
+        idempotency_key: r.get(7),
+        error: r.get(8),
+        created_at: r.get(9),
+        updated_at: r.get(10),
+        ended_at: r.get(11),
+        last_seq: 0,
+    })
+}
+
+fn task_row(r: &SqliteRow) -> Result<(Uuid, TaskRow), StoreError> {
+    let status: String = r.get(3);
+    let waiting: Option<String> = r.get(11);
+    Ok((
+        parse_uuid(&r.get::<String, _>(0))?,
+        TaskRow {
+            step: Arc::from(r.get::<String, _>(1)),
+            item: item_from_db(r.get(2)),
+            status: status.parse().map_err(StoreError::Decode)?,
+            attempt: r.get::<i64, _>(4) as u32,
+            series_start: r.get::<i64, _>(5) as u32,
+            interruptions: r.get::<i64, _>(6) as u32,
+            item_value: parse_json(r.get(7))?,
+            input: parse_json(r.get(8))?,
+            output: parse_json(r.get(9))?,
+            error: r.get(10),
+            waiting_for: waiting
+                .map(|w| w.parse::<WaitFor>().map_err(StoreError::Decode))
+                .transpose()?,
+            wake_at: r.get(12),
+            started_at: r.get(13),
+            ended_at: r.get(14),
+            compensating: r.get::<i64, _>(15) != 0,
+            updated_at: r.get(16),
+        },
+    ))
+}
+
+fn event_row(r: &SqliteRow) -> Result<Event, StoreError> {
+    let kind: String = r.get(5);
+    let data = parse_json(r.get(10))?;
+    Ok(Event {
+        run_id: parse_uuid(&r.get::<String, _>(0))?,
+        seq: r.get(1),
+        owner: Arc::from(r.get::<String, _>(2)),
+        owner_seq: r.get(3),
+        at: r.get(4),
+        step: r.get::<Option<String>, _>(6).map(Arc::from),
+        item: r.get::<Option<i64>, _>(7).and_then(item_from_db),
+        attempt: r.get::<Option<i64>, _>(8).map(|a| a as u32),
+        error: r.get(9),
+        kind: EventKind::from_parts(&kind, data)
+            .map_err(|e| StoreError::Decode(format!("event kind '{kind}': {e}")))?,
+    })
+}
+
+/// Hold `<db>.lock` for the life of the store, so two executors never drive the same runs.
+fn take_lock(db: &Path) -> Result<File, StoreError> {
+    let mut lock_path = db.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                StoreError::ReadOnly {
+                    path: db.to_path_buf(),
+                    detail: format!("cannot create lock file {}: {e}", lock_path.display()),
+                }
+            }
+            _ => StoreError::Open {
+                path: db.to_path_buf(),
+                detail: format!("lock file {}: {e}", lock_path.display()),
+            },
+        })?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&lock_path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            return Err(StoreError::InUse {
+                path: db.to_path_buf(),
+                pid,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(StoreError::Open {
+                path: db.to_path_buf(),
+                detail: format!("lock file {}: {e}", lock_path.display()),
+            });
+        }
+    }
+    let _ = f.set_len(0);
+    let _ = write!(f, "{}", std::process::id());
+    Ok(f)
+}
