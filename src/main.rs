@@ -1,1 +1,67 @@
-fn main() {}
+//! `lariat`: one binary for the central server, site agents, benchmarks and the
+//! operator's command line. `anyhow` lives here, at the edge; crates below use typed errors.
+
+mod bench;
+mod bench_api;
+mod cli;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "lariat",
+    version,
+    about = "Bare-metal provisioning: durable DAG workflows, site agents, boot services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the central node: the workflow engine and the REST API.
+    Server(server::ServerArgs),
+    /// Benchmarks that print their figures as JSON.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+    #[command(flatten)]
+    Client(cli::ClientCmd),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LARIAT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(async move {
+        let res = match cli.cmd {
+            Cmd::Server(a) => server::run(a).await.map(|_| 0),
+            Cmd::Bench(b) => bench::run(b).await.map(|_| 0),
+            Cmd::Client(c) => cli::run(c).await,
+        };
+        match res {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        }
+    });
+    std::process::exit(code);
+}

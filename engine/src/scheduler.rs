@@ -828,6 +828,7 @@ impl Cx<'_> {
             };
             self.emit(Some(k), Some(attempt), Some(text), kind);
             self.arm(k, next_at);
+            metrics::counter!("lariat_retries_total").increment(1);
             return;
         }
         let why = if !e.retryable {
@@ -1781,6 +1782,7 @@ fn merge(batches: Vec<Batch>) -> (WriteSet, Vec<Effect>) {
 /// panicking action turned into a failed attempt.
 async fn execute(d: Dispatch, inbox: mpsc::UnboundedSender<Command>) {
     let token = d.ctx.cancel.clone();
+    let began = Instant::now();
     let result = match d.action {
         None => Err(StepError::fatal(
             "unknown_action",
@@ -1821,6 +1823,8 @@ async fn execute(d: Dispatch, inbox: mpsc::UnboundedSender<Command>) {
             }
         }
     };
+    metrics::histogram!("lariat_step_seconds", "action" => d.action_name.clone())
+        .record(began.elapsed().as_secs_f64());
     let _ = inbox.send(Command::Done {
         run: d.run,
         key: d.key,

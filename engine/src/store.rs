@@ -89,6 +89,9 @@ pub struct StoreOptions {
     /// How long to wait for a lock held by another program before giving up.
     pub busy_timeout: Duration,
     pub readers: u32,
+    /// Take `<db>.lock` so no second executor opens the file. Off only for short-lived
+    /// admin commands that never execute runs (creating a token next to a running server).
+    pub exclusive: bool,
 }
 
 impl StoreOptions {
@@ -98,6 +101,7 @@ impl StoreOptions {
             durability: Durability::Full,
             busy_timeout: Duration::from_secs(3),
             readers: 4,
+            exclusive: true,
         }
     }
 }
@@ -217,7 +221,11 @@ impl Store {
                 path,
             });
         }
-        let lock = take_lock(&path)?;
+        let lock = if opts.exclusive {
+            Some(take_lock(&path)?)
+        } else {
+            None
+        };
 
         let sync = match opts.durability {
             Durability::Full => SqliteSynchronous::Full,
@@ -269,7 +277,7 @@ impl Store {
                 path,
                 write: Mutex::new(Some(write)),
                 read,
-                lock: std::sync::Mutex::new(Some(lock)),
+                lock: std::sync::Mutex::new(lock),
             }),
         })
     }
@@ -286,6 +294,18 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+    }
+
+    /// The reader pool, for crates that keep their own tables in this database (the API's
+    /// tokens). Read-only: writes go through [`Store::write_conn`].
+    pub fn read_pool(&self) -> &SqlitePool {
+        &self.inner.read
+    }
+
+    /// The single write connection, held until the guard drops. Keep it short: the
+    /// executor's commits wait for it.
+    pub async fn write_conn(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, StoreError> {
+        self.conn().await
     }
 
     async fn conn(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, StoreError> {
