@@ -92,7 +92,7 @@ impl EngineConfig {
             max_running: 512,
             max_interruptions: 20,
             max_batch_events: 8192,
-            event_buffer: 65_536,
+            event_buffer: 4096,
         }
     }
 }
@@ -394,26 +394,35 @@ impl Engine {
         })
     }
 
-    /// A workflow version, compiled (cached; versions never change).
+    /// A workflow version, compiled (cached; versions never change). Without a version,
+    /// the latest.
     pub async fn workflow(
         &self,
         name: &str,
         version: Option<i64>,
     ) -> Result<Arc<Workflow>, EngineError> {
-        if let Some(v) = version
-            && let Some(w) = self.cached(name, v)
-        {
+        let unknown = || EngineError::UnknownWorkflow {
+            name: name.into(),
+            version,
+        };
+        let v = match version {
+            Some(v) => v,
+            None => self
+                .inner
+                .store
+                .latest_version(name)
+                .await?
+                .ok_or_else(unknown)?,
+        };
+        if let Some(w) = self.cached(name, v) {
             return Ok(w);
         }
         let stored = self
             .inner
             .store
-            .workflow(name, version)
+            .workflow(name, Some(v))
             .await?
-            .ok_or_else(|| EngineError::UnknownWorkflow {
-                name: name.into(),
-                version,
-            })?;
+            .ok_or_else(unknown)?;
         self.compile_stored(stored, true)
     }
 

@@ -192,11 +192,11 @@ pub enum EventKind {
         workflow: String,
         version: i64,
         #[serde(default)]
-        input: Value,
+        input: Arc<Value>,
         #[serde(default)]
-        targets: Vec<String>,
+        targets: Arc<Vec<String>>,
         /// Step names, so a mirror can show steps that have not started.
-        steps: Vec<String>,
+        steps: Vec<Arc<str>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<String>,
     },
@@ -357,8 +357,8 @@ pub struct RunRow {
     pub version: i64,
     pub owner: Arc<str>,
     pub status: RunStatus,
-    pub input: Value,
-    pub targets: Vec<String>,
+    pub input: Arc<Value>,
+    pub targets: Arc<Vec<String>>,
     pub idempotency_key: Option<String>,
     pub error: Option<String>,
     pub created_at: i64,
@@ -377,8 +377,8 @@ impl RunRow {
             version: 0,
             owner,
             status: RunStatus::Running,
-            input: Value::Null,
-            targets: Vec::new(),
+            input: Arc::new(Value::Null),
+            targets: Arc::new(Vec::new()),
             idempotency_key: None,
             error: None,
             created_at: 0,

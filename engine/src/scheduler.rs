@@ -178,8 +178,6 @@ struct Slot {
 struct RunState {
     wf: Arc<Workflow>,
     row: RunRow,
-    input: Arc<Value>,
-    targets: Arc<Vec<String>>,
     steps: Vec<Slot>,
     /// Attempts of this run whose action is executing.
     inflight: u32,
@@ -219,8 +217,6 @@ impl RunState {
             slot.items.push(Task::new(t));
         }
         RunState {
-            input: Arc::new(row.input.clone()),
-            targets: Arc::new(row.targets.clone()),
             wf,
             row,
             steps,
@@ -506,6 +502,7 @@ impl Cx<'_> {
             match &fe.over {
                 ItemSource::Targets => self
                     .run
+                    .row
                     .targets
                     .iter()
                     .map(|t| Value::String(t.clone()))
@@ -730,8 +727,8 @@ impl Cx<'_> {
             item,
             attempt,
             input,
-            run_input: self.run.input.clone(),
-            targets: self.run.targets.clone(),
+            run_input: self.run.row.input.clone(),
+            targets: self.run.row.targets.clone(),
             needs,
             undoing,
             cancel: token,
@@ -1523,14 +1520,12 @@ impl Scheduler {
             EventKind::RunCreated {
                 workflow: wf.name.clone(),
                 version: wf.version,
-                input: new.input,
-                targets: new.targets,
-                steps: wf.step_names.iter().map(|s| s.to_string()).collect(),
+                input: Arc::new(new.input),
+                targets: Arc::new(new.targets),
+                steps: wf.step_names.clone(),
                 idempotency_key: new.idempotency_key,
             },
         );
-        cx.run.input = Arc::new(cx.run.row.input.clone());
-        cx.run.targets = Arc::new(cx.run.row.targets.clone());
         if actor.who != "system" {
             cx.operator("submit", &actor, Value::Null);
         }

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -237,11 +238,15 @@ impl Store {
             .synchronous(sync)
             .busy_timeout(opts.busy_timeout)
             .foreign_keys(false)
-            .pragma("cache_size", "-16000")
             .pragma("temp_store", "memory");
-        let mut write = SqliteConnection::connect_with(&base.clone().create_if_missing(true))
-            .await
-            .map_err(|e| classify(&path, e, opts.busy_timeout))?;
+        let mut write = SqliteConnection::connect_with(
+            &base
+                .clone()
+                .create_if_missing(true)
+                .pragma("cache_size", "-16000"),
+        )
+        .await
+        .map_err(|e| classify(&path, e, opts.busy_timeout))?;
         // Reading the schema is the first thing that fails on a file that is not SQLite.
         sqlx::query("SELECT count(*) FROM sqlite_master")
             .execute(&mut write)
@@ -269,7 +274,11 @@ impl Store {
         let read = SqlitePoolOptions::new()
             .max_connections(opts.readers.max(1))
             .min_connections(1)
-            .connect_with(base.pragma("query_only", "ON"))
+            .connect_with(
+                base.pragma("query_only", "ON")
+                    // Readers share the OS page cache; a small private cache each is enough.
+                    .pragma("cache_size", "-2000"),
+            )
             .await
             .map_err(|e| classify(&path, e, opts.busy_timeout))?;
         Ok(Store {
@@ -415,6 +424,16 @@ impl Store {
             .await?,
         };
         Ok(row.map(|r| stored_workflow(&r)))
+    }
+
+    /// The latest version number of a workflow, if it has any.
+    pub async fn latest_version(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MAX(version) FROM workflow_versions WHERE name = ?1")
+                .bind(name)
+                .fetch_one(&self.inner.read)
+                .await?,
+        )
     }
 
     /// The latest version of every workflow.
@@ -599,17 +618,19 @@ impl Store {
         if out.is_empty() {
             return Ok(Vec::new());
         }
-        let steps = sqlx::query(steps_sql)
+        // Streamed: at ten thousand live runs the rows of a fetch_all cost more memory than
+        // the runs they become.
+        let mut steps = sqlx::query(steps_sql)
             .bind(owner)
             .bind(id.as_deref())
-            .fetch_all(&self.inner.read)
-            .await?;
-        for r in &steps {
-            let (run, t) = task_row(r)?;
+            .fetch(&self.inner.read);
+        while let Some(r) = steps.try_next().await? {
+            let (run, t) = task_row(&r)?;
             if let Some(l) = out.get_mut(&run) {
                 l.tasks.push(t);
             }
         }
+        drop(steps);
         let seqs: Vec<(String, i64)> = sqlx::query_as(seq_sql)
             .bind(owner)
             .bind(id.as_deref())
@@ -892,7 +913,7 @@ async fn write_set(
                     &*r.owner,
                     r.status.as_str(),
                     r.input.to_string(),
-                    serde_json::to_string(&r.targets).unwrap_or_default(),
+                    serde_json::to_string(&*r.targets).unwrap_or_default(),
                     r.idempotency_key.as_deref(),
                     r.error.as_deref(),
                     r.created_at,
@@ -1005,11 +1026,11 @@ fn run_row(r: &SqliteRow) -> Result<RunRow, StoreError> {
         version: r.get(2),
         owner: Arc::from(r.get::<String, _>(3)),
         status: status.parse().map_err(StoreError::Decode)?,
-        input: parse_json(r.get(5))?.unwrap_or(Value::Null),
-        targets: match targets {
+        input: Arc::new(parse_json(r.get(5))?.unwrap_or(Value::Null)),
+        targets: Arc::new(match targets {
             Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Decode(e.to_string()))?,
             None => Vec::new(),
-        },
+        }),
         idempotency_key: r.get(7),
         error: r.get(8),
         created_at: r.get(9),

@@ -254,3 +254,24 @@ steps:
         "{text:?}"
     );
 }
+
+#[tokio::test]
+async fn latest_version_is_compiled_once_and_shared() {
+    let h = Harness::new().await;
+    h.register("name: w\nsteps:\n  - {name: a, action: noop}\n")
+        .await;
+    let a = h.engine.workflow("w", None).await.unwrap();
+    let b = h.engine.workflow("w", None).await.unwrap();
+    let c = h.engine.workflow("w", Some(1)).await.unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &b) && std::sync::Arc::ptr_eq(&a, &c));
+    h.register("name: w\nsteps:\n  - {name: a, action: noop}\n  - {name: b, action: noop}\n")
+        .await;
+    let d = h.engine.workflow("w", None).await.unwrap();
+    assert_eq!(
+        (d.version, d.def.steps.len()),
+        (2, 2),
+        "a new version is picked up"
+    );
+    let err = h.engine.workflow("nope", None).await.unwrap_err();
+    assert!(err.to_string().contains("unknown workflow 'nope'"), "{err}");
+}
