@@ -446,6 +446,12 @@ impl Cx<'_> {
         self.run.wf.step(i).for_each.is_some()
     }
 
+    /// The step-level task of a fan-out step: it never runs an attempt of its own, its
+    /// items do, and `pump_items` settles it.
+    fn is_fanout_parent(&self, k: TaskKey) -> bool {
+        k.item.is_none() && self.is_fanout(k.step)
+    }
+
     fn deps_satisfied(&self, i: usize) -> bool {
         self.run.wf.deps[i]
             .iter()
@@ -477,6 +483,9 @@ impl Cx<'_> {
     /// Start every ready task that can start (after resume, retry or a restart).
     fn kick(&mut self) {
         for k in self.run.keys() {
+            if self.is_fanout_parent(k) {
+                continue;
+            }
             let t = self.run.task(k);
             if t.row.status == StepStatus::Ready && !t.queued && t.token.is_none() {
                 self.try_start(k);
@@ -1321,6 +1330,9 @@ impl Scheduler {
             let max = self.sh.env.max_interruptions;
             let Some(mut cx) = self.cx(id) else { continue };
             for k in cx.run.keys() {
+                if cx.is_fanout_parent(k) {
+                    continue;
+                }
                 let t = &cx.run.task(k).row;
                 let restart = match t.status {
                     StepStatus::Running => true,

@@ -255,3 +255,67 @@ steps:
     assert!(err.to_string().contains("expected seq 1 next"), "{err}");
     assert!(matches!(all[0].kind, EventKind::RunCreated { .. }));
 }
+
+#[tokio::test]
+async fn restart_during_fan_out_resumes_the_items_not_the_step() {
+    let mut h = Harness::new().await;
+    h.register(
+        r#"
+name: fan
+steps:
+  - name: power_off
+    action: sleep
+    input: {ms: 300}
+    for_each: {over: targets, max_parallel: 2}
+  - {name: await_callback, action: await, needs: [power_off], for_each: {over: targets}}
+  - {name: verify, action: noop, needs: [await_callback]}
+"#,
+    )
+    .await;
+    let run = h.submit("fan", &["a", "b", "c"]).await;
+    h.wait_step(run, "power_off", "running").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.restart(|_| {}).await;
+    assert_eq!(
+        h.engine.resume_report().interrupted,
+        2,
+        "the two running items, not the step"
+    );
+    h.wait_step(run, "power_off", "succeeded").await;
+    let v = h.wait_step(run, "await_callback", "running").await;
+    let parent = v.step("await_callback").unwrap();
+    assert!(
+        parent.task.attempts.is_empty(),
+        "a fan-out step has no attempts of its own"
+    );
+    // Restart again while the items wait for their signals.
+    loop {
+        let v = h.engine.run_view(run).await.unwrap();
+        if v.step("await_callback")
+            .unwrap()
+            .items
+            .iter()
+            .all(|i| i.row.status == StepStatus::Waiting)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    h.restart(|_| {}).await;
+    for host in ["a", "b", "c"] {
+        h.engine
+            .signal(run, "await_callback", Some(host), json!({"host": host}))
+            .await
+            .unwrap();
+    }
+    h.wait(run, &[RunStatus::Succeeded]).await;
+    let events = h.events(run).await;
+    check_log(&events);
+    assert!(
+        !events.iter().any(|e| e.step.as_deref() == Some("power_off")
+            && e.item.is_none()
+            && matches!(e.kind, EventKind::Interrupted | EventKind::Started)),
+        "{:#?}",
+        kinds(&events)
+    );
+}
