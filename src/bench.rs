@@ -276,7 +276,13 @@ impl Driver {
                         let run = ev.run_id;
                         tokio::spawn(async move {
                             if let Err(err) = e
-                                .signal(run, "await_callback", None, json!({"ok": true}))
+                                .signal(
+                                    run,
+                                    "await_callback",
+                                    None,
+                                    json!({"ok": true}),
+                                    Actor::system(),
+                                )
                                 .await
                             {
                                 eprintln!("bench: signal failed: {err}");

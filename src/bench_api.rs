@@ -1,11 +1,531 @@
 //! `lariat bench api`: REST read and submit rates while the engine is busy.
-//! (Being built for the API issue.)
+//!
+//! Starts `lariat server` as a child process on a fresh database with an operator token,
+//! keeps `--inflight` provision-noop runs in flight (each waits at `await_callback`; a
+//! driver signals `--churn` of them per second over the API and submits a replacement for
+//! each, so the engine keeps executing steps and committing), then measures, one phase
+//! after the other with `--concurrency` clients for `--seconds` each:
+//! - reads: `GET /v1/runs/{id}` of random in-flight runs (the share served from the
+//!   server's run-detail cache is reported as `reads_cache_hit_ratio`);
+//! - submits: `POST /v1/runs` of provision-noop (each new run executes its first five steps).
+//!
+//! Prints one JSON object. Figures are reported, never asserted.
 
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
 use clap::Args;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 
 #[derive(Args, Debug, Clone)]
-pub struct ApiBench {}
+pub struct ApiBench {
+    /// Workflows kept in flight on the server while measuring.
+    #[arg(long, default_value_t = 1000)]
+    pub inflight: usize,
+    /// In-flight runs completed (signalled) and replaced per second in the background.
+    #[arg(long, default_value_t = 100)]
+    pub churn: u32,
+    /// Concurrent HTTP clients in each measured phase.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Length of each measured phase, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// The server's commit durability: full (fsync each commit) or normal.
+    #[arg(long, default_value = "full")]
+    pub durability: String,
+    /// Folder for the bench database (a temporary one, removed afterwards, by default).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
 
-pub async fn run(_b: ApiBench) -> anyhow::Result<()> {
-    anyhow::bail!("lariat bench api is not built yet")
+/// The server child; killed when dropped.
+struct ServerChild {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerChild {
+    async fn start(db: &std::path::Path, durability: &str) -> anyhow::Result<ServerChild> {
+        let exe = std::env::current_exe().context("cannot find this binary")?;
+        let mut child = Command::new(exe)
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--durability",
+                durability,
+            ])
+            .arg("--db")
+            .arg(db)
+            .env("LARIAT_LOG", "info,audit=warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start lariat server")?;
+        let stderr = child.stderr.take().context("no stderr from the server")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let base = loop {
+            let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+                .await
+                .context("the server did not start listening within 60s")?
+                .context("cannot read the server's log")?;
+            let Some(line) = line else {
+                bail!(
+                    "the server exited before listening:\n{}",
+                    log.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
+                );
+            };
+            if let Some(url) = listening_url(&line) {
+                break url;
+            }
+            log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        };
+        // Keep draining, or a full pipe would stall the server.
+        let keep = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                let mut k = keep.lock().unwrap_or_else(|e| e.into_inner());
+                if k.len() > 200 {
+                    k.remove(0);
+                }
+                k.push(l);
+            }
+        });
+        Ok(ServerChild { child, base, log })
+    }
+
+    fn peak_rss_mb(&self) -> Option<f64> {
+        let pid = self.child.id()?;
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb: f64 = s
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb / 1000.0)
+    }
+}
+
+/// The URL in the server's "listening on http://..." log line.
+pub(crate) fn listening_url(line: &str) -> Option<String> {
+    let at = line.find("listening on http://")? + "listening on ".len();
+    let url: String = line[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.' | '[' | ']'))
+        .collect();
+    Some(url)
+}
+
+/// Latencies of one phase, in microseconds.
+#[derive(Default)]
+struct Sample {
+    lat_us: Vec<u32>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+fn summary(name: &str, mut s: Sample, elapsed: Duration) -> Value {
+    s.lat_us.sort_unstable();
+    let n = s.lat_us.len();
+    let pct = |p: f64| -> f64 {
+        if n == 0 {
+            return 0.0;
+        }
+        let i = ((n - 1) as f64 * p).round() as usize;
+        round(s.lat_us[i] as f64 / 1000.0, 2)
+    };
+    if let Some(e) = &s.first_error {
+        eprintln!("{name}: {} errors; first: {e}", s.errors);
+    }
+    json!({
+        "requests": n,
+        "errors": s.errors,
+        "per_s": round(n as f64 / elapsed.as_secs_f64(), 1),
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "max_ms": pct(1.0),
+    })
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let m = 10f64.powi(digits);
+    (x * m).round() / m
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    auth: String,
+}
+
+impl Api {
+    /// The server's run-detail cache counters: (hits, misses).
+    async fn cache_counts(&self) -> (f64, f64) {
+        let text = match self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .header("authorization", &self.auth)
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => return (0.0, 0.0),
+        };
+        let count = |result: &str| {
+            let prefix = format!("lariat_api_run_cache_total{{result=\"{result}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (count("hit"), count("miss"))
+    }
+
+    async fn submit(&self) -> anyhow::Result<String> {
+        let r = self
+            .http
+            .post(format!("{}/v1/runs", self.base))
+            .header("authorization", &self.auth)
+            .json(&json!({"workflow": "provision-noop"}))
+            .send()
+            .await?;
+        let status = r.status();
+        let v: Value = r.json().await?;
+        if status != reqwest::StatusCode::CREATED {
+            bail!("submit answered {status}: {v}");
+        }
+        v["id"]
+            .as_str()
+            .map(str::to_string)
+            .context("submit answered without an id")
+    }
+
+    /// Signal a run's `await_callback`; false while the step is not waiting yet.
+    async fn signal(&self, id: &str) -> anyhow::Result<bool> {
+        let r = self
+            .http
+            .post(format!(
+                "{}/v1/runs/{id}/steps/await_callback/signal",
+                self.base
+            ))
+            .header("authorization", &self.auth)
+            .json(&json!({"payload": {"bench": true}}))
+            .send()
+            .await?;
+        match r.status() {
+            s if s.is_success() => Ok(true),
+            reqwest::StatusCode::CONFLICT => Ok(false),
+            s => bail!(
+                "signal answered {s}: {}",
+                r.text().await.unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// Keep `inflight` runs going: every tick, signal the oldest waiting run and submit a
+/// replacement. Returns the runs completed.
+async fn churn(
+    api: Arc<Api>,
+    runs: Arc<Mutex<std::collections::VecDeque<String>>>,
+    per_s: u32,
+    done: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
+    if per_s == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_s as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let slots = Arc::new(tokio::sync::Semaphore::new(16));
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let Some(id) = runs.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
+            continue;
+        };
+        let (api, runs, done) = (api.clone(), runs.clone(), done.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match api.signal(&id).await {
+                Ok(true) => {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(new) = api.submit().await {
+                        runs.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push_back(new);
+                    }
+                }
+                // Not waiting yet: back of the queue.
+                Ok(false) | Err(_) => runs.lock().unwrap_or_else(|e| e.into_inner()).push_back(id),
+            }
+        });
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    Reads,
+    Submits,
+}
+
+async fn measure(
+    api: Arc<Api>,
+    ids: Arc<Vec<String>>,
+    phase: Phase,
+    concurrency: usize,
+    length: Duration,
+) -> (Sample, Duration) {
+    let started = Instant::now();
+    let deadline = started + length;
+    let mut workers = Vec::new();
+    for w in 0..concurrency.max(1) {
+        let (api, ids) = (api.clone(), ids.clone());
+        workers.push(tokio::spawn(async move {
+            let mut s = Sample::default();
+            // xorshift: a uniform pick of run ids without a dependency.
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15
+                ^ ((w as u64 + 1) << 17)
+                ^ started.elapsed().as_nanos() as u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let res = match phase {
+                    Phase::Reads => {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let i = (x % ids.len() as u64) as usize;
+                        api.http
+                            .get(format!("{}/v1/runs/{}", api.base, ids[i]))
+                            .header("authorization", &api.auth)
+                            .send()
+                            .await
+                    }
+                    Phase::Submits => {
+                        api.http
+                            .post(format!("{}/v1/runs", api.base))
+                            .header("authorization", &api.auth)
+                            .json(&json!({"workflow": "provision-noop"}))
+                            .send()
+                            .await
+                    }
+                };
+                let ok = match res {
+                    Ok(r) => {
+                        let status = r.status();
+                        let body = r.bytes().await;
+                        match (status.is_success(), body) {
+                            (true, Ok(_)) => true,
+                            (_, b) => {
+                                if s.first_error.is_none() {
+                                    s.first_error = Some(format!(
+                                        "{status}: {}",
+                                        b.map(|b| String::from_utf8_lossy(&b).into_owned())
+                                            .unwrap_or_default()
+                                    ));
+                                }
+                                false
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if s.first_error.is_none() {
+                            s.first_error = Some(e.to_string());
+                        }
+                        false
+                    }
+                };
+                if ok {
+                    s.lat_us
+                        .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                } else {
+                    s.errors += 1;
+                }
+            }
+            s
+        }));
+    }
+    let mut all = Sample::default();
+    for w in workers {
+        if let Ok(s) = w.await {
+            all.lat_us.extend(s.lat_us);
+            all.errors += s.errors;
+            if all.first_error.is_none() {
+                all.first_error = s.first_error;
+            }
+        }
+    }
+    (all, started.elapsed())
+}
+
+pub async fn run(b: ApiBench) -> anyhow::Result<()> {
+    let tmp;
+    let dir = match &b.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            d.clone()
+        }
+        None => {
+            tmp = std::env::temp_dir().join(format!("lariat-bench-api-{}", uuid::Uuid::now_v7()));
+            std::fs::create_dir_all(&tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?;
+            tmp.clone()
+        }
+    };
+    let result = bench(&b, &dir).await;
+    if b.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let out = result?;
+    println!("{out}");
+    Ok(())
+}
+
+async fn bench(b: &ApiBench, dir: &std::path::Path) -> anyhow::Result<Value> {
+    let db = dir.join("bench-api.db");
+    let token = {
+        let store = crate::cli::open_store(&db).await?;
+        let t = lariat_api::create_token(&store, lariat_api::Role::Operator, Some("bench")).await;
+        store.close().await;
+        t?.token
+    };
+    let server = ServerChild::start(&db, &b.durability).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(b.concurrency.max(16) * 2)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let api = Arc::new(Api {
+        http,
+        base: server.base.clone(),
+        auth: format!("Bearer {token}"),
+    });
+
+    eprintln!("starting {} runs in flight", b.inflight);
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(b.inflight);
+    let mut pending = futures::stream::FuturesUnordered::new();
+    let mut next = 0;
+    use futures::StreamExt as _;
+    while ids.len() < b.inflight {
+        while next < b.inflight && pending.len() < 32 {
+            let api = api.clone();
+            pending.push(async move { api.submit().await });
+            next += 1;
+        }
+        match pending.next().await {
+            Some(Ok(id)) => ids.push(id),
+            Some(Err(e)) => {
+                bail!(
+                    "cannot start the in-flight runs: {e:#}\nserver log:\n{}",
+                    server
+                        .log
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .join("\n")
+                )
+            }
+            None => break,
+        }
+    }
+    let setup_s = started.elapsed().as_secs_f64();
+
+    let queue = Arc::new(Mutex::new(ids.iter().cloned().collect()));
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let driver = tokio::spawn(churn(
+        api.clone(),
+        queue,
+        b.churn,
+        done.clone(),
+        stop.clone(),
+    ));
+    let ids = Arc::new(ids);
+    let length = Duration::from_secs(b.seconds.max(1));
+
+    eprintln!("warming up");
+    let _ = measure(
+        api.clone(),
+        ids.clone(),
+        Phase::Reads,
+        b.concurrency,
+        Duration::from_secs(1),
+    )
+    .await;
+
+    let churn_start = (Instant::now(), done.load(Ordering::Relaxed));
+    eprintln!("reads: {} clients for {}s", b.concurrency, b.seconds);
+    let cache_before = api.cache_counts().await;
+    let (reads, reads_t) = measure(
+        api.clone(),
+        ids.clone(),
+        Phase::Reads,
+        b.concurrency,
+        length,
+    )
+    .await;
+    let cache_after = api.cache_counts().await;
+    let (hits, misses) = (
+        cache_after.0 - cache_before.0,
+        cache_after.1 - cache_before.1,
+    );
+    eprintln!("submits: {} clients for {}s", b.concurrency, b.seconds);
+    let (submits, submits_t) = measure(
+        api.clone(),
+        ids.clone(),
+        Phase::Submits,
+        b.concurrency,
+        length,
+    )
+    .await;
+    let churned = done.load(Ordering::Relaxed) - churn_start.1;
+    let churn_rate = churned as f64 / churn_start.0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = driver.await;
+    let rss = server.peak_rss_mb();
+
+    Ok(json!({
+        "bench": "api",
+        "inflight_runs": b.inflight,
+        "setup_s": round(setup_s, 2),
+        "churn_per_s": {"target": b.churn, "achieved": round(churn_rate, 1)},
+        "concurrency": b.concurrency,
+        "seconds_per_phase": b.seconds,
+        "durability": b.durability,
+        "reads": summary("reads", reads, reads_t),
+        "reads_cache_hit_ratio": if hits + misses > 0.0 { round(hits / (hits + misses), 4) } else { 0.0 },
+        "submits": summary("submits", submits, submits_t),
+        "server_peak_rss_mb": rss.map(|r| round(r, 1)),
+        "targets": {"reads_per_s": 5000, "submits_per_s": 1000, "p99_ms": 50},
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_the_listening_url_in_a_colored_log_line() {
+        let line = "\u{1b}[2m2026\u{1b}[0m INFO lariat::server: listening on http://127.0.0.1:41234\u{1b}[0m";
+        assert_eq!(
+            super::listening_url(line).as_deref(),
+            Some("http://127.0.0.1:41234")
+        );
+        assert_eq!(super::listening_url("starting"), None);
+    }
 }

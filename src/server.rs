@@ -67,14 +67,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     } else {
         lariat_api::Auth::Tokens
     };
-    let app = lariat_api::router(
-        engine.clone(),
-        lariat_api::ApiConfig {
-            auth,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let api_cfg = lariat_api::ApiConfig {
+        auth,
+        ..Default::default()
+    };
+    // Open event streams never end by themselves; graceful shutdown must end them.
+    let end_streams = api_cfg.shutdown.clone();
+    let app = lariat_api::router(engine.clone(), api_cfg).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -91,6 +90,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 tracing::error!("engine stopped: {}", reason.as_deref().unwrap_or("unknown reason"));
             }
         }
+        end_streams.cancel();
     })
     .await;
     let failure = engine.failure();

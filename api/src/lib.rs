@@ -1,19 +1,62 @@
 //! The REST API under `/v1`, its OpenAPI document, the SSE progress stream, and
 //! bearer-token auth. Handlers stay thin: they parse, call the engine, and map its
-//! typed errors to one JSON error shape.
+//! typed errors to one JSON error shape (`{"error": {"code", "message", "details"}}`).
 //!
-//! (Being built for the API issue: only `/healthz` exists so far.)
+//! Routes and the roles they need (a higher role may do what a lower one may):
+//!
+//! | route | role |
+//! |---|---|
+//! | `GET /healthz`, `GET /readyz` | none |
+//! | `GET /metrics`, `GET /openapi.json`, every other `GET` under `/v1` | viewer |
+//! | `POST /v1/runs`, the run verbs, step retry and signal | operator |
+//! | `POST /v1/workflows` | admin |
+//!
+//! The OpenAPI document is assembled from the handlers' `#[utoipa::path]` attributes by the
+//! same router that serves them, so a route cannot exist without being documented.
+//!
+//! Run details are served from a cache that the engine's committed events invalidate
+//! (see `cache`), so polling a waiting run costs no store queries.
+
+pub mod auth;
+mod cache;
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+mod routes;
+
+use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use lariat_engine::Engine;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, ResponseBuilder};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use auth::{NewToken, Role, TokenError, TokenInfo, create_token, list_tokens};
+pub use error::HttpError;
+pub use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::error::ErrorBody;
+use crate::routes::{ops, runs, stream, workflows};
 
 /// How requests are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
     /// Bearer tokens with roles (viewer, operator, admin).
     Tokens,
-    /// No authentication: development only; the server warns loudly at start.
+    /// No authentication: every request acts as an admin named `insecure-no-auth`.
+    /// Development only; the server warns loudly at start.
     InsecureNoAuth,
 }
 
@@ -21,8 +64,11 @@ pub enum Auth {
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub auth: Auth,
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, in bytes; larger ones get 413.
     pub body_limit: usize,
+    /// Cancel this to end every open event stream, so a graceful shutdown does not wait
+    /// for clients that would otherwise follow a run forever.
+    pub shutdown: CancellationToken,
 }
 
 impl Default for ApiConfig {
@@ -30,6 +76,7 @@ impl Default for ApiConfig {
         ApiConfig {
             auth: Auth::Tokens,
             body_limit: 1 << 20,
+            shutdown: CancellationToken::new(),
         }
     }
 }
@@ -39,10 +86,201 @@ impl Default for ApiConfig {
 pub enum ApiError {
     #[error(transparent)]
     Engine(#[from] lariat_engine::EngineError),
+    #[error(
+        "the database has no api_tokens table: this binary was built without migrations/sqlite/0002_api_tokens.sql; rebuild lariat"
+    )]
+    MissingSchema,
+    #[error("cannot read the database schema: {0}")]
+    Schema(#[from] sqlx::Error),
+    #[error("cannot encode the OpenAPI document: {0}")]
+    OpenApi(#[from] serde_json::Error),
 }
 
-/// The application: every route, with its state.
-pub async fn router(engine: Engine, _cfg: ApiConfig) -> Result<Router, ApiError> {
-    let _ = engine;
-    Ok(Router::new().route("/healthz", get(|| async { "ok" })))
+/// Shared by every handler.
+pub(crate) struct AppState {
+    pub(crate) engine: Engine,
+    pub(crate) auth: Authenticator,
+    pub(crate) metrics: Option<PrometheusHandle>,
+    pub(crate) openapi: String,
+    pub(crate) streams_stop: CancellationToken,
+    pub(crate) runs: Arc<cache::RunCache>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Lariat",
+        description = "Bare-metal provisioning: workflows, runs, live progress. Every route but /healthz and /readyz needs `Authorization: Bearer <token>`; each operation's `security` names the least role it needs (viewer < operator < admin). Errors are `{\"error\": {\"code\", \"message\", \"details\"}}`. Timestamps are milliseconds since the Unix epoch."
+    ),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "workflows", description = "Workflow definitions and their versions"),
+        (name = "runs", description = "Runs, their steps and history, and the operator verbs"),
+        (name = "ops", description = "Probes, metrics, this document"),
+    )
+)]
+struct ApiDoc;
+
+/// Every documented route, with the document built from them.
+fn documented() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(
+            workflows::list_workflows,
+            workflows::register_workflow
+        ))
+        .routes(routes!(workflows::get_workflow))
+        .routes(routes!(workflows::get_workflow_version))
+        .routes(routes!(runs::list_runs, runs::submit_run))
+        .routes(routes!(runs::get_run))
+        .routes(routes!(runs::list_events))
+        .routes(routes!(stream::stream_events))
+        .routes(routes!(runs::cancel_run))
+        .routes(routes!(runs::pause_run))
+        .routes(routes!(runs::resume_run))
+        .routes(routes!(runs::rollback_run))
+        .routes(routes!(runs::retry_step))
+        .routes(routes!(runs::signal_step))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of this API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = documented();
+    finish_doc(&mut doc);
+    doc
+}
+
+/// Declare the bearer scheme, and the 401/403 answers of every operation that needs a role.
+fn finish_doc(doc: &mut utoipa::openapi::OpenApi) {
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "A token from `lariat token create --role viewer|operator|admin`",
+                ))
+                .build(),
+        ),
+    );
+    let error = |what: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                            "ErrorBody",
+                        ))))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let Some(security) = op.security.as_ref().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            // Any valid token is at least a viewer, so only stronger roles can be refused.
+            let above_viewer = serde_json::to_value(security)
+                .map(|v| v.to_string())
+                .is_ok_and(|s| s.contains("\"operator\"") || s.contains("\"admin\""));
+            let r = &mut op.responses.responses;
+            r.entry("401".into())
+                .or_insert_with(|| error("No valid bearer token"));
+            if above_viewer {
+                r.entry("403".into())
+                    .or_insert_with(|| error("The token's role is too weak for this route"));
+            }
+        }
+    }
+}
+
+/// The application: every route, with its state. Installs the process-wide metrics
+/// recorder on first use.
+pub async fn router(engine: Engine, cfg: ApiConfig) -> Result<Router, ApiError> {
+    let has_tokens: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'api_tokens'",
+    )
+    .fetch_one(engine.store().read_pool())
+    .await?;
+    if has_tokens == 0 {
+        return Err(ApiError::MissingSchema);
+    }
+    let (routes, mut doc) = documented();
+    finish_doc(&mut doc);
+    let runs = Arc::new(cache::RunCache::default());
+    tokio::spawn(runs.clone().follow(engine.subscribe()));
+    let state = Arc::new(AppState {
+        auth: Authenticator::new(cfg.auth, engine.store().read_pool().clone()),
+        metrics: metrics::install(),
+        openapi: serde_json::to_string(&doc)?,
+        engine,
+        streams_stop: cfg.shutdown,
+        runs,
+    });
+    Ok(routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::middleware::from_fn(close_after_refused_body))
+        .layer(DefaultBodyLimit::max(cfg.body_limit))
+        .layer(CatchPanicLayer::custom(panicked))
+        .with_state(state))
+}
+
+/// A request refused before its body was read (no token, a bad path, a body over the
+/// limit) leaves the rest of that body on the connection, so the server closes it after
+/// answering. Saying so in the answer keeps clients from sending their next request on a
+/// connection about to close.
+async fn close_after_refused_body(req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    let mut res = next.run(req).await;
+    if has_body && (res.status().is_client_error() || res.status().is_server_error()) {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+async fn not_found(method: Method, uri: Uri) -> HttpError {
+    HttpError::not_found(format!("no route {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> HttpError {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take {method}", uri.path()),
+    )
+}
+
+fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic");
+    HttpError::internal("handling a request", &what).into_response()
 }

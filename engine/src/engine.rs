@@ -511,13 +511,15 @@ impl Engine {
     }
 
     /// Deliver a signal to a waiting step; the payload becomes its output. `item` names the
-    /// fan-out item (its host name, or its index) for steps that fan out.
+    /// fan-out item (its host name, or its index) for steps that fan out. A signal from
+    /// anyone but [`Actor::system`] is recorded in the run's history as an operator action.
     pub async fn signal(
         &self,
         run: Uuid,
         step: &str,
         item: Option<&str>,
         payload: Value,
+        actor: Actor,
     ) -> Result<(), EngineError> {
         let res = self
             .call(|reply| Command::Signal {
@@ -525,6 +527,7 @@ impl Engine {
                 step: step.into(),
                 item: item.map(str::to_string),
                 payload,
+                actor,
                 reply,
             })
             .await;

@@ -76,6 +76,7 @@ pub(crate) enum Command {
         step: String,
         item: Option<String>,
         payload: Value,
+        actor: Actor,
         reply: Reply<()>,
     },
     Verb {
@@ -976,6 +977,7 @@ impl Cx<'_> {
         step: &str,
         item: Option<&str>,
         payload: Value,
+        actor: &Actor,
     ) -> Result<(), EngineError> {
         let k = self.find_task(step, item)?;
         let t = &self.run.task(k).row;
@@ -986,6 +988,14 @@ impl Cx<'_> {
                 status: t.status,
                 waiting_for: t.waiting_for.as_ref().map(|w| w.to_string()),
             });
+        }
+        // Signals from outside are audited like verbs; the engine's own callers are not.
+        if actor.who != Actor::system().who {
+            let detail = match item {
+                Some(i) => json!({"step": step, "item": i}),
+                None => json!({"step": step}),
+            };
+            self.operator("signal", actor, detail);
         }
         self.task_event(k, EventKind::Signalled { payload });
         self.progress();
@@ -1415,13 +1425,14 @@ impl Scheduler {
                 step,
                 item,
                 payload,
+                actor,
                 reply,
             } => {
                 let Some(mut cx) = self.cx(run) else {
                     let _ = reply.send(Err(EngineError::NotLive(run)));
                     return;
                 };
-                match cx.signal(&step, item.as_deref(), payload) {
+                match cx.signal(&step, item.as_deref(), payload, &actor) {
                     Ok(()) => cx.reply_after_commit(reply, ()),
                     Err(e) => {
                         let _ = reply.send(Err(e));

@@ -87,11 +87,23 @@ steps:
     h.wait_step(retrying, "await_callback", "waiting").await;
     assert!(lariat_engine::event::now_ms() >= wake);
     h.engine
-        .signal(retrying, "await_callback", None, json!({"ok": true}))
+        .signal(
+            retrying,
+            "await_callback",
+            None,
+            json!({"ok": true}),
+            lariat_engine::Actor::system(),
+        )
         .await
         .unwrap();
     h.engine
-        .signal(waiting, "await_callback", None, json!({"ok": true}))
+        .signal(
+            waiting,
+            "await_callback",
+            None,
+            json!({"ok": true}),
+            lariat_engine::Actor::system(),
+        )
         .await
         .unwrap();
     h.wait(retrying, &[RunStatus::Succeeded]).await;
@@ -209,6 +221,7 @@ steps:
             "await_callback",
             None,
             json!({"mac": "52:54:00:12:34:56"}),
+            lariat_engine::Actor::system(),
         )
         .await
         .unwrap();
@@ -304,7 +317,13 @@ steps:
     h.restart(|_| {}).await;
     for host in ["a", "b", "c"] {
         h.engine
-            .signal(run, "await_callback", Some(host), json!({"host": host}))
+            .signal(
+                run,
+                "await_callback",
+                Some(host),
+                json!({"host": host}),
+                lariat_engine::Actor::system(),
+            )
             .await
             .unwrap();
     }

@@ -273,7 +273,13 @@ async fn signal_completes_a_waiting_step_with_its_payload() {
     let _ = view;
     let err = h
         .engine
-        .signal(run, "verify", None, json!({}))
+        .signal(
+            run,
+            "verify",
+            None,
+            json!({}),
+            lariat_engine::Actor::system(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::NotWaiting { .. }), "{err}");
@@ -286,13 +292,19 @@ async fn signal_completes_a_waiting_step_with_its_payload() {
 
     let err = h
         .engine
-        .signal(uuid::Uuid::now_v7(), "await_callback", None, json!({}))
+        .signal(
+            uuid::Uuid::now_v7(),
+            "await_callback",
+            None,
+            json!({}),
+            lariat_engine::Actor::system(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::UnknownRun(_)), "{err}");
     let err = h
         .engine
-        .signal(run, "nope", None, json!({}))
+        .signal(run, "nope", None, json!({}), lariat_engine::Actor::system())
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::UnknownStep { .. }), "{err}");
@@ -303,6 +315,10 @@ async fn signal_completes_a_waiting_step_with_its_payload() {
             "await_callback",
             None,
             json!({"ip": "10.0.0.5", "disks": 2}),
+            lariat_engine::Actor {
+                who: "bmc-callback".into(),
+                from: Some("10.0.0.5".into()),
+            },
         )
         .await
         .unwrap();
@@ -312,10 +328,29 @@ async fn signal_completes_a_waiting_step_with_its_payload() {
         view.step("await_callback").unwrap().task.row.output,
         Some(json!({"ip": "10.0.0.5", "disks": 2}))
     );
+    let audited = h.events(run).await.into_iter().find_map(|e| match e.kind {
+        EventKind::Operator {
+            verb,
+            actor,
+            detail,
+        } if verb == "signal" => Some((actor, detail)),
+        _ => None,
+    });
+    let (actor, detail) = audited.expect("who signalled is in the run's history");
+    assert_eq!(
+        (actor.who.as_str(), detail["step"].as_str()),
+        ("bmc-callback", Some("await_callback"))
+    );
     // A second signal for the finished run changes nothing and says why.
     let err = h
         .engine
-        .signal(run, "await_callback", None, json!({}))
+        .signal(
+            run,
+            "await_callback",
+            None,
+            json!({}),
+            lariat_engine::Actor::system(),
+        )
         .await
         .unwrap_err();
     assert!(

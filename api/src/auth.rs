@@ -1,0 +1,347 @@
+//! Bearer tokens with roles, and the extractors that demand a role of a request.
+//!
+//! A token is 32 random bytes, shown once when created. The store keeps only its SHA-256,
+//! which is all a lookup needs: a high-entropy secret needs no salt or slow hash.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use lariat_engine::{Actor, Store, StoreError};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::SqlitePool;
+use utoipa::ToSchema;
+
+use crate::error::HttpError;
+use crate::{AppState, Auth};
+
+/// What a token may do. Each role may do everything the roles below it may.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read workflows, runs, events, metrics.
+    Viewer,
+    /// Submit runs and act on them: signal, retry, rollback, cancel, pause, resume.
+    Operator,
+    /// Register workflows, manage tokens.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            _ => Err(format!(
+                "unknown role '{s}' (one of: viewer, operator, admin)"
+            )),
+        }
+    }
+}
+
+/// Errors managing tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("a token named '{0}' already exists; choose another --name")]
+    NameTaken(String),
+    #[error("token name '{0}' is not valid: use 1 to 64 letters, digits, '.', '_', '-' or '@'")]
+    InvalidName(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("storage error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("stored token '{name}' has an unknown role: {detail}")]
+    Corrupt { name: String, detail: String },
+}
+
+/// A token just created. `token` is the secret: it is not stored and cannot be shown again.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewToken {
+    pub name: String,
+    pub role: Role,
+    pub token: String,
+    pub created_at: i64,
+}
+
+/// A stored token, without its secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+const TOKEN_PREFIX: &str = "lariat_";
+
+/// The stored form of a token: its SHA-256, in hex.
+pub fn hash_token(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+}
+
+/// Create a token with `role`, named `name` (or `<role>-<8 hex digits>`). Works on a store
+/// opened without the executor lock, next to a running server.
+pub async fn create_token(
+    store: &Store,
+    role: Role,
+    name: Option<&str>,
+) -> Result<NewToken, TokenError> {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let token = format!("{TOKEN_PREFIX}{}", hex(&secret));
+    let name = match name {
+        Some(n) if valid_name(n) => n.to_string(),
+        Some(n) => return Err(TokenError::InvalidName(n.escape_default().to_string())),
+        None => format!("{role}-{}", &hex(&secret[..4])),
+    };
+    let created_at = lariat_engine::event::now_ms();
+    let mut w = store.write_conn().await?;
+    let res = sqlx::query(
+        "INSERT INTO api_tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .bind(&name)
+    .bind(role.as_str())
+    .bind(hash_token(&token))
+    .bind(created_at)
+    .execute(&mut *w)
+    .await;
+    match res {
+        Ok(_) => Ok(NewToken {
+            name,
+            role,
+            token,
+            created_at,
+        }),
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+            Err(TokenError::NameTaken(name))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every stored token, oldest first, without secrets.
+pub async fn list_tokens(store: &Store) -> Result<Vec<TokenInfo>, TokenError> {
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT name, role, created_at FROM api_tokens ORDER BY created_at, name")
+            .fetch_all(store.read_pool())
+            .await?;
+    rows.into_iter()
+        .map(|(name, role, created_at)| {
+            let role = role.parse().map_err(|detail| TokenError::Corrupt {
+                name: name.clone(),
+                detail,
+            })?;
+            Ok(TokenInfo {
+                name,
+                role,
+                created_at,
+            })
+        })
+        .collect()
+}
+
+/// Who a token belongs to.
+#[derive(Debug, Clone)]
+struct Principal {
+    name: Arc<str>,
+    role: Role,
+}
+
+/// Tokens seen recently stay valid this long without a store lookup; a token created by
+/// another process is found on its first use, since only hits are cached.
+const CACHE_TTL: Duration = Duration::from_secs(30);
+const CACHE_MAX: usize = 10_000;
+
+/// Checks bearer tokens against the store.
+pub(crate) struct Authenticator {
+    mode: Auth,
+    pool: SqlitePool,
+    cache: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+impl Authenticator {
+    pub(crate) fn new(mode: Auth, pool: SqlitePool) -> Self {
+        Authenticator {
+            mode,
+            pool,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn principal(&self, parts: &Parts) -> Result<Principal, HttpError> {
+        if self.mode == Auth::InsecureNoAuth {
+            return Ok(Principal {
+                name: Arc::from("insecure-no-auth"),
+                role: Role::Admin,
+            });
+        }
+        let Some(value) = parts.headers.get(AUTHORIZATION) else {
+            return Err(HttpError::unauthorized(
+                "this route needs a bearer token: send `Authorization: Bearer <token>` (create one with `lariat token create`)",
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                HttpError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
+        let hash = hash_token(token);
+        if let Some(p) = self.cached(&hash) {
+            return Ok(p);
+        }
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT name, role FROM api_tokens WHERE hash = ?1")
+                .bind(&hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| HttpError::internal("checking a token", &e))?;
+        let Some((name, role)) = row else {
+            return Err(HttpError::unauthorized("the bearer token is not valid"));
+        };
+        let role: Role = role
+            .parse()
+            .map_err(|e: String| HttpError::internal("checking a token", &e))?;
+        let p = Principal {
+            name: Arc::from(name),
+            role,
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(hash, (p.clone(), Instant::now()));
+        Ok(p)
+    }
+
+    fn cached(&self, hash: &str) -> Option<Principal> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(p, _)| p.clone())
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's name.
+    pub name: Arc<str>,
+    pub role: Role,
+    /// The client's address, when the server was started with connect info.
+    pub from: Option<IpAddr>,
+}
+
+impl Caller {
+    /// The client's address as text, empty when unknown.
+    pub fn origin(&self) -> String {
+        self.from.map(|a| a.to_string()).unwrap_or_default()
+    }
+
+    /// The actor recorded in a run's history for an operator verb.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            who: self.name.to_string(),
+            from: self.from.map(|a| a.to_string()),
+        }
+    }
+}
+
+async fn authorize(parts: &Parts, state: &AppState, need: Role) -> Result<Caller, HttpError> {
+    let p = state.auth.principal(parts).await?;
+    if p.role < need {
+        return Err(HttpError::forbidden(format!(
+            "this route needs the {need} role; token '{}' has {}",
+            p.name, p.role
+        )));
+    }
+    let from = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    Ok(Caller {
+        name: p.name,
+        role: p.role,
+        from,
+    })
+}
+
+macro_rules! role_extractor {
+    ($(#[$doc:meta])* $name:ident => $role:expr) => {
+        $(#[$doc])*
+        pub struct $name(pub Caller);
+
+        impl FromRequestParts<Arc<AppState>> for $name {
+            type Rejection = HttpError;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &Arc<AppState>,
+            ) -> Result<Self, Self::Rejection> {
+                authorize(parts, state, $role).await.map($name)
+            }
+        }
+    };
+}
+
+role_extractor!(
+    /// A caller with at least the viewer role (401 without a valid token).
+    Viewer => Role::Viewer
+);
+role_extractor!(
+    /// A caller with at least the operator role (403 for a viewer).
+    Operator => Role::Operator
+);
+role_extractor!(
+    /// A caller with the admin role (403 otherwise).
+    Admin => Role::Admin
+);

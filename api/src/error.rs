@@ -1,0 +1,204 @@
+//! The one error shape every route answers with, and how engine errors and axum's
+//! extractor rejections map onto it.
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use lariat_engine::EngineError;
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+/// The body of every error response: `{"error": {"code", "message", "details"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorInfo,
+}
+
+/// What went wrong, for people (`message`) and for programs (`code`, `details`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorInfo {
+    /// Stable, machine-readable: `malformed_json`, `invalid_body`, `invalid_path`,
+    /// `invalid_query`, `invalid_definition`, `invalid_input`, `unauthorized`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `invalid_state`, `not_waiting`, `step_not_failed`,
+    /// `payload_too_large`, `unsupported_media_type`, `unavailable`, `internal`.
+    pub code: String,
+    /// One sentence that says what to fix.
+    pub message: String,
+    /// Extra structure when there is some (the problems of a definition, a run's status);
+    /// `null` otherwise.
+    pub details: Value,
+}
+
+/// An error a handler answers with.
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Value,
+}
+
+impl HttpError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            code,
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// A failure of ours, not the caller's: logged in full, answered without internals.
+    pub fn internal(what: &str, err: &dyn std::fmt::Display) -> Self {
+        tracing::error!("{what}: {err}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("internal error while {what}; the server log has the cause"),
+        )
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorInfo {
+                code: self.code.to_string(),
+                message: self.message,
+                details: self.details,
+            },
+        };
+        let mut res = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"lariat\""),
+            );
+        }
+        res
+    }
+}
+
+impl From<EngineError> for HttpError {
+    fn from(e: EngineError) -> Self {
+        let message = e.to_string();
+        match e {
+            EngineError::Definition(d) => {
+                let problems: Vec<String> = d.problems.iter().map(|p| p.to_string()).collect();
+                Self::bad_request("invalid_definition", message)
+                    .with_details(json!({ "problems": problems }))
+            }
+            EngineError::InvalidInput(_) => Self::bad_request("invalid_input", message),
+            EngineError::UnknownWorkflow { name, version } => Self::not_found(message)
+                .with_details(json!({ "workflow": name, "version": version })),
+            EngineError::UnknownRun(run) => {
+                Self::not_found(message).with_details(json!({ "run": run }))
+            }
+            EngineError::UnknownStep { run, step } => {
+                Self::not_found(message).with_details(json!({ "run": run, "step": step }))
+            }
+            EngineError::UnknownItem { run, step, item } => Self::not_found(message)
+                .with_details(json!({ "run": run, "step": step, "item": item })),
+            EngineError::NotWaiting {
+                run,
+                step,
+                status,
+                waiting_for,
+            } => Self::new(StatusCode::CONFLICT, "not_waiting", message).with_details(json!({
+                "run": run, "step": step, "status": status, "waiting_for": waiting_for,
+            })),
+            EngineError::InvalidState {
+                run, verb, status, ..
+            } => Self::new(StatusCode::CONFLICT, "invalid_state", message)
+                .with_details(json!({ "run": run, "verb": verb, "status": status })),
+            EngineError::StepNotFailed { run, step, status } => {
+                Self::new(StatusCode::CONFLICT, "step_not_failed", message)
+                    .with_details(json!({ "run": run, "step": step, "status": status }))
+            }
+            // Internal to the engine; if it ever leaks, the run is simply not in a state
+            // that allows the verb.
+            EngineError::NotLive(run) => Self::new(StatusCode::CONFLICT, "invalid_state", message)
+                .with_details(json!({ "run": run })),
+            EngineError::Stopped(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+            EngineError::Store(s) => Self::internal("reading or writing the store", &s),
+        }
+    }
+}
+
+impl From<JsonRejection> for HttpError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::JsonDataError(e) => Self::bad_request("invalid_body", e.body_text()),
+            JsonRejection::JsonSyntaxError(e) => Self::bad_request("malformed_json", e.body_text()),
+            JsonRejection::MissingJsonContentType(_) => Self::unsupported_media_type(
+                "this route takes a JSON body: send Content-Type: application/json",
+            ),
+            JsonRejection::BytesRejection(e) => e.into(),
+            other => Self::bad_request("invalid_body", other.body_text()),
+        }
+    }
+}
+
+impl From<BytesRejection> for HttpError {
+    fn from(r: BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than this server accepts",
+            )
+        } else {
+            Self::bad_request("invalid_body", r.body_text())
+        }
+    }
+}
+
+impl From<PathRejection> for HttpError {
+    fn from(r: PathRejection) -> Self {
+        match r {
+            PathRejection::FailedToDeserializePathParams(e) => {
+                Self::bad_request("invalid_path", e.body_text())
+            }
+            other => Self::internal("extracting path parameters", &other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for HttpError {
+    fn from(r: QueryRejection) -> Self {
+        Self::bad_request("invalid_query", r.body_text())
+    }
+}

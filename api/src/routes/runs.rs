@@ -1,0 +1,330 @@
+//! `/v1/runs`: submit, list, inspect, page through history, and the operator verbs.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use lariat_engine::{EngineError, NewRun, RunQuery, RunStatus as EngineRunStatus};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::{Operator, Viewer};
+use crate::dto::{
+    EventPage, EventsQuery, ListRunsQuery, RetryStep, Run, RunDetail, RunEvent, RunPage,
+    SignalStep, SubmitRun,
+};
+use crate::error::{ErrorBody, HttpError};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+const DEFAULT_EVENTS_PAGE: u32 = 100;
+const MAX_EVENTS_PAGE: u32 = 1000;
+
+fn page_size(limit: Option<u32>, default: u32, max: u32) -> Result<u32, HttpError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(HttpError::bad_request(
+            "invalid_query",
+            format!("limit {n} is out of range: 1 to {max}"),
+        )),
+    }
+}
+
+/// Start a run of a registered workflow, pinned to `version` or the latest. With an
+/// `idempotency_key` already used, answers 200 with that run instead of starting another.
+#[utoipa::path(
+    post,
+    path = "/v1/runs",
+    tag = "runs",
+    request_body = SubmitRun,
+    responses(
+        (status = 201, description = "Started", body = Run,
+            headers(("Location" = String, description = "The run's URL"))),
+        (status = 200, description = "The run this idempotency key started before", body = Run),
+        (status = 400, description = "Malformed body or invalid input", body = ErrorBody),
+        (status = 404, description = "No such workflow or version", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+    ),
+    security(("bearer" = ["operator"])),
+)]
+pub async fn submit_run(
+    Operator(caller): Operator,
+    State(st): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<SubmitRun>,
+) -> Result<Response, HttpError> {
+    let sub = st
+        .engine
+        .submit(
+            NewRun {
+                workflow: req.workflow,
+                version: req.version,
+                input: req.input,
+                targets: req.targets,
+                idempotency_key: req.idempotency_key,
+            },
+            caller.actor(),
+        )
+        .await?;
+    let run: Run = st.engine.run_row(sub.run_id).await?.into();
+    if !sub.created {
+        return Ok((StatusCode::OK, Json(run)).into_response());
+    }
+    let mut res = (StatusCode::CREATED, Json(run)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/runs/{}", sub.run_id)) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// Runs, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/runs",
+    tag = "runs",
+    params(ListRunsQuery),
+    responses(
+        (status = 200, body = RunPage),
+        (status = 400, description = "Bad query parameter", body = ErrorBody),
+    ),
+    security(("bearer" = ["viewer"])),
+)]
+pub async fn list_runs(
+    Viewer(_caller): Viewer,
+    State(st): State<Arc<AppState>>,
+    ApiQuery(q): ApiQuery<ListRunsQuery>,
+) -> Result<Json<RunPage>, HttpError> {
+    let limit = page_size(q.limit, DEFAULT_PAGE, MAX_PAGE)?;
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<EngineRunStatus>)
+        .transpose()
+        .map_err(|e| HttpError::bad_request("invalid_query", e))?;
+    // One more than asked says whether another page exists.
+    let mut rows = st
+        .engine
+        .list_runs(&RunQuery {
+            status,
+            workflow: q.workflow,
+            before: q.cursor,
+            limit: limit + 1,
+        })
+        .await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| rows.last().map(|r| r.id.to_string()))
+        .flatten();
+    Ok(Json(RunPage {
+        runs: rows.into_iter().map(Run::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// A run with every step: status, attempts (start, end, error, output), next retry time,
+/// and what a waiting step waits for.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}",
+    tag = "runs",
+    params(("id" = Uuid, Path, description = "Run id")),
+    responses(
+        (status = 200, body = RunDetail),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+    ),
+    security(("bearer" = ["viewer"])),
+)]
+pub async fn get_run(
+    Viewer(_caller): Viewer,
+    State(st): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, HttpError> {
+    if let Some(body) = st.runs.get(id) {
+        return Ok(json_bytes(body));
+    }
+    let ticket = st.runs.ticket();
+    let detail = RunDetail::from(st.engine.run_view(id).await?);
+    let body = Bytes::from(
+        serde_json::to_vec(&detail).map_err(|e| HttpError::internal("encoding a run", &e))?,
+    );
+    st.runs.put(id, ticket, body.clone());
+    Ok(json_bytes(body))
+}
+
+fn json_bytes(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// A run's history, oldest first, a page at a time. Operator verbs appear as `operator`
+/// events naming who acted and from where.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/events",
+    tag = "runs",
+    params(("id" = Uuid, Path, description = "Run id"), EventsQuery),
+    responses(
+        (status = 200, body = EventPage),
+        (status = 400, description = "Bad id or query parameter", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+    ),
+    security(("bearer" = ["viewer"])),
+)]
+pub async fn list_events(
+    Viewer(_caller): Viewer,
+    State(st): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Json<EventPage>, HttpError> {
+    let limit = page_size(q.limit, DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE)?;
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(HttpError::bad_request(
+            "invalid_query",
+            format!("after {after} is negative; seqs start at 1"),
+        ));
+    }
+    // An unknown run has no events; say so instead of answering an empty page.
+    st.engine.run_row(id).await?;
+    let mut events = st.engine.events(id, after, limit + 1).await?;
+    let more = events.len() > limit as usize;
+    events.truncate(limit as usize);
+    let next_after = more.then(|| events.last().map(|e| e.seq)).flatten();
+    Ok(Json(EventPage {
+        events: events.iter().map(RunEvent::from).collect(),
+        next_after,
+    }))
+}
+
+async fn after_verb(
+    st: &AppState,
+    id: Uuid,
+    res: Result<(), EngineError>,
+) -> Result<Json<Run>, HttpError> {
+    res?;
+    st.runs.invalidate(id);
+    Ok(Json(st.engine.run_row(id).await?.into()))
+}
+
+macro_rules! run_verb {
+    ($(#[$doc:meta])* $fn:ident, $path:literal, $call:ident) => {
+        $(#[$doc])*
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = "runs",
+            params(("id" = Uuid, Path, description = "Run id")),
+            responses(
+                (status = 200, description = "Done; the run as it is now", body = Run),
+                (status = 400, description = "The id is not a UUID", body = ErrorBody),
+                (status = 404, description = "No such run", body = ErrorBody),
+                (status = 409, description = "The run's state does not allow this", body = ErrorBody),
+            ),
+            security(("bearer" = ["operator"])),
+        )]
+        pub async fn $fn(
+            Operator(caller): Operator,
+            State(st): State<Arc<AppState>>,
+            ApiPath(id): ApiPath<Uuid>,
+        ) -> Result<Json<Run>, HttpError> {
+            let res = st.engine.$call(id, caller.actor()).await;
+            after_verb(&st, id, res).await
+        }
+    };
+}
+
+run_verb!(
+    /// Cancel a run: running attempts are told to stop and nothing more starts.
+    cancel_run, "/v1/runs/{id}/cancel", cancel
+);
+run_verb!(
+    /// Start no new attempts until resumed; running ones finish and are recorded.
+    pause_run, "/v1/runs/{id}/pause", pause
+);
+run_verb!(
+    /// Resume a paused run.
+    resume_run, "/v1/runs/{id}/resume", resume
+);
+run_verb!(
+    /// Run the compensations of the succeeded steps, in reverse dependency order.
+    rollback_run, "/v1/runs/{id}/rollback", rollback
+);
+
+/// Retry a failed step and everything downstream of it, as a new attempt series; `input`
+/// replaces the step's input from now on. The body may be left out.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/steps/{step}/retry",
+    tag = "runs",
+    params(
+        ("id" = Uuid, Path, description = "Run id"),
+        ("step" = String, Path, description = "Step name"),
+    ),
+    request_body(content = Option<RetryStep>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Retrying; the run as it is now", body = Run),
+        (status = 400, description = "Bad id or body", body = ErrorBody),
+        (status = 404, description = "No such run or step", body = ErrorBody),
+        (status = 409, description = "The step has not failed, or the run's state does not allow it", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "A body that is not JSON", body = ErrorBody),
+    ),
+    security(("bearer" = ["operator"])),
+)]
+pub async fn retry_step(
+    Operator(caller): Operator,
+    State(st): State<Arc<AppState>>,
+    ApiPath((id, step)): ApiPath<(Uuid, String)>,
+    OptionalJson(req): OptionalJson<RetryStep>,
+) -> Result<Json<Run>, HttpError> {
+    let res = st.engine.retry(id, &step, req.input, caller.actor()).await;
+    after_verb(&st, id, res).await
+}
+
+/// Deliver a signal to a step waiting for one; the payload becomes its output. For a
+/// fan-out step, `item` names the item. The body may be left out (a null payload).
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/steps/{step}/signal",
+    tag = "runs",
+    params(
+        ("id" = Uuid, Path, description = "Run id"),
+        ("step" = String, Path, description = "Step name"),
+    ),
+    request_body(content = Option<SignalStep>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Delivered; the run as it is now", body = Run),
+        (status = 400, description = "Bad id or body", body = ErrorBody),
+        (status = 404, description = "No such run, step or item", body = ErrorBody),
+        (status = 409, description = "The step is not waiting for a signal", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "A body that is not JSON", body = ErrorBody),
+    ),
+    security(("bearer" = ["operator"])),
+)]
+pub async fn signal_step(
+    Operator(caller): Operator,
+    State(st): State<Arc<AppState>>,
+    ApiPath((id, step)): ApiPath<(Uuid, String)>,
+    OptionalJson(req): OptionalJson<SignalStep>,
+) -> Result<Json<Run>, HttpError> {
+    let item = req.item.as_ref().map(|i| i.to_engine());
+    let res = st
+        .engine
+        .signal(id, &step, item.as_deref(), req.payload, caller.actor())
+        .await;
+    after_verb(&st, id, res).await
+}
