@@ -97,18 +97,43 @@ pub fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Where a benchmark keeps its databases: the folder the operator named, or a temporary
+/// one that is removed when the benchmark ends, however it ends.
+pub struct WorkDir {
+    path: PathBuf,
+    temporary: bool,
+}
+
+impl WorkDir {
+    pub fn new(named: Option<&Path>, prefix: &str) -> anyhow::Result<WorkDir> {
+        let (path, temporary) = match named {
+            Some(d) => (d.to_path_buf(), false),
+            None => (
+                std::env::temp_dir().join(format!("{prefix}-{}", Uuid::now_v7())),
+                true,
+            ),
+        };
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(WorkDir { path, temporary })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
 async fn orchestrate(b: EngineBench) -> anyhow::Result<()> {
-    let tmp;
-    let dir = match &b.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-            d.clone()
-        }
-        None => {
-            tmp = tempdir()?;
-            tmp.clone()
-        }
-    };
+    let work = WorkDir::new(b.dir.as_deref(), "lariat-bench")?;
+    let dir = work.path();
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let child = |p: Phase, db: &Path| {
         let mut c = tokio::process::Command::new(&exe);
@@ -193,16 +218,7 @@ async fn orchestrate(b: EngineBench) -> anyhow::Result<()> {
     } else {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
-    if b.dir.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
     Ok(())
-}
-
-fn tempdir() -> anyhow::Result<PathBuf> {
-    let d = std::env::temp_dir().join(format!("lariat-bench-{}", Uuid::now_v7()));
-    std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
-    Ok(d)
 }
 
 async fn run_child(mut c: tokio::process::Command) -> anyhow::Result<Value> {

@@ -377,23 +377,9 @@ async fn measure(
 }
 
 pub async fn run(b: ApiBench) -> anyhow::Result<()> {
-    let tmp;
-    let dir = match &b.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-            d.clone()
-        }
-        None => {
-            tmp = std::env::temp_dir().join(format!("lariat-bench-api-{}", uuid::Uuid::now_v7()));
-            std::fs::create_dir_all(&tmp)
-                .with_context(|| format!("cannot create {}", tmp.display()))?;
-            tmp.clone()
-        }
-    };
-    let result = bench(&b, &dir).await;
-    if b.dir.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let work = crate::bench::WorkDir::new(b.dir.as_deref(), "lariat-bench-api")?;
+    let result = bench(&b, work.path()).await;
+    drop(work);
     let out = result?;
     println!("{out}");
     Ok(())

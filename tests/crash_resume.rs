@@ -236,14 +236,7 @@ async fn runs_survive_repeated_sigkill() {
             };
             let mut report = String::new();
             for run in stuck {
-                let d: Value = http
-                    .get(format!("{base}/v1/runs/{run}"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let d = get_json(&http, &format!("{base}/v1/runs/{run}")).await;
                 report.push_str(&format!("{run} {}\n", d["status"]));
                 for st in d["steps"].as_array().into_iter().flatten() {
                     report.push_str(&format!(
@@ -301,14 +294,7 @@ async fn runs_survive_repeated_sigkill() {
     for run in &runs {
         let events = all_events(&http, &base, run).await;
         interrupted += check_run_log(run, &events, &acked);
-        let detail: Value = http
-            .get(format!("{base}/v1/runs/{run}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let detail = get_json(&http, &format!("{base}/v1/runs/{run}")).await;
         assert_eq!(detail["status"], "succeeded", "{detail:#}");
         for step in detail["steps"].as_array().unwrap() {
             assert_eq!(step["status"], "succeeded", "{run} {}", step["name"]);
@@ -443,6 +429,12 @@ async fn drive_loop(
     }
 }
 
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    let r = http.get(url).send().await.unwrap();
+    assert!(r.status().is_success(), "GET {url}: {}", r.status());
+    r.json().await.unwrap()
+}
+
 async fn all_events(http: &reqwest::Client, base: &str, run: &str) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::new();
     let mut after = 0;
@@ -474,7 +466,7 @@ async fn list_all_runs(http: &reqwest::Client, base: &str) -> usize {
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={c}"));
         }
-        let page: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        let page = get_json(http, &url).await;
         n += page["runs"].as_array().unwrap().len();
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
