@@ -27,13 +27,12 @@ where
         // failure of its next request.
         let is_json = is_json(req.headers());
         let bytes = Bytes::from_request(req, state).await?;
-        if !is_json {
-            return Err(HttpError::unsupported_media_type(
-                "this route takes a JSON body: send Content-Type: application/json",
-            ));
-        }
-        let Json(v) = Json::<T>::from_bytes(&bytes)?;
-        Ok(ApiJson(v))
+        decode(
+            is_json,
+            &bytes,
+            "this route takes a JSON body: send Content-Type: application/json",
+        )
+        .map(ApiJson)
     }
 }
 
@@ -54,14 +53,22 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        if !is_json {
-            return Err(HttpError::unsupported_media_type(
-                "this route takes an optional JSON body: send Content-Type: application/json, or no body",
-            ));
-        }
-        let Json(v) = Json::<T>::from_bytes(&bytes)?;
-        Ok(OptionalJson(v))
+        decode(
+            is_json,
+            &bytes,
+            "this route takes an optional JSON body: send Content-Type: application/json, or no body",
+        )
+        .map(OptionalJson)
     }
+}
+
+/// Decode a body already read, once its content type has been judged.
+fn decode<T: DeserializeOwned>(is_json: bool, bytes: &Bytes, hint: &str) -> Result<T, HttpError> {
+    if !is_json {
+        return Err(HttpError::unsupported_media_type(hint.to_string()));
+    }
+    let Json(v) = Json::<T>::from_bytes(bytes)?;
+    Ok(v)
 }
 
 /// The media type of a request without its parameters, lowercased.

@@ -578,13 +578,7 @@ impl Engine {
     }
 
     async fn verb(&self, run: Uuid, verb: Verb, actor: Actor) -> Result<(), EngineError> {
-        let name = match &verb {
-            Verb::Cancel => "cancel",
-            Verb::Pause => "pause",
-            Verb::Resume => "resume",
-            Verb::Retry { .. } => "retry",
-            Verb::Rollback => "rollback",
-        };
+        let name = verb.name();
         let again = verb.clone();
         let again_actor = actor.clone();
         match self

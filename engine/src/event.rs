@@ -101,15 +101,6 @@ text_enum!(StepStatus {
 });
 
 impl RunStatus {
-    /// A run in one of these states never changes again by itself, and only rollback
-    /// applies to it.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Succeeded | RunStatus::Cancelled | RunStatus::RolledBack
-        )
-    }
-
     /// Runs in these states are kept by the executor (in memory and on resume).
     pub fn is_live(self) -> bool {
         matches!(
@@ -166,6 +157,8 @@ impl FromStr for WaitFor {
     }
 }
 
+const SYSTEM: &str = "system";
+
 /// Who asked for an operator action, and from where.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
@@ -178,9 +171,14 @@ impl Actor {
     /// An action taken by code in this process (tests, the bench, the engine itself).
     pub fn system() -> Self {
         Actor {
-            who: "system".into(),
+            who: SYSTEM.into(),
             from: None,
         }
+    }
+
+    /// Whether this is [`Actor::system`]: such actions are not audited in run history.
+    pub fn is_system(&self) -> bool {
+        self.who == SYSTEM && self.from.is_none()
     }
 }
 

@@ -53,7 +53,7 @@ pub(crate) enum Verb {
 }
 
 impl Verb {
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Verb::Cancel => "cancel",
             Verb::Pause => "pause",
@@ -300,7 +300,7 @@ struct Log {
     events: Vec<Event>,
     dirty_tasks: Vec<(Uuid, TaskKey)>,
     dirty_seen: HashSet<(Uuid, TaskKey)>,
-    dirty_runs: Vec<Uuid>,
+    dirty_runs: HashSet<Uuid>,
     effects: Vec<Effect>,
 }
 
@@ -396,9 +396,7 @@ impl Cx<'_> {
                 }
             }
             None => {
-                if !self.log.dirty_runs.contains(&id) {
-                    self.log.dirty_runs.push(id);
-                }
+                self.log.dirty_runs.insert(id);
                 if matches!(ev.kind, EventKind::RunCreated { .. }) {
                     for i in 0..self.run.steps.len() {
                         self.log.touch(
@@ -470,8 +468,8 @@ impl Cx<'_> {
             RunStatus::Running | RunStatus::Paused => {}
             _ => return,
         }
-        let topo = self.run.wf.topo.clone();
-        for i in topo {
+        let wf = self.run.wf.clone();
+        for &i in &wf.topo {
             match self.run.steps[i].task.row.status {
                 StepStatus::Pending if self.deps_satisfied(i) => self.begin_step(i),
                 StepStatus::Running if self.is_fanout(i) => self.pump_items(i),
@@ -495,7 +493,8 @@ impl Cx<'_> {
     }
 
     fn begin_step(&mut self, i: usize) {
-        let Some(fe) = self.run.wf.step(i).for_each.clone() else {
+        let wf = self.run.wf.clone();
+        let Some(fe) = &wf.step(i).for_each else {
             return self.try_start(TaskKey {
                 step: i,
                 item: None,
@@ -539,12 +538,11 @@ impl Cx<'_> {
     /// Start items of a fan-out step up to `max_parallel`, and settle the step when its
     /// items are done.
     fn pump_items(&mut self, i: usize) {
-        let fe = self
-            .run
-            .wf
+        let wf = self.run.wf.clone();
+        let fe = wf
             .step(i)
             .for_each
-            .clone()
+            .as_ref()
             .expect("pump_items is only called on fan-out steps");
         let max_parallel = fe.max_parallel.unwrap_or(u32::MAX) as usize;
         let count = |run: &RunState, f: &dyn Fn(StepStatus) -> bool| {
@@ -634,17 +632,18 @@ impl Cx<'_> {
             }
             return;
         }
-        if let Some(w) = self.run.wf.step(k.step).window.clone()
-            && !self.sh.env.gate.is_open(&w, now)
+        let wf = self.run.wf.clone();
+        if let Some(w) = &wf.step(k.step).window
+            && !self.sh.env.gate.is_open(w, now)
         {
             let t = &self.run.task(k).row;
             let already = t.status == StepStatus::Waiting
-                && matches!(&t.waiting_for, Some(WaitFor::Window { window }) if *window == w);
+                && matches!(&t.waiting_for, Some(WaitFor::Window { window }) if window == w);
             if !already {
                 self.task_event(
                     k,
                     EventKind::Waiting {
-                        wait: WaitFor::Window { window: w },
+                        wait: WaitFor::Window { window: w.clone() },
                         until: None,
                     },
                 );
@@ -776,7 +775,7 @@ impl Cx<'_> {
             let t = self.run.task_mut(k);
             if t.row.status != expect || t.row.attempt != attempt || t.token.is_none() {
                 // A cancelled or superseded attempt: its outcome is no longer wanted.
-                return self.progress();
+                return self.advance();
             }
             t.token = None;
         }
@@ -815,7 +814,7 @@ impl Cx<'_> {
             ),
             (Phase::Compensate, Err(e)) => self.on_error(k, e, Phase::Compensate),
         }
-        self.progress();
+        self.advance();
     }
 
     /// An attempt failed: retry it on a durable timer, or fail the task for good.
@@ -858,10 +857,6 @@ impl Cx<'_> {
         if phase == Phase::Run && k.item.is_none() {
             self.run.failing = true;
         }
-    }
-
-    fn progress(&mut self) {
-        self.advance();
     }
 
     /// End the run if nothing more can happen in it.
@@ -928,7 +923,7 @@ impl Cx<'_> {
             }
             _ => return,
         }
-        self.progress();
+        self.advance();
     }
 
     fn find_task(&self, step: &str, item: Option<&str>) -> Result<TaskKey, EngineError> {
@@ -990,7 +985,7 @@ impl Cx<'_> {
             });
         }
         // Signals from outside are audited like verbs; the engine's own callers are not.
-        if actor.who != Actor::system().who {
+        if !actor.is_system() {
             let detail = match item {
                 Some(i) => json!({"step": step, "item": i}),
                 None => json!({"step": step}),
@@ -998,7 +993,7 @@ impl Cx<'_> {
             self.operator("signal", actor, detail);
         }
         self.task_event(k, EventKind::Signalled { payload });
-        self.progress();
+        self.advance();
         Ok(())
     }
 
@@ -1297,7 +1292,7 @@ impl Scheduler {
                 events: Vec::new(),
                 dirty_tasks: Vec::new(),
                 dirty_seen: HashSet::new(),
-                dirty_runs: Vec::new(),
+                dirty_runs: HashSet::new(),
                 effects: Vec::new(),
             },
             sh: Shared {
@@ -1549,7 +1544,7 @@ impl Scheduler {
                 idempotency_key: new.idempotency_key,
             },
         );
-        if actor.who != "system" {
+        if !actor.is_system() {
             cx.operator("submit", &actor, Value::Null);
         }
         cx.advance();
@@ -1568,8 +1563,8 @@ impl Scheduler {
         }
         let now = now_ms();
         let waiters: Vec<(Uuid, TaskKey)> = self.sh.window_waiters.iter().copied().collect();
+        let gate = self.sh.env.gate.clone();
         for (id, k) in waiters {
-            let gate = self.sh.env.gate.clone();
             let Some(mut cx) = self.cx(id) else {
                 self.sh.window_waiters.remove(&(id, k));
                 continue;
@@ -1585,7 +1580,7 @@ impl Scheduler {
             if gate.is_open(&window, now) {
                 cx.sh.window_waiters.remove(&(id, k));
                 cx.try_start(k);
-                cx.progress();
+                cx.advance();
             }
         }
     }
@@ -1620,7 +1615,7 @@ impl Scheduler {
             t.queued = false;
             if t.row.status == StepStatus::Ready {
                 cx.try_start(k);
-                cx.progress();
+                cx.advance();
             }
         }
     }
@@ -1635,7 +1630,7 @@ impl Scheduler {
             events: std::mem::take(&mut self.log.events),
             ..Default::default()
         };
-        for id in self.log.dirty_runs.drain(..) {
+        for id in self.log.dirty_runs.drain() {
             if let Some(r) = self.runs.get(&id) {
                 set.runs.push(r.row.clone());
             }

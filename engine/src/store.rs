@@ -27,6 +27,23 @@ use crate::event::{
     Event, EventKind, Rows, RunRow, RunStatus, StepStatus, TaskRow, WaitFor, apply, now_ms,
 };
 
+// Each list is written once: run_row, task_row and event_row read columns by position.
+macro_rules! run_columns {
+    () => {
+        "id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at"
+    };
+}
+macro_rules! step_columns {
+    () => {
+        "s.run_id, s.step, s.item, s.status, s.attempt, s.series_start, s.interruptions, s.item_value, s.input, s.output, s.error, s.waiting_for, s.wake_at, s.started_at, s.ended_at, s.compensating, s.updated_at"
+    };
+}
+macro_rules! event_columns {
+    () => {
+        "run_id, seq, owner, owner_seq, at, kind, step, item, attempt, error, data"
+    };
+}
+
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -466,9 +483,11 @@ impl Store {
     }
 
     pub async fn run_by_key(&self, key: &str) -> Result<Option<RunRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at FROM runs WHERE idempotency_key = ?1 LIMIT 1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE idempotency_key = ?1 LIMIT 1"
+        ))
         .bind(key)
         .fetch_optional(&self.inner.read)
         .await?;
@@ -476,9 +495,11 @@ impl Store {
     }
 
     pub async fn tasks(&self, id: Uuid) -> Result<Vec<TaskRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT run_id, step, item, status, attempt, series_start, interruptions, item_value, input, output, error, waiting_for, wake_at, started_at, ended_at, compensating, updated_at FROM steps WHERE run_id = ?1",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            step_columns!(),
+            " FROM steps s WHERE s.run_id = ?1"
+        ))
         .bind(id.to_string())
         .fetch_all(&self.inner.read)
         .await?;
@@ -489,9 +510,9 @@ impl Store {
         let limit = q.limit.clamp(1, 1000) as i64;
         let before = q.before.map(|u| u.to_string());
         let rows = sqlx::query(
-            "SELECT id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at FROM runs
+            concat!("SELECT ", run_columns!(), " FROM runs
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2) AND (?3 IS NULL OR id < ?3)
-             ORDER BY id DESC LIMIT ?4",
+             ORDER BY id DESC LIMIT ?4"),
         )
         .bind(q.status.map(|s| s.as_str()))
         .bind(q.workflow.as_deref())
@@ -513,10 +534,12 @@ impl Store {
 
     /// A run's events with `seq > after`, oldest first.
     pub async fn events(&self, id: Uuid, after: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT run_id, seq, owner, owner_seq, at, kind, step, item, attempt, error, data FROM events
-             WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events
+             WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+        ))
         .bind(id.to_string())
         .bind(after)
         .bind(limit.clamp(1, 10_000) as i64)
@@ -533,10 +556,12 @@ impl Store {
         after_owner_seq: i64,
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT run_id, seq, owner, owner_seq, at, kind, step, item, attempt, error, data FROM events
-             WHERE owner = ?1 AND owner_seq > ?2 ORDER BY owner_seq LIMIT ?3",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events
+             WHERE owner = ?1 AND owner_seq > ?2 ORDER BY owner_seq LIMIT ?3"
+        ))
         .bind(owner)
         .bind(after_owner_seq)
         .bind(limit.clamp(1, 10_000) as i64)
@@ -582,18 +607,32 @@ impl Store {
     ) -> Result<Vec<LoadedRun>, StoreError> {
         let id = id.map(|u| u.to_string());
         // One pass per table; the live set is small compared with history.
-        const LIVE: &str = "('running','paused','failed','rolling_back')";
         let (runs_sql, steps_sql, seq_sql) = if id.is_some() {
             (
-                "SELECT id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at FROM runs WHERE owner = ?1 AND id = ?2",
-                "SELECT run_id, step, item, status, attempt, series_start, interruptions, item_value, input, output, error, waiting_for, wake_at, started_at, ended_at, compensating, s.updated_at FROM steps s WHERE run_id = ?2",
+                concat!(
+                    "SELECT ",
+                    run_columns!(),
+                    " FROM runs WHERE owner = ?1 AND id = ?2"
+                ),
+                concat!(
+                    "SELECT ",
+                    step_columns!(),
+                    " FROM steps s WHERE s.run_id = ?2"
+                ),
                 "SELECT run_id, MAX(seq) FROM events WHERE run_id = ?2 GROUP BY run_id",
             )
         } else {
-            let _ = LIVE;
             (
-                "SELECT id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at FROM runs WHERE owner = ?1 AND status IN ('running','paused','failed','rolling_back')",
-                "SELECT s.run_id, s.step, s.item, s.status, s.attempt, s.series_start, s.interruptions, s.item_value, s.input, s.output, s.error, s.waiting_for, s.wake_at, s.started_at, s.ended_at, s.compensating, s.updated_at FROM runs r JOIN steps s ON s.run_id = r.id WHERE r.owner = ?1 AND r.status IN ('running','paused','failed','rolling_back')",
+                concat!(
+                    "SELECT ",
+                    run_columns!(),
+                    " FROM runs WHERE owner = ?1 AND status IN ('running','paused','failed','rolling_back')"
+                ),
+                concat!(
+                    "SELECT ",
+                    step_columns!(),
+                    " FROM runs r JOIN steps s ON s.run_id = r.id WHERE r.owner = ?1 AND r.status IN ('running','paused','failed','rolling_back')"
+                ),
                 "SELECT e.run_id, MAX(e.seq) FROM runs r JOIN events e ON e.run_id = r.id WHERE r.owner = ?1 AND r.status IN ('running','paused','failed','rolling_back') GROUP BY e.run_id",
             )
         };
@@ -771,9 +810,11 @@ impl Mirror {
             .fetch_one(&mut *conn)
             .await?;
         run.last_seq = last.unwrap_or(0);
-        let rows = sqlx::query(
-            "SELECT run_id, step, item, status, attempt, series_start, interruptions, item_value, input, output, error, waiting_for, wake_at, started_at, ended_at, compensating, updated_at FROM steps WHERE run_id = ?1",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            step_columns!(),
+            " FROM steps s WHERE s.run_id = ?1"
+        ))
         .bind(id.to_string())
         .fetch_all(&mut *conn)
         .await?;
@@ -815,7 +856,7 @@ impl Rows for Mirror {
     }
 }
 
-const RUN_COLUMNS_BY_ID: &str = "SELECT id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at FROM runs WHERE id = ?1";
+const RUN_COLUMNS_BY_ID: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = ?1");
 
 const INSERT_EVENTS: &str = "INSERT INTO events (run_id, seq, owner, owner_seq, at, kind, step, item, attempt, error, data)
     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8, value->>9, value->>10
@@ -928,53 +969,18 @@ async fn write_set(
             .await?;
     }
     if !set.tasks.is_empty() {
-        let mut rows = Vec::with_capacity(set.tasks.len());
         let mut no_timer = Vec::new();
         let mut timers = Vec::new();
         for (run, t) in &set.tasks {
-            let run = run.to_string();
             let item = item_to_db(t.item);
-            rows.push((
-                (
-                    run.clone(),
-                    &*t.step,
-                    item,
-                    t.status.as_str(),
-                    t.attempt,
-                    t.series_start,
-                    t.interruptions,
-                    json_text(&t.item_value),
-                    json_text(&t.input),
-                ),
-                (
-                    json_text(&t.output),
-                    t.error.as_deref(),
-                    t.waiting_for.as_ref().map(|w| w.to_string()),
-                    t.wake_at,
-                    t.started_at,
-                    t.ended_at,
-                    t.compensating,
-                    t.updated_at,
-                ),
-            ));
             match (timer_kind(t), t.wake_at) {
-                (Some(kind), Some(at)) => timers.push((run, &*t.step, item, kind, at)),
-                _ => no_timer.push((run, &*t.step, item)),
+                (Some(kind), Some(at)) => timers.push((run.to_string(), &*t.step, item, kind, at)),
+                _ => no_timer.push((run.to_string(), &*t.step, item)),
             }
         }
-        // Flatten the two halves (serde tuples stop at 16 fields) into one array per row.
-        let flat: Vec<Value> = rows
-            .into_iter()
-            .map(|(a, b)| {
-                let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
-                if let (Value::Array(x), Ok(Value::Array(y))) = (&mut v, serde_json::to_value(b)) {
-                    x.extend(y);
-                }
-                v
-            })
-            .collect();
+        let rows: Vec<StepSql> = set.tasks.iter().map(|(run, t)| StepSql(run, t)).collect();
         sqlx::query(UPSERT_STEPS)
-            .bind(Value::Array(flat).to_string())
+            .bind(serde_json::to_string(&rows).map_err(|e| StoreError::Decode(e.to_string()))?)
             .execute(&mut *conn)
             .await?;
         if !no_timer.is_empty() {
@@ -997,6 +1003,36 @@ async fn write_set(
         }
     }
     Ok(())
+}
+
+/// A step row as the JSON array `UPSERT_STEPS` reads, in `step_columns!` order. Written
+/// by hand because serde's tuples stop at 16 fields.
+struct StepSql<'a>(&'a Uuid, &'a TaskRow);
+
+impl serde::Serialize for StepSql<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let (run, t) = (self.0, self.1);
+        let mut seq = s.serialize_tuple(17)?;
+        seq.serialize_element(&run.to_string())?;
+        seq.serialize_element(&*t.step)?;
+        seq.serialize_element(&item_to_db(t.item))?;
+        seq.serialize_element(t.status.as_str())?;
+        seq.serialize_element(&t.attempt)?;
+        seq.serialize_element(&t.series_start)?;
+        seq.serialize_element(&t.interruptions)?;
+        seq.serialize_element(&json_text(&t.item_value))?;
+        seq.serialize_element(&json_text(&t.input))?;
+        seq.serialize_element(&json_text(&t.output))?;
+        seq.serialize_element(&t.error)?;
+        seq.serialize_element(&t.waiting_for.as_ref().map(|w| w.to_string()))?;
+        seq.serialize_element(&t.wake_at)?;
+        seq.serialize_element(&t.started_at)?;
+        seq.serialize_element(&t.ended_at)?;
+        seq.serialize_element(&t.compensating)?;
+        seq.serialize_element(&t.updated_at)?;
+        seq.end()
+    }
 }
 
 fn parse_uuid(s: &str) -> Result<Uuid, StoreError> {

@@ -197,9 +197,12 @@ pub async fn list_events(
             format!("after {after} is negative; seqs start at 1"),
         ));
     }
-    // An unknown run has no events; say so instead of answering an empty page.
-    st.engine.run_row(id).await?;
     let mut events = st.engine.events(id, after, limit + 1).await?;
+    // An unknown run has no events; say so instead of answering an empty page. (A run
+    // that exists has at least run_created, so only an empty page needs the check.)
+    if events.is_empty() {
+        st.engine.run_row(id).await?;
+    }
     let more = events.len() > limit as usize;
     events.truncate(limit as usize);
     let next_after = more.then(|| events.last().map(|e| e.seq)).flatten();
