@@ -1,5 +1,8 @@
-//! Site boot services: DHCP (dhcproto), TFTP (async-tftp), HTTP boot (iPXE scripts,
-//! assets, node callbacks, metadata).
+//! Site boot services: DHCP (dhcproto), TFTP, HTTP boot (iPXE scripts, assets, node
+//! callbacks, metadata).
 //!
-//! Not built yet: this crate arrives with the boot-path issue. It depends on nothing of
-//! ours; `steps` and the agent will call it.
+//! This crate depends on nothing of ours: the agent (or the single-site server) maps the
+//! active design into the plain configuration types each service takes.
+
+pub mod dhcp;
+pub mod tftp;
