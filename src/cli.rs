@@ -51,6 +51,14 @@ pub enum ClientCmd {
     /// API tokens, kept in the server's database.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// The site design: validate a folder here, or ask a server for revisions, findings,
+    /// hosts and pins (the token comes from LARIAT_TOKEN).
+    Design {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: crate::cli_design::DesignCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -82,6 +90,8 @@ pub enum RunCmd {
         /// Hosts the run targets, comma-separated.
         #[arg(long, value_delimiter = ',')]
         targets: Vec<String>,
+        #[command(flatten)]
+        select: crate::cli_design::Select,
         /// Submitting again with the same key returns the first run instead of a new one.
         #[arg(long)]
         idempotency_key: Option<String>,
@@ -196,6 +206,7 @@ pub async fn run(cmd: ClientCmd) -> anyhow::Result<i32> {
         ClientCmd::Workflow { conn, cmd } => workflow(Client::new(&conn)?, &conn, cmd).await,
         ClientCmd::Run { conn, cmd } => run_cmd(Client::new(&conn)?, &conn, cmd).await,
         ClientCmd::Token(t) => token(t).await,
+        ClientCmd::Design { conn, cmd } => crate::cli_design::run(&conn, cmd).await,
     }
 }
 
@@ -330,6 +341,17 @@ impl Client {
         self.send(rb).await
     }
 
+    pub(crate) async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let rb = self.request(&self.http, Method::PUT, path).json(body);
+        Ok(self.send(rb).await?.1)
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.send(self.request(&self.http, Method::DELETE, path))
+            .await
+            .map(|_| ())
+    }
+
     async fn post_text(
         &self,
         path: &str,
@@ -389,7 +411,7 @@ fn read_doc(path: &Path) -> anyhow::Result<Value> {
 
 // ---- formatting ---------------------------------------------------------------------
 
-fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
@@ -404,7 +426,7 @@ fn now_ms() -> i64 {
 }
 
 /// A timestamp in ms as RFC 3339 (UTC, seconds).
-fn time(ms: Option<i64>) -> String {
+pub(crate) fn time(ms: Option<i64>) -> String {
     match ms {
         Some(ms) if ms > 0 => {
             humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms as u64))
@@ -435,7 +457,7 @@ fn elapsed(ms: i64) -> String {
     }
 }
 
-fn str_of(v: &Value) -> &str {
+pub(crate) fn str_of(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
@@ -536,7 +558,7 @@ async fn workflow(c: Client, conn: &Conn, cmd: WorkflowCmd) -> anyhow::Result<i3
 }
 
 /// Percent-encode a path segment.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -556,12 +578,18 @@ async fn run_cmd(c: Client, conn: &Conn, cmd: RunCmd) -> anyhow::Result<i32> {
             workflow,
             input,
             targets,
+            select,
             idempotency_key,
             version,
         } => {
             let input = match input {
                 Some(p) => read_doc(&p)?,
                 None => Value::Null,
+            };
+            // With any design criterion, the names join a node filter the server resolves.
+            let targets = match select.filter(&targets)? {
+                Some(f) => f,
+                None => json!(targets),
             };
             let mut body = json!({"workflow": workflow, "input": input, "targets": targets});
             if let Some(k) = idempotency_key {

@@ -4,7 +4,9 @@
 mod bench;
 mod bench_api;
 mod cli;
+mod cli_design;
 mod server;
+mod site;
 
 use clap::{Parser, Subcommand};
 

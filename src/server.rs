@@ -1,11 +1,13 @@
 //! `lariat server`: the engine on an embedded SQLite file and the REST API in front of it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use lariat_engine::{Actions, Durability, Engine, EngineConfig};
+use lariat_source::{DesignSource, SourceConfig, Trigger};
 
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
@@ -30,9 +32,97 @@ pub struct ServerArgs {
     /// Serve the API without authentication. For development on a laptop only.
     #[arg(long)]
     pub insecure_no_auth: bool,
+    #[command(flatten)]
+    pub design: DesignArgs,
+    #[command(flatten)]
+    pub boot: BootArgs,
+    #[command(flatten)]
+    pub site: crate::site::SiteArgs,
+}
+
+/// Single-site boot services run by this process.
+#[derive(Args, Debug, Clone)]
+pub struct BootArgs {
+    /// Serve HTTP boot on the API's listener: iPXE scripts (`/boot/ipxe?mac=`), boot
+    /// assets, unattended files, node metadata and the node callback (`/v1/state`).
+    #[arg(long)]
+    pub http_boot: bool,
+    /// This server's URL as booting nodes reach it (put in iPXE scripts and callback URLs);
+    /// the listener's address when absent.
+    #[arg(long, env = "LARIAT_BOOT_URL")]
+    pub boot_url: Option<String>,
+    /// Staged boot assets, served under /boot/assets/; `<db>.assets` when absent.
+    #[arg(long)]
+    pub boot_assets: Option<PathBuf>,
+}
+
+/// Where the design comes from.
+#[derive(Args, Debug, Clone)]
+pub struct DesignArgs {
+    /// Git repository holding the design: a URL (https://, file://) or a local path.
+    #[arg(long, env = "LARIAT_DESIGN_REPO")]
+    pub design_repo: Option<String>,
+    /// Branch of the design repository to follow.
+    #[arg(long, default_value = "main", env = "LARIAT_DESIGN_BRANCH")]
+    pub design_branch: String,
+    /// Fetch the design branch this often (e.g. 60s); without it, only the webhook and
+    /// `POST /v1/designs/sync` fetch.
+    #[arg(long, value_parser = humantime::parse_duration, env = "LARIAT_DESIGN_POLL")]
+    pub design_poll: Option<Duration>,
+    /// File holding the shared secret of the push webhook (`POST /v1/hooks/git`).
+    #[arg(long, env = "LARIAT_DESIGN_WEBHOOK_SECRET_FILE")]
+    pub design_webhook_secret_file: Option<PathBuf>,
+    /// Bare mirror the design is fetched into; `<db>.design.git` when absent.
+    #[arg(long)]
+    pub design_mirror: Option<PathBuf>,
+}
+
+impl DesignArgs {
+    fn config(&self, db: &Path) -> anyhow::Result<Option<SourceConfig>> {
+        let Some(repo) = &self.design_repo else {
+            if self.design_poll.is_some() || self.design_webhook_secret_file.is_some() {
+                anyhow::bail!("--design-poll and --design-webhook-secret-file need --design-repo");
+            }
+            return Ok(None);
+        };
+        let webhook_secret = match &self.design_webhook_secret_file {
+            None => None,
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| {
+                    format!("cannot read the webhook secret file {}", p.display())
+                })?;
+                let secret = text.trim_end_matches(['\n', '\r']);
+                if secret.len() < 16 {
+                    anyhow::bail!(
+                        "the webhook secret in {} is {} characters; use at least 16",
+                        p.display(),
+                        secret.len()
+                    );
+                }
+                Some(secret.as_bytes().to_vec())
+            }
+        };
+        if self.design_poll.is_some_and(|d| d < Duration::from_secs(1)) {
+            anyhow::bail!("--design-poll must be at least 1s");
+        }
+        let mirror = self.design_mirror.clone().unwrap_or_else(|| {
+            let mut m = db.as_os_str().to_owned();
+            m.push(".design.git");
+            PathBuf::from(m)
+        });
+        Ok(Some(SourceConfig {
+            repo: repo.clone(),
+            branch: self.design_branch.clone(),
+            mirror,
+            poll: self.design_poll,
+            webhook_secret,
+            fetch_timeout: Duration::from_secs(120),
+        }))
+    }
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let design_cfg = args.design.config(&args.db)?;
     let mut actions = Actions::new();
     lariat_steps::register_builtin(&mut actions);
     let mut cfg = EngineConfig::new(&args.db);
@@ -54,11 +144,35 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         "engine started"
     );
     for b in lariat_workflows::LIBRARY {
+        let (text, format) = b
+            .definition()
+            .with_context(|| format!("built-in workflow {}", b.name))?;
         engine
-            .register_workflow(b.yaml, lariat_engine::Format::Yaml)
+            .register_workflow(&text, format)
             .await
             .with_context(|| format!("cannot register built-in workflow {}", b.name))?;
     }
+    let design = match design_cfg {
+        None => DesignSource::unconfigured(engine.store().clone()),
+        Some(c) => {
+            let d = DesignSource::open(engine.store().clone(), c.clone())
+                .await
+                .with_context(|| format!("cannot open the design mirror {}", c.mirror.display()))?;
+            // An unreachable repository at start is not fatal: the last active design stays
+            // in force, and the next poll or webhook tries again.
+            match d.sync(Trigger::Startup).await {
+                Ok(r) => tracing::info!(commit = %r.commit, status = ?r.status, "design fetched"),
+                Err(e) => tracing::warn!("design fetch at start failed: {e}"),
+            }
+            d
+        }
+    };
+    let stop_poller = lariat_api::CancellationToken::new();
+    let poller = design.spawn_poller(stop_poller.clone());
+    tokio::spawn(register_design_templates(
+        engine.clone(),
+        design.subscribe(),
+    ));
     let auth = if args.insecure_no_auth {
         tracing::warn!(
             "!!! --insecure-no-auth: the API accepts every request without a token. Never use this outside a development machine. !!!"
@@ -67,17 +181,46 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     } else {
         lariat_api::Auth::Tokens
     };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let boot = if args.boot.http_boot {
+        let assets = args.boot.boot_assets.clone().unwrap_or_else(|| {
+            let mut m = args.db.as_os_str().to_owned();
+            m.push(".assets");
+            PathBuf::from(m)
+        });
+        std::fs::create_dir_all(&assets).with_context(|| {
+            format!("cannot create the boot assets folder {}", assets.display())
+        })?;
+        let base_url = args
+            .boot
+            .boot_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"));
+        tracing::info!(%base_url, assets = %assets.display(), "HTTP boot on");
+        Some(lariat_api::BootHttp { base_url, assets })
+    } else {
+        None
+    };
+    // iPXE chains to this server's script; without HTTP boot there is none to give.
+    let script_url = boot
+        .as_ref()
+        .map(|b| format!("{}/boot/ipxe?mac=${{net0/mac}}", b.base_url));
+    if args.site.dhcp && script_url.is_none() {
+        tracing::warn!("--dhcp without --http-boot: iPXE clients get no script URL");
+    }
+    let site = crate::site::Site::start(&args.site, &args.db, &design, script_url).await?;
     let api_cfg = lariat_api::ApiConfig {
         auth,
+        boot,
         ..Default::default()
     };
     // Open event streams never end by themselves; graceful shutdown must end them.
     let end_streams = api_cfg.shutdown.clone();
-    let app = lariat_api::router(engine.clone(), api_cfg).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!("listening on http://{}", listener.local_addr()?);
+    let app = lariat_api::router(engine.clone(), design, api_cfg).await?;
+    tracing::info!("listening on http://{local}");
     let stop_engine = engine.clone();
     let served = axum::serve(
         listener,
@@ -93,12 +236,48 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         end_streams.cancel();
     })
     .await;
+    site.shutdown().await;
+    stop_poller.cancel();
+    if let Some(p) = poller {
+        let _ = p.await;
+    }
     let failure = engine.failure();
     engine.shutdown().await;
     served.context("the HTTP server failed")?;
     match failure {
         Some(f) => anyhow::bail!("engine stopped: {f}"),
         None => Ok(()),
+    }
+}
+
+/// Registers the workflow templates of every design that becomes active. A template named
+/// like a built-in becomes that workflow's latest version.
+async fn register_design_templates(
+    engine: Engine,
+    mut designs: tokio::sync::watch::Receiver<std::sync::Arc<lariat_source::ActiveDesign>>,
+) {
+    loop {
+        let active = designs.borrow_and_update().clone();
+        for t in active.loaded.design.templates() {
+            let doc = lariat_workflows::template::TemplateDoc {
+                kind: "WorkflowTemplate".into(),
+                name: t.name.clone(),
+                spec: t.spec.clone(),
+            };
+            match engine
+                .register_workflow(&doc.definition_json(), lariat_engine::Format::Json)
+                .await
+            {
+                Ok(r) if r.created => {
+                    tracing::info!(workflow = %r.name, version = r.version, "workflow template of the design registered")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("workflow template {} of the design: {e}", t.name),
+            }
+        }
+        if designs.changed().await.is_err() {
+            return;
+        }
     }
 }
 

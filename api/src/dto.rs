@@ -331,12 +331,30 @@ pub struct SubmitRun {
     /// The run's input, available to every step.
     #[serde(default)]
     pub input: Value,
-    /// Hosts the run targets; a `for_each: {over: targets}` step fans out over them.
+    /// Hosts the run targets, as a list of names or as a node filter
+    /// (`{"names", "labels", "racks", "sites", "mode": "union"|"intersection"}`) that the
+    /// active design resolves at submit; a `for_each: {over: targets}` step fans out over
+    /// them.
     #[serde(default)]
-    pub targets: Vec<String>,
+    #[schema(value_type = Object)]
+    pub targets: Targets,
     /// Submitting again with the same key returns the first run (200) instead of a new one.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+}
+
+/// A run's targets as submitted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Targets {
+    Names(Vec<String>),
+    Filter(lariat_workflows::design::NodeFilter),
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Targets::Names(Vec::new())
+    }
 }
 
 /// `POST /v1/runs/{id}/steps/{step}/retry`. The body may be left out.

@@ -9,10 +9,14 @@
 //! | `GET /healthz`, `GET /readyz` | none |
 //! | `GET /metrics`, `GET /openapi.json`, every other `GET` under `/v1` | viewer |
 //! | `POST /v1/runs`, the run verbs, step retry and signal | operator |
-//! | `POST /v1/workflows` | admin |
+//! | `POST /v1/workflows`, `POST /v1/designs/sync`, site pins | admin |
+//! | `POST /v1/hooks/git` | none: the payload's HMAC signature instead |
 //!
 //! The OpenAPI document is assembled from the handlers' `#[utoipa::path]` attributes by the
-//! same router that serves them, so a route cannot exist without being documented.
+//! same router that serves them, so a route cannot exist without being documented. The
+//! exception is HTTP boot (`/boot/*`, `/v1/state`, `/v1/metadata`, with `--http-boot`):
+//! those routes are for booting nodes, not operators, and `lariat_boot::http` documents
+//! them.
 //!
 //! Run details are served from a cache that the engine's committed events invalidate
 //! (see `cache`), so polling a waiting run costs no store queries.
@@ -23,6 +27,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod nodes;
 mod routes;
 
 use std::sync::Arc;
@@ -48,7 +53,7 @@ pub use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::error::ErrorBody;
-use crate::routes::{ops, runs, stream, workflows};
+use crate::routes::{designs, ops, runs, stream, workflows};
 
 /// How requests are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +74,17 @@ pub struct ApiConfig {
     /// Cancel this to end every open event stream, so a graceful shutdown does not wait
     /// for clients that would otherwise follow a run forever.
     pub shutdown: CancellationToken,
+    /// Serve HTTP boot (iPXE scripts, assets, node callbacks) on this router too.
+    pub boot: Option<BootHttp>,
+}
+
+/// HTTP boot settings of a single-site server.
+#[derive(Debug, Clone)]
+pub struct BootHttp {
+    /// This server's URL as nodes reach it, e.g. `http://10.77.0.1:7300`.
+    pub base_url: String,
+    /// Staged boot assets, served under `/boot/assets/`.
+    pub assets: std::path::PathBuf,
 }
 
 impl Default for ApiConfig {
@@ -77,6 +93,7 @@ impl Default for ApiConfig {
             auth: Auth::Tokens,
             body_limit: 1 << 20,
             shutdown: CancellationToken::new(),
+            boot: None,
         }
     }
 }
@@ -104,6 +121,7 @@ pub(crate) struct AppState {
     pub(crate) openapi: String,
     pub(crate) streams_stop: CancellationToken,
     pub(crate) runs: Arc<cache::RunCache>,
+    pub(crate) design: lariat_source::DesignSource,
 }
 
 #[derive(OpenApi)]
@@ -116,6 +134,7 @@ pub(crate) struct AppState {
     tags(
         (name = "workflows", description = "Workflow definitions and their versions"),
         (name = "runs", description = "Runs, their steps and history, and the operator verbs"),
+        (name = "designs", description = "The site design: revisions from git, findings, validation, resolved hosts, site pins"),
         (name = "ops", description = "Probes, metrics, this document"),
     )
 )]
@@ -140,6 +159,14 @@ fn documented() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(runs::rollback_run))
         .routes(routes!(runs::retry_step))
         .routes(routes!(runs::signal_step))
+        .routes(routes!(designs::list_designs))
+        .routes(routes!(designs::revision_findings))
+        .routes(routes!(designs::validate_design))
+        .routes(routes!(designs::sync_design))
+        .routes(routes!(designs::pin_site, designs::unpin_site))
+        .routes(routes!(designs::list_hosts))
+        .routes(routes!(designs::resolved_host))
+        .routes(routes!(designs::git_webhook))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -214,7 +241,11 @@ fn finish_doc(doc: &mut utoipa::openapi::OpenApi) {
 
 /// The application: every route, with its state. Installs the process-wide metrics
 /// recorder on first use.
-pub async fn router(engine: Engine, cfg: ApiConfig) -> Result<Router, ApiError> {
+pub async fn router(
+    engine: Engine,
+    design: lariat_source::DesignSource,
+    cfg: ApiConfig,
+) -> Result<Router, ApiError> {
     let has_tokens: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'api_tokens'",
     )
@@ -234,15 +265,29 @@ pub async fn router(engine: Engine, cfg: ApiConfig) -> Result<Router, ApiError> 
         engine,
         streams_stop: cfg.shutdown,
         runs,
+        design,
     });
-    Ok(routes
+    let boot = cfg.boot.as_ref().map(|b| {
+        let nodes = nodes::SiteNodes::new(state.engine.clone(), state.design.clone(), &b.base_url);
+        lariat_boot::http::router(
+            nodes,
+            &lariat_boot::http::HttpBootConfig {
+                assets: b.assets.clone(),
+            },
+        )
+    });
+    let mut app: Router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    if let Some(boot) = boot {
+        app = app.merge(boot);
+    }
+    Ok(app
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(axum::middleware::from_fn(close_after_refused_body))
         .layer(DefaultBodyLimit::max(cfg.body_limit))
-        .layer(CatchPanicLayer::custom(panicked))
-        .with_state(state))
+        .layer(CatchPanicLayer::custom(panicked)))
 }
 
 /// A request refused before its body was read (no token, a bad path, a body over the

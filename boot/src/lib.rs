@@ -5,4 +5,5 @@
 //! active design into the plain configuration types each service takes.
 
 pub mod dhcp;
+pub mod http;
 pub mod tftp;

@@ -710,7 +710,8 @@ impl Engine {
     }
 }
 
-fn validate_new_run(r: &NewRun) -> Result<(), EngineError> {
+/// The checks `submit` makes of a new run before anything else: names, targets, key, version.
+pub fn validate_new_run(r: &NewRun) -> Result<(), EngineError> {
     if r.workflow.trim().is_empty() {
         return Err(EngineError::InvalidInput("`workflow` is required".into()));
     }

@@ -18,7 +18,7 @@ pub mod windows;
 pub use action::{Action, Actions, Output, StepContext, StepError};
 pub use engine::{
     AttemptView, Engine, EngineConfig, EngineError, NewRun, Registered, ResumeReport, RunView,
-    StepView, Submitted, TaskView, wait_for_status,
+    StepView, Submitted, TaskView, validate_new_run, wait_for_status,
 };
 pub use event::{Actor, Event, EventKind, RunRow, RunStatus, StepStatus, TaskRow, WaitFor};
 pub use model::{DefinitionError, Format, Problem, Workflow};

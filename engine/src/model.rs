@@ -45,6 +45,10 @@ pub struct WorkflowDef {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The run parameters the workflow declares. The engine keeps them with the version
+    /// and never reads them; whoever submits runs checks input against them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
     pub steps: Vec<StepDef>,
 }
 

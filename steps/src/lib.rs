@@ -17,6 +17,64 @@ pub fn register_builtin(actions: &mut Actions) {
         .register("sleep", Sleep)
         .register("await_signal", AwaitSignal)
         .register("fail", Fail);
+    // The provisioning library's actions. Until the BMC and boot drivers land they act on
+    // nothing: each reports `simulated: true` in its output so no one mistakes a run of
+    // them for real work. `await_callback` already waits for the node's signal for real.
+    for name in PROVISIONING {
+        actions.register(name, WithParams(Simulated { name }));
+    }
+    actions.register("await_callback", WithParams(AwaitSignal));
+}
+
+/// Expands `"${params.NAME}"` references in a step's input from the run's parameters
+/// (the run input of a templated workflow) before the action sees it.
+pub struct WithParams<A>(pub A);
+
+#[async_trait]
+impl<A: Action> Action for WithParams<A> {
+    async fn run(&self, mut ctx: StepContext) -> Result<Output, StepError> {
+        ctx.input = lariat_workflows::template::expand(&ctx.input, &ctx.run_input);
+        self.0.run(ctx).await
+    }
+
+    fn compensates(&self) -> bool {
+        self.0.compensates()
+    }
+
+    async fn compensate(&self, mut ctx: StepContext) -> Result<Value, StepError> {
+        ctx.input = lariat_workflows::template::expand(&ctx.input, &ctx.run_input);
+        self.0.compensate(ctx).await
+    }
+}
+
+/// Actions of the workflow library that do not act on machines yet.
+pub const PROVISIONING: [&str; 9] = [
+    "validate_design",
+    "stage_assets",
+    "power_off",
+    "power_on",
+    "set_pxe",
+    "set_boot_device",
+    "boot",
+    "verify",
+    "firmware_update",
+];
+
+/// Stands in for a provisioning action whose driver has not landed: succeeds at once and
+/// says so in its output.
+pub struct Simulated {
+    name: &'static str,
+}
+
+#[async_trait]
+impl Action for Simulated {
+    async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
+        Ok(Output::done(serde_json::json!({
+            "action": self.name,
+            "simulated": true,
+            "host": ctx.item,
+        })))
+    }
 }
 
 /// Does nothing and returns its input: a placeholder step, or a join point in a DAG.

@@ -463,3 +463,67 @@ steps:
 pub fn submit_body(workflow: &str) -> Value {
     json!({"workflow": workflow})
 }
+
+// ---- design repositories ---------------------------------------------------------
+
+/// The design fixtures: `examples/design` (valid) and `examples/broken/<rule>`.
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+/// A git repository in a temporary folder, driven by the git CLI.
+pub struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    pub fn with(design: &Path) -> Repo {
+        let r = Repo {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.git(&["init", "-q", "-b", "main"]);
+        r.git(&["config", "user.email", "ops@example.com"]);
+        r.git(&["config", "user.name", "Ops"]);
+        r.commit(design, "first design");
+        r
+    }
+
+    pub fn path(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Replaces the tree with a copy of `design`, commits, returns the commit id.
+    pub fn commit(&self, design: &Path, msg: &str) -> String {
+        let _ = std::fs::remove_dir_all(self.dir.path().join("design"));
+        copy_dir(design, &self.dir.path().join("design"));
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", msg]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}

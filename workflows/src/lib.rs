@@ -1,36 +1,61 @@
-//! The built-in workflow library, as YAML an operator can read and copy.
-//!
-//! Still to come here (design issue): the design schema (sites, networks, profiles with
-//! inheritance, hosts, BMCs, boot profiles), its validation, and templates compiled per
-//! host into engine DAGs.
+//! The design schema and its validation, workflow templates, and the built-in workflow
+//! library (YAML an operator can read and copy).
 
-/// A built-in workflow definition.
+pub mod design;
+pub mod template;
+
+use lariat_engine::Format;
+
+/// A built-in workflow: an engine definition, or a template compiled to one.
 #[derive(Debug, Clone, Copy)]
 pub struct Builtin {
     pub name: &'static str,
     pub yaml: &'static str,
+    pub template: bool,
+}
+
+impl Builtin {
+    /// The text to register with the engine, and its format.
+    pub fn definition(&self) -> Result<(String, Format), template::ParamError> {
+        if self.template {
+            Ok((
+                template::parse_template(self.yaml)?.definition_json(),
+                Format::Json,
+            ))
+        } else {
+            Ok((self.yaml.to_string(), Format::Yaml))
+        }
+    }
 }
 
 /// The provision-shaped chain with no-op actions: the engine benchmark's workload.
 pub const PROVISION_NOOP: Builtin = Builtin {
     name: "provision-noop",
     yaml: include_str!("../library/provision-noop.yaml"),
+    template: false,
 };
 
 /// Every built-in workflow.
-pub const LIBRARY: &[Builtin] = &[PROVISION_NOOP];
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_builtin_validates_against_the_builtin_actions() {
-        let mut actions = lariat_engine::Actions::new();
-        lariat_steps::register_builtin(&mut actions);
-        for b in super::LIBRARY {
-            let wf =
-                lariat_engine::model::compile(b.yaml, lariat_engine::Format::Yaml, 1, &actions)
-                    .unwrap_or_else(|e| panic!("{}: {e}", b.name));
-            assert_eq!(wf.name, b.name);
-        }
-    }
-}
+pub const LIBRARY: &[Builtin] = &[
+    PROVISION_NOOP,
+    Builtin {
+        name: "provision",
+        yaml: include_str!("../library/provision.yaml"),
+        template: true,
+    },
+    Builtin {
+        name: "deprovision",
+        yaml: include_str!("../library/deprovision.yaml"),
+        template: true,
+    },
+    Builtin {
+        name: "power_cycle",
+        yaml: include_str!("../library/power_cycle.yaml"),
+        template: true,
+    },
+    Builtin {
+        name: "firmware_upgrade",
+        yaml: include_str!("../library/firmware_upgrade.yaml"),
+        template: true,
+    },
+];

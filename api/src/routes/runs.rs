@@ -8,13 +8,15 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lariat_engine::{EngineError, NewRun, RunQuery, RunStatus as EngineRunStatus};
+use lariat_workflows::template::Parameters;
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::{Operator, Viewer};
 use crate::dto::{
     EventPage, EventsQuery, ListRunsQuery, RetryStep, Run, RunDetail, RunEvent, RunPage,
-    SignalStep, SubmitRun,
+    SignalStep, SubmitRun, Targets,
 };
 use crate::error::{ErrorBody, HttpError};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
@@ -58,19 +60,49 @@ pub async fn submit_run(
     State(st): State<Arc<AppState>>,
     ApiJson(req): ApiJson<SubmitRun>,
 ) -> Result<Response, HttpError> {
-    let sub = st
-        .engine
-        .submit(
-            NewRun {
-                workflow: req.workflow,
-                version: req.version,
-                input: req.input,
-                targets: req.targets,
-                idempotency_key: req.idempotency_key,
-            },
-            caller.actor(),
-        )
-        .await?;
+    let targets = match req.targets {
+        Targets::Names(names) => names,
+        Targets::Filter(f) => {
+            let active = st.design.active();
+            let hosts = active.loaded.design.select(&f);
+            if hosts.is_empty() {
+                return Err(HttpError::bad_request(
+                    "invalid_input",
+                    "the targets filter selects no host of the active design",
+                ));
+            }
+            hosts
+        }
+    };
+    let mut run = NewRun {
+        workflow: req.workflow,
+        version: req.version,
+        input: req.input,
+        targets,
+        idempotency_key: req.idempotency_key,
+    };
+    lariat_engine::validate_new_run(&run)?;
+    // A repeated key answers with its first run, even if the workflow changed since.
+    if let Some(key) = &run.idempotency_key
+        && let Some(first) = st
+            .engine
+            .store()
+            .run_by_key(key)
+            .await
+            .map_err(|e| HttpError::from(EngineError::from(e)))?
+    {
+        return Ok((StatusCode::OK, Json(Run::from(first))).into_response());
+    }
+    // The input is checked against the parameters of the version the run will be pinned to.
+    let wf = st.engine.workflow(&run.workflow, run.version).await?;
+    run.input = Parameters::of(&wf.def)
+        .and_then(|p| p.apply(&run.input))
+        .map_err(|e| {
+            HttpError::bad_request("invalid_input", format!("workflow {}: {e}", run.workflow))
+                .with_details(json!({ "problems": e.problems }))
+        })?;
+    run.version = Some(wf.version);
+    let sub = st.engine.submit(run, caller.actor()).await?;
     let run: Run = st.engine.run_row(sub.run_id).await?.into();
     if !sub.created {
         return Ok((StatusCode::OK, Json(run)).into_response());

@@ -797,10 +797,10 @@ impl Handler {
         if self.opts.mode == Mode::Proxy || (c.pxe && !c.ipxe) {
             opts.insert(DhcpOption::VendorExtensions(vec![6, 1, 8, 255]));
         }
-        if self.opts.mode == Mode::Proxy {
-            if let Some(id) = &c.machine_id {
-                opts.insert(DhcpOption::ClientMachineIdentifier(id.clone()));
-            }
+        if self.opts.mode == Mode::Proxy
+            && let Some(id) = &c.machine_id
+        {
+            opts.insert(DhcpOption::ClientMachineIdentifier(id.clone()));
         }
         Ok(())
     }

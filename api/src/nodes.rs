@@ -1,0 +1,380 @@
+//! The site's answers to booting nodes: which host a MAC is (the design), whether a
+//! provisioning step waits for it (the engine), what it boots (its boot profile), and its
+//! one-time callback token (the store).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lariat_boot::http::{BootDecision, BootPlan, Mac, NodeError, Nodes, StateReport};
+use lariat_engine::{Actor, Engine, EngineError, RunQuery, RunStatus, StepStatus};
+use lariat_source::DesignSource;
+use lariat_workflows::design::{Design, Loaded, UnattendedFormat, render_unattended};
+use rand::RngCore;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::auth::hash_token;
+
+/// The action whose steps wait for a node's callback.
+const CALLBACK_ACTION: &str = "await_callback";
+/// Running runs looked through for a waiting step; a site has far fewer in flight.
+const LIVE_RUNS_SCANNED: u32 = 2000;
+
+/// [`Nodes`] for a site served by this process.
+pub struct SiteNodes {
+    engine: Engine,
+    design: DesignSource,
+    /// This server's address as nodes reach it, e.g. `http://10.77.0.1:7300`.
+    base_url: String,
+}
+
+/// A token's row.
+struct TokenRow {
+    host: String,
+    run: Uuid,
+    step: String,
+}
+
+impl SiteNodes {
+    pub fn new(engine: Engine, design: DesignSource, base_url: &str) -> Arc<SiteNodes> {
+        Arc::new(SiteNodes {
+            engine,
+            design,
+            base_url: base_url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The host whose interfaces carry `mac`, in the design the host's site works from.
+    async fn host_of(&self, mac: Mac) -> Result<Option<(String, Arc<Loaded>)>, NodeError> {
+        let active = self.design.active().loaded.clone();
+        let Some((host, site)) = find_mac(&active.design, mac) else {
+            return Ok(None);
+        };
+        let loaded = match site {
+            Some(site) => self
+                .design
+                .design_for_site(&site)
+                .await
+                .map_err(|e| NodeError::Internal(format!("design of site {site}: {e}")))?,
+            None => active,
+        };
+        Ok(Some((host, loaded)))
+    }
+
+    /// The live run and step waiting for `host`'s callback, if any.
+    async fn waiting_step(&self, host: &str) -> Result<Option<(Uuid, String)>, NodeError> {
+        let runs = self
+            .engine
+            .list_runs(&RunQuery {
+                status: Some(RunStatus::Running),
+                limit: LIVE_RUNS_SCANNED,
+                ..Default::default()
+            })
+            .await
+            .map_err(internal)?;
+        for run in runs {
+            let Some(index) = run.targets.iter().position(|t| t == host) else {
+                continue;
+            };
+            let wf = self
+                .engine
+                .workflow(&run.workflow, Some(run.version))
+                .await
+                .map_err(internal)?;
+            let callback_steps: Vec<&str> = wf
+                .def
+                .steps
+                .iter()
+                .filter(|s| s.action == CALLBACK_ACTION)
+                .map(|s| s.name.as_str())
+                .collect();
+            if callback_steps.is_empty() {
+                continue;
+            }
+            let tasks = self
+                .engine
+                .store()
+                .tasks(run.id)
+                .await
+                .map_err(|e| internal(e.into()))?;
+            let open = tasks.iter().find(|t| {
+                callback_steps.contains(&&*t.step)
+                    && t.item == Some(index as u32)
+                    && matches!(
+                        t.status,
+                        StepStatus::Pending
+                            | StepStatus::Ready
+                            | StepStatus::Running
+                            | StepStatus::Waiting
+                            | StepStatus::Retrying
+                    )
+            });
+            if let Some(t) = open {
+                return Ok(Some((run.id, t.step.to_string())));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn issue_token(&self, host: &str, run: Uuid, step: &str) -> Result<String, NodeError> {
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let token: String = std::iter::once("nt_".to_string())
+            .chain(secret.iter().map(|b| format!("{b:02x}")))
+            .collect();
+        let mut w = self
+            .engine
+            .store()
+            .write_conn()
+            .await
+            .map_err(|e| internal(e.into()))?;
+        sqlx::query(
+            "INSERT INTO node_tokens (hash, host, run_id, step, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(hash_token(&token))
+        .bind(host)
+        .bind(run.to_string())
+        .bind(step)
+        .bind(lariat_engine::event::now_ms())
+        .execute(&mut *w)
+        .await
+        .map_err(db)?;
+        Ok(token)
+    }
+
+    /// The token's row, if it exists and is not used up.
+    async fn token(&self, token: &str) -> Result<TokenRow, NodeError> {
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT host, run_id, step FROM node_tokens WHERE hash = ?1 AND used_at IS NULL",
+        )
+        .bind(hash_token(token))
+        .fetch_optional(self.engine.store().read_pool())
+        .await
+        .map_err(db)?;
+        let (host, run, step) = row.ok_or_else(refused)?;
+        let run = Uuid::parse_str(&run).map_err(|_| refused())?;
+        Ok(TokenRow { host, run, step })
+    }
+
+    /// Marks the token used; `false` when another request used it first.
+    async fn use_token(&self, token: &str, used: bool) -> Result<bool, NodeError> {
+        let mut w = self
+            .engine
+            .store()
+            .write_conn()
+            .await
+            .map_err(|e| internal(e.into()))?;
+        let sql = if used {
+            "UPDATE node_tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL"
+        } else {
+            "UPDATE node_tokens SET used_at = NULL WHERE hash = ?1 AND used_at = ?2"
+        };
+        let done = sqlx::query(sql)
+            .bind(hash_token(token))
+            .bind(used_at_marker())
+            .execute(&mut *w)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    fn plan(
+        &self,
+        design: &Design,
+        host: &str,
+        run: Uuid,
+        token: String,
+    ) -> Result<BootPlan, NodeError> {
+        let resolved = design
+            .resolved_host(host)
+            .map_err(|e| NodeError::Internal(format!("host {host}: {e}")))?;
+        let profile_name = resolved.boot_profile.clone().ok_or_else(|| {
+            NodeError::NotFound(format!("host {host} has no boot profile in the design"))
+        })?;
+        let profile = design.boot_profile(&profile_name).ok_or_else(|| {
+            NodeError::NotFound(format!(
+                "boot profile {profile_name} of host {host} is not in the design"
+            ))
+        })?;
+        let base = resolved
+            .site
+            .as_deref()
+            .and_then(|s| design.site(s))
+            .map(|s| s.spec.boot_assets.clone())
+            .unwrap_or_else(|| "/boot/assets".into());
+        let base = if base.starts_with("http://") || base.starts_with("https://") {
+            base
+        } else {
+            format!("{}/{}", self.base_url, base.trim_start_matches('/'))
+        };
+        let url = |p: &str| {
+            if p.starts_with("http://") || p.starts_with("https://") {
+                p.to_string()
+            } else {
+                format!(
+                    "{}/{}",
+                    base.trim_end_matches('/'),
+                    p.trim_start_matches('/')
+                )
+            }
+        };
+        let mut cmdline = profile.spec.cmdline.clone();
+        for k in &resolved.kernel_params {
+            cmdline.push(' ');
+            cmdline.push_str(k);
+        }
+        Ok(BootPlan {
+            host: host.to_string(),
+            run: run.to_string(),
+            kernel: url(&profile.spec.kernel),
+            initrds: profile.spec.initrd.iter().map(|p| url(p)).collect(),
+            cmdline,
+            callback: format!("{}/v1/state", self.base_url),
+            token,
+        })
+    }
+}
+
+/// The marker written into `used_at` while a report is being delivered: the report's
+/// time would do, but a constant lets a failed delivery give the token back exactly.
+fn used_at_marker() -> i64 {
+    // Distinct from any real time (ms since 1970 are positive).
+    -1
+}
+
+fn refused() -> NodeError {
+    NodeError::Unauthorized("unknown, expired or already used node token".into())
+}
+
+fn internal(e: EngineError) -> NodeError {
+    NodeError::Internal(e.to_string())
+}
+
+fn db(e: sqlx::Error) -> NodeError {
+    NodeError::Internal(format!("node tokens: {e}"))
+}
+
+/// The host whose own interfaces carry `mac`, and its site.
+fn find_mac(design: &Design, mac: Mac) -> Option<(String, Option<String>)> {
+    design.hosts().find_map(|h| {
+        h.spec
+            .interfaces
+            .iter()
+            .any(|i| i.mac.as_ref().is_some_and(|m| m.0 == mac.0))
+            .then(|| (h.name.clone(), h.spec.site.clone()))
+    })
+}
+
+#[async_trait]
+impl Nodes for SiteNodes {
+    async fn boot(&self, mac: Mac) -> Result<BootDecision, NodeError> {
+        let Some((host, loaded)) = self.host_of(mac).await? else {
+            return Ok(BootDecision::LocalDisk {
+                reason: "no host of the design has this MAC".into(),
+            });
+        };
+        if loaded
+            .design
+            .resolved_host(&host)
+            .is_ok_and(|h| h.never_provision)
+        {
+            return Ok(BootDecision::LocalDisk {
+                reason: format!("host {host} is marked never_provision"),
+            });
+        }
+        let Some((run, step)) = self.waiting_step(&host).await? else {
+            return Ok(BootDecision::LocalDisk {
+                reason: format!("no provisioning step waits for host {host}"),
+            });
+        };
+        let token = self.issue_token(&host, run, &step).await?;
+        self.plan(&loaded.design, &host, run, token)
+            .map(BootDecision::Provision)
+    }
+
+    async fn report(&self, token: &str, report: StateReport) -> Result<(), NodeError> {
+        let row = self.token(token).await?;
+        if !self.use_token(token, true).await? {
+            return Err(refused());
+        }
+        let payload = json!({ "host": row.host, "state": report.state, "facts": report.facts });
+        let actor = Actor {
+            who: format!("node {}", row.host),
+            from: None,
+        };
+        let res = self
+            .engine
+            .signal(row.run, &row.step, Some(&row.host), payload, actor)
+            .await;
+        let err = match res {
+            Ok(()) => {
+                let mut w = self
+                    .engine
+                    .store()
+                    .write_conn()
+                    .await
+                    .map_err(|e| internal(e.into()))?;
+                sqlx::query("UPDATE node_tokens SET used_at = ?2 WHERE hash = ?1")
+                    .bind(hash_token(token))
+                    .bind(lariat_engine::event::now_ms())
+                    .execute(&mut *w)
+                    .await
+                    .map_err(db)?;
+                tracing::info!(host = %row.host, run = %row.run, state = %report.state, "node reported");
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        // Not delivered: the token stays usable for the node's next try.
+        self.use_token(token, false).await?;
+        Err(match err {
+            EngineError::NotWaiting { .. } => NodeError::NotWaiting(format!(
+                "step {} of run {} does not wait for host {} right now; try again shortly",
+                row.step, row.run, row.host
+            )),
+            EngineError::UnknownRun(_)
+            | EngineError::UnknownStep { .. }
+            | EngineError::UnknownItem { .. }
+            | EngineError::InvalidState { .. }
+            | EngineError::NotLive(_) => refused(),
+            other => internal(other),
+        })
+    }
+
+    async fn metadata(&self, token: &str) -> Result<Value, NodeError> {
+        let row = self.token(token).await?;
+        let design = self.design.active().loaded.clone();
+        let host = design
+            .design
+            .resolved_host(&row.host)
+            .map_err(|e| NodeError::NotFound(format!("host {}: {e}", row.host)))?;
+        Ok(json!({ "run": row.run, "step": row.step, "host": host }))
+    }
+
+    async fn unattended(&self, token: &str) -> Result<(String, String), NodeError> {
+        let row = self.token(token).await?;
+        let loaded = self.design.active().loaded.clone();
+        let d = &loaded.design;
+        let format = d
+            .resolved_host(&row.host)
+            .ok()
+            .and_then(|h| h.boot_profile)
+            .and_then(|p| d.boot_profile(&p))
+            .and_then(|p| p.spec.unattended.as_ref())
+            .map(|u| u.format)
+            .ok_or_else(|| {
+                NodeError::NotFound(format!(
+                    "host {}'s boot profile has no unattended template",
+                    row.host
+                ))
+            })?;
+        let text = render_unattended(d, &row.host)
+            .map_err(|e| NodeError::NotFound(format!("host {}: {e}", row.host)))?;
+        let ctype = match format {
+            UnattendedFormat::Ignition => "application/json",
+            UnattendedFormat::CloudInit => "text/cloud-config; charset=utf-8",
+            UnattendedFormat::Kickstart => "text/plain; charset=utf-8",
+        };
+        Ok((ctype.to_string(), text))
+    }
+}

@@ -1,0 +1,313 @@
+//! HTTP boot: the iPXE script a node chains to, its boot assets, its unattended file and
+//! metadata, and the node's state callback.
+//!
+//! What a node boots is not decided here: a [`Nodes`] implementation (the site's glue
+//! between the design and the engine) answers it. This module renders and serves.
+//!
+//! | route | answers |
+//! |---|---|
+//! | `GET /boot/ipxe?mac=…` | the node's iPXE script: its boot profile when a provisioning step waits for it, local disk otherwise |
+//! | `GET /boot/assets/{path}` | staged kernels, initrds and images, with Range requests |
+//! | `GET /boot/unattended` | the node's kickstart, cloud-init or ignition file (node token) |
+//! | `GET /v1/metadata` | the node's own resolved data (node token) |
+//! | `POST /v1/state` | the node's state and facts; signals the step waiting for it (node token, one-time) |
+//!
+//! A node token travels as `Authorization: Bearer <token>` or as `?token=` (for clients
+//! like iPXE's `imgfetch` that cannot set headers).
+
+mod script;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tower_http::services::ServeDir;
+
+pub use script::{local_disk_script, provision_script};
+
+/// A MAC address, as six bytes; parsed from `52:54:00:12:34:56` or `52-54-00-12-34-56`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mac(pub [u8; 6]);
+
+impl std::str::FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mac, String> {
+        let parts: Vec<&str> = s.trim().split([':', '-']).collect();
+        let bad = || format!("{s:?} is not a MAC address (write 52:54:00:12:34:56)");
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut m = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            m[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        Ok(Mac(m))
+    }
+}
+
+impl std::fmt::Display for Mac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+/// What a node boots into when a provisioning step waits for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BootPlan {
+    pub host: String,
+    /// The run the node works for, shown in the script's comment.
+    pub run: String,
+    /// Absolute URLs.
+    pub kernel: String,
+    pub initrds: Vec<String>,
+    /// The profile's kernel command line; the callback URL and token are appended.
+    pub cmdline: String,
+    /// Where the node posts its state.
+    pub callback: String,
+    /// The node's one-time token.
+    pub token: String,
+}
+
+/// What a node with a given MAC should boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootDecision {
+    Provision(BootPlan),
+    /// No step waits for this node (or it is unknown): boot the installed system.
+    LocalDisk {
+        reason: String,
+    },
+}
+
+/// What a node reports on `POST /v1/state`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateReport {
+    /// The node's state, e.g. `installed`, `wiped`, `booted`.
+    pub state: String,
+    /// What the node found about itself: MACs, serial, CPU, memory, disks.
+    #[serde(default)]
+    pub facts: Value,
+}
+
+/// Why a node's request was refused. The message is safe to show the node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// Missing, wrong, expired or already used token: 401, nothing changes.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The step the token is for does not wait right now (try again shortly): 409.
+    #[error("{0}")]
+    NotWaiting(String),
+    /// The node's design has no such thing (no unattended template): 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// A failure of ours: 500, logged.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The site's answers about nodes. Implementations tie the design (which host has which
+/// MAC and boot profile) to the engine (which host has a step waiting for it).
+#[async_trait]
+pub trait Nodes: Send + Sync + 'static {
+    /// What the node with `mac` boots now. A `Provision` answer carries a fresh token.
+    async fn boot(&self, mac: Mac) -> Result<BootDecision, NodeError>;
+
+    /// Records the node's report and signals the step waiting for it. The token is used
+    /// up only when this succeeds; a wrong or used token changes nothing.
+    async fn report(&self, token: &str, report: StateReport) -> Result<(), NodeError>;
+
+    /// The node's own resolved data (the token is not used up).
+    async fn metadata(&self, token: &str) -> Result<Value, NodeError>;
+
+    /// The node's unattended file as `(content type, text)` (the token is not used up).
+    async fn unattended(&self, token: &str) -> Result<(String, String), NodeError>;
+}
+
+/// HTTP boot settings.
+#[derive(Debug, Clone)]
+pub struct HttpBootConfig {
+    /// Served under `/boot/assets/`.
+    pub assets: PathBuf,
+}
+
+struct BootState {
+    nodes: Arc<dyn Nodes>,
+}
+
+/// The routes of the table above, ready to merge into the server's router.
+pub fn router(nodes: Arc<dyn Nodes>, cfg: &HttpBootConfig) -> Router {
+    let state = Arc::new(BootState { nodes });
+    Router::new()
+        .route("/boot/ipxe", get(ipxe_script))
+        .route("/boot/unattended", get(unattended))
+        .route("/v1/metadata", get(metadata))
+        .route("/v1/state", post(report_state))
+        .nest_service("/boot/assets", ServeDir::new(&cfg.assets))
+        .with_state(state)
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+impl IntoResponse for NodeError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            NodeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            NodeError::NotWaiting(_) => StatusCode::CONFLICT,
+            NodeError::NotFound(_) => StatusCode::NOT_FOUND,
+            NodeError::Internal(m) => {
+                tracing::error!("HTTP boot: {m}");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let body = serde_json::json!({ "error": { "message": self.to_string() } });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct MacQuery {
+    mac: Option<String>,
+}
+
+async fn ipxe_script(State(st): State<Arc<BootState>>, Query(q): Query<MacQuery>) -> Response {
+    let Some(mac) = q.mac else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "#!ipxe\necho lariat: the script URL needs ?mac=${net0/mac}\nshell\n".into(),
+        );
+    };
+    let mac: Mac = match mac.parse() {
+        Ok(m) => m,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("#!ipxe\necho lariat: {e}\n"),
+            );
+        }
+    };
+    match st.nodes.boot(mac).await {
+        Ok(BootDecision::Provision(plan)) => {
+            tracing::info!(%mac, host = %plan.host, run = %plan.run, "iPXE: provisioning script");
+            text(StatusCode::OK, provision_script(&plan))
+        }
+        Ok(BootDecision::LocalDisk { reason }) => {
+            tracing::info!(%mac, "iPXE: local disk ({reason})");
+            text(StatusCode::OK, local_disk_script(&mac, &reason))
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The node token, from `Authorization: Bearer` or else from `?token=`.
+struct NodeToken(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NodeToken {
+    type Rejection = NodeError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, NodeError> {
+        let from_header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .map(str::to_string);
+        let from_query = || {
+            parts.uri.query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("token="))
+                    .map(str::to_string)
+            })
+        };
+        from_header
+            .or_else(from_query)
+            .filter(|t| !t.is_empty())
+            .map(NodeToken)
+            .ok_or_else(|| {
+                NodeError::Unauthorized(
+                    "no node token: send Authorization: Bearer <token> or ?token=".into(),
+                )
+            })
+    }
+}
+
+async fn report_state(
+    State(st): State<Arc<BootState>>,
+    NodeToken(token): NodeToken,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, Response> {
+    let report: StateReport = serde_json::from_slice(&body).map_err(|e| {
+        let body = serde_json::json!({ "error": { "message": format!(
+            "the body must be JSON {{\"state\": \"…\", \"facts\": {{…}}}}: {e}"
+        ) } });
+        (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+    })?;
+    st.nodes
+        .report(&token, report)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn metadata(
+    State(st): State<Arc<BootState>>,
+    NodeToken(token): NodeToken,
+) -> Result<axum::Json<Value>, NodeError> {
+    st.nodes.metadata(&token).await.map(axum::Json)
+}
+
+async fn unattended(
+    State(st): State<Arc<BootState>>,
+    NodeToken(token): NodeToken,
+) -> Result<Response, NodeError> {
+    let (ctype, body) = st.nodes.unattended(&token).await?;
+    Ok(([(header::CONTENT_TYPE, ctype)], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_in_both_spellings_and_print_in_one() {
+        let a: Mac = "52:54:00:AB:cd:01".parse().unwrap();
+        let b: Mac = "52-54-00-ab-cd-01".parse().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), "52:54:00:ab:cd:01");
+        for bad in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:0g",
+            "525400abcd01",
+            "52:54:00:ab:cd:001",
+        ] {
+            assert!(bad.parse::<Mac>().is_err(), "{bad}");
+        }
+    }
+}

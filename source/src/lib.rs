@@ -1,0 +1,396 @@
+//! The design's source of truth: a git repository.
+//!
+//! A webhook or a poll asks [`DesignSource::sync`] to fetch the design branch. Each new
+//! commit is read from a bare mirror, validated, and recorded as a revision with its
+//! findings. A revision becomes the active design only if it has no error; otherwise the
+//! previous active design stays in force and the rejected revision is there to read. A
+//! site can be pinned to a revision or a tag, and then keeps that design.
+//!
+//! Git work is blocking (git2), so it runs on blocking threads, one sync at a time.
+
+mod mirror;
+mod revisions;
+mod webhook;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lariat_engine::Store;
+use lariat_workflows::design::{self, Finding, Loaded};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use mirror::Snapshot;
+pub use revisions::{Pin, Revision, RevisionStatus, Trigger};
+pub use webhook::{PushEvent, WebhookError, verify_signature};
+
+use mirror::Mirror;
+
+/// Errors of the design source. Each names what failed and where.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("no design repository is configured (start the server with --design-repo)")]
+    NotConfigured,
+    #[error("git: cannot {what}: {message}")]
+    Git { what: String, message: String },
+    #[error("branch {branch} does not exist in {url}")]
+    NoBranch { branch: String, url: String },
+    #[error("no commit or tag {0:?} in the design repository")]
+    UnknownRevision(String),
+    #[error("design file {path} is {bytes} bytes; at most 8 MiB")]
+    FileTooLarge { path: String, bytes: usize },
+    #[error("design file {0} is not UTF-8 text")]
+    NotUtf8(String),
+    #[error(
+        "revision {commit} has {errors} error(s); a site can only be pinned to a revision without errors"
+    )]
+    RejectedRevision { commit: String, errors: usize },
+    #[error("fetching the design repository took longer than {0:?}")]
+    Timeout(Duration),
+    #[error("stored design revision is unreadable: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Store(#[from] lariat_engine::StoreError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl SourceError {
+    fn git(what: impl Into<String>, e: git2::Error) -> Self {
+        SourceError::Git {
+            what: what.into(),
+            message: e.message().to_string(),
+        }
+    }
+}
+
+/// Where the design comes from.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// A URL (`https://…`, `file://…`) or a local path to a git repository.
+    pub repo: String,
+    pub branch: String,
+    /// The bare mirror Lariat fetches into (created if missing).
+    pub mirror: PathBuf,
+    /// Fetch this often; `None` relies on the webhook alone.
+    pub poll: Option<Duration>,
+    /// Shared secret that signs webhook payloads (`X-Hub-Signature-256`).
+    pub webhook_secret: Option<Vec<u8>>,
+    /// A fetch that takes longer fails (the git thread is left to finish on its own).
+    pub fetch_timeout: Duration,
+}
+
+/// The design in force, with the revision it came from (`None` before any revision was
+/// accepted, or when no repository is configured).
+#[derive(Debug)]
+pub struct ActiveDesign {
+    pub revision: Option<Revision>,
+    pub loaded: Arc<Loaded>,
+}
+
+/// Handle to the design source; cheap to clone.
+#[derive(Clone)]
+pub struct DesignSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    cfg: Option<SourceConfig>,
+    mirror: Option<Arc<Mutex<Mirror>>>,
+    active: watch::Sender<Arc<ActiveDesign>>,
+    /// One fetch at a time: a webhook during a poll waits, then fetches again (cheap).
+    sync_lock: tokio::sync::Mutex<()>,
+    /// Loaded designs by commit, for pinned sites.
+    by_commit: Mutex<HashMap<String, Arc<Loaded>>>,
+}
+
+impl DesignSource {
+    /// A source with no repository: the design is empty and `sync` says so.
+    pub fn unconfigured(store: Store) -> DesignSource {
+        let active = ActiveDesign {
+            revision: None,
+            loaded: empty(),
+        };
+        DesignSource::build(store, None, None, active)
+    }
+
+    /// Opens the mirror and restores the active revision recorded in the store. It does
+    /// not fetch; call [`sync`](Self::sync) for that (the server does at start).
+    pub async fn open(store: Store, cfg: SourceConfig) -> Result<DesignSource, SourceError> {
+        let (path, url) = (cfg.mirror.clone(), cfg.repo.clone());
+        let mirror = blocking(cfg.fetch_timeout, move || Mirror::open(&path, &url)).await?;
+        let mirror = Arc::new(Mutex::new(mirror));
+        let mut active = ActiveDesign {
+            revision: None,
+            loaded: empty(),
+        };
+        if let Some(rev) = revisions::active(&store).await? {
+            match read_commit(&mirror, cfg.fetch_timeout, &rev.commit).await {
+                Ok(snap) => {
+                    active.loaded = Arc::new(design::load_files(&snap.files));
+                    active.revision = Some(rev);
+                }
+                Err(e) => tracing::warn!(
+                    commit = %rev.commit,
+                    "the active design revision is not in the mirror ({e}); it returns with the next fetch"
+                ),
+            }
+        }
+        Ok(DesignSource::build(store, Some(cfg), Some(mirror), active))
+    }
+
+    fn build(
+        store: Store,
+        cfg: Option<SourceConfig>,
+        mirror: Option<Arc<Mutex<Mirror>>>,
+        active: ActiveDesign,
+    ) -> DesignSource {
+        let (active, _) = watch::channel(Arc::new(active));
+        DesignSource {
+            inner: Arc::new(Inner {
+                store,
+                cfg,
+                mirror,
+                active,
+                sync_lock: tokio::sync::Mutex::new(()),
+                by_commit: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The configuration, if a repository is configured.
+    pub fn config(&self) -> Option<&SourceConfig> {
+        self.inner.cfg.as_ref()
+    }
+
+    /// The design in force now.
+    pub fn active(&self) -> Arc<ActiveDesign> {
+        self.inner.active.borrow().clone()
+    }
+
+    /// Sees every change of the active design.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ActiveDesign>> {
+        self.inner.active.subscribe()
+    }
+
+    /// Fetches the design branch, validates its head and records it as a revision. A
+    /// commit seen before is not recorded again. The head becomes active only if it has no
+    /// error finding; either way its record is returned.
+    pub async fn sync(&self, trigger: Trigger) -> Result<Revision, SourceError> {
+        let (cfg, mirror) = match (&self.inner.cfg, &self.inner.mirror) {
+            (Some(c), Some(m)) => (c, m.clone()),
+            _ => return Err(SourceError::NotConfigured),
+        };
+        let _one = self.inner.sync_lock.lock().await;
+        let branch = cfg.branch.clone();
+        let m = mirror.clone();
+        let snap = blocking(cfg.fetch_timeout, move || {
+            let m = m.lock().map_err(|_| poisoned())?;
+            let head = m.fetch(&branch)?;
+            m.snapshot(head)
+        })
+        .await?;
+        let store = &self.inner.store;
+        let (rev, loaded) = match revisions::by_commit(store, &snap.commit).await? {
+            Some(rev) => {
+                let loaded = self.loaded_for(&rev.commit, Some(&snap)).await?;
+                (rev, loaded)
+            }
+            None => {
+                let loaded = Arc::new(design::load_files(&snap.files));
+                let rev =
+                    revisions::record(store, &snap, &cfg.branch, trigger, &loaded.report).await?;
+                self.remember(&rev.commit, loaded.clone());
+                (rev, loaded)
+            }
+        };
+        tracing::info!(
+            commit = %rev.commit,
+            errors = rev.errors,
+            warnings = rev.warnings,
+            trigger = trigger.as_str(),
+            "design revision {}",
+            if rev.accepted { "accepted" } else { "rejected" }
+        );
+        if !rev.accepted {
+            return Ok(rev);
+        }
+        let current = self.active();
+        let already = current
+            .revision
+            .as_ref()
+            .is_some_and(|r| r.commit == rev.commit);
+        if !already {
+            revisions::make_active(store, rev.id).await?;
+        }
+        let rev = Revision {
+            status: RevisionStatus::Active,
+            ..rev
+        };
+        self.inner.active.send_replace(Arc::new(ActiveDesign {
+            revision: Some(rev.clone()),
+            loaded,
+        }));
+        Ok(rev)
+    }
+
+    /// Newest first.
+    pub async fn revisions(&self, limit: u32) -> Result<Vec<Revision>, SourceError> {
+        revisions::list(&self.inner.store, limit).await
+    }
+
+    /// A recorded revision by full or abbreviated commit id, with its findings.
+    pub async fn revision(
+        &self,
+        rev: &str,
+    ) -> Result<Option<(Revision, Vec<Finding>)>, SourceError> {
+        revisions::with_findings(&self.inner.store, rev).await
+    }
+
+    /// Pins `site` to a revision or tag. The revision must have been recorded and accepted.
+    pub async fn pin(&self, site: &str, rev: &str, actor: &str) -> Result<Pin, SourceError> {
+        let commit = self.resolve(rev).await?;
+        let record = revisions::by_commit(&self.inner.store, &commit)
+            .await?
+            .ok_or_else(|| SourceError::UnknownRevision(rev.to_string()))?;
+        if !record.accepted {
+            return Err(SourceError::RejectedRevision {
+                commit,
+                errors: record.errors,
+            });
+        }
+        revisions::pin(&self.inner.store, site, rev, &commit, actor).await
+    }
+
+    /// Removes a site's pin; `false` when it had none.
+    pub async fn unpin(&self, site: &str) -> Result<bool, SourceError> {
+        revisions::unpin(&self.inner.store, site).await
+    }
+
+    /// Every pin, by site.
+    pub async fn pins(&self) -> Result<Vec<Pin>, SourceError> {
+        revisions::pins(&self.inner.store).await
+    }
+
+    /// The design a site works from: its pinned revision, or the active design. A pin to
+    /// a tag follows the tag as fetched.
+    pub async fn design_for_site(&self, site: &str) -> Result<Arc<Loaded>, SourceError> {
+        let Some(pin) = revisions::pin_of(&self.inner.store, site).await? else {
+            return Ok(self.active().loaded.clone());
+        };
+        let commit = match self.resolve(&pin.rev).await {
+            Ok(c) => c,
+            // A tag deleted upstream keeps the commit it last named.
+            Err(SourceError::UnknownRevision(_)) => pin.commit.clone(),
+            Err(e) => return Err(e),
+        };
+        self.loaded_for(&commit, None).await
+    }
+
+    /// Fetches on every tick of the configured poll interval until `stop` fires.
+    pub fn spawn_poller(&self, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+        let every = self.inner.cfg.as_ref()?.poll?;
+        let me = self.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = me.sync(Trigger::Poll).await {
+                    tracing::warn!("design poll failed: {e}");
+                }
+            }
+        }))
+    }
+
+    async fn resolve(&self, rev: &str) -> Result<String, SourceError> {
+        let (cfg, mirror) = match (&self.inner.cfg, &self.inner.mirror) {
+            (Some(c), Some(m)) => (c, m.clone()),
+            _ => return Err(SourceError::NotConfigured),
+        };
+        let rev = rev.to_string();
+        blocking(cfg.fetch_timeout, move || {
+            let m = mirror.lock().map_err(|_| poisoned())?;
+            m.resolve(&rev).map(|o| o.to_string())
+        })
+        .await
+    }
+
+    async fn loaded_for(
+        &self,
+        commit: &str,
+        snap: Option<&Snapshot>,
+    ) -> Result<Arc<Loaded>, SourceError> {
+        if let Some(l) = self.cached(commit) {
+            return Ok(l);
+        }
+        let loaded = match snap {
+            Some(s) => Arc::new(design::load_files(&s.files)),
+            None => {
+                let (cfg, mirror) = match (&self.inner.cfg, &self.inner.mirror) {
+                    (Some(c), Some(m)) => (c, m.clone()),
+                    _ => return Err(SourceError::NotConfigured),
+                };
+                let snap = read_commit(&mirror, cfg.fetch_timeout, commit).await?;
+                Arc::new(design::load_files(&snap.files))
+            }
+        };
+        self.remember(commit, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn cached(&self, commit: &str) -> Option<Arc<Loaded>> {
+        self.inner.by_commit.lock().ok()?.get(commit).cloned()
+    }
+
+    fn remember(&self, commit: &str, loaded: Arc<Loaded>) {
+        if let Ok(mut m) = self.inner.by_commit.lock() {
+            // Only the active and pinned designs are asked for again; a handful at most.
+            if m.len() >= 16 {
+                m.clear();
+            }
+            m.insert(commit.to_string(), loaded);
+        }
+    }
+}
+
+fn empty() -> Arc<Loaded> {
+    Arc::new(design::load_files(&[]))
+}
+
+fn poisoned() -> SourceError {
+    SourceError::Corrupt("a git thread panicked while holding the mirror".into())
+}
+
+async fn read_commit(
+    mirror: &Arc<Mutex<Mirror>>,
+    timeout: Duration,
+    commit: &str,
+) -> Result<Snapshot, SourceError> {
+    let (m, commit) = (mirror.clone(), commit.to_string());
+    blocking(timeout, move || {
+        let m = m.lock().map_err(|_| poisoned())?;
+        let oid = git2::Oid::from_str(&commit)
+            .map_err(|_| SourceError::UnknownRevision(commit.clone()))?;
+        m.snapshot(oid)
+    })
+    .await
+}
+
+async fn blocking<T: Send + 'static>(
+    timeout: Duration,
+    f: impl FnOnce() -> Result<T, SourceError> + Send + 'static,
+) -> Result<T, SourceError> {
+    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(join)) => Err(SourceError::Corrupt(format!("git thread failed: {join}"))),
+        Err(_) => Err(SourceError::Timeout(timeout)),
+    }
+}

@@ -1,0 +1,230 @@
+//! HTTP boot through the real binary: the iPXE script a node gets with and without a
+//! provisioning step waiting for it, its one-time token, metadata, unattended file, the
+//! state callback that moves the run on, and boot assets with Range requests.
+
+mod api_support;
+
+use api_support::{Repo, TestServer, examples};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const MAC: &str = "52:54:00:77:01:01";
+const HOST: &str = "ams1-a01";
+
+fn server(repo: &Repo) -> TestServer {
+    TestServer::start_with(&["--design-repo", repo.path(), "--http-boot"])
+}
+
+async fn script(s: &TestServer, mac: &str) -> (StatusCode, String) {
+    let res = s
+        .http
+        .get(s.url(&format!("/boot/ipxe?mac={mac}")))
+        .send()
+        .await
+        .unwrap();
+    (res.status(), res.text().await.unwrap())
+}
+
+async fn post_state(s: &TestServer, token: &str, body: &Value) -> (StatusCode, Value) {
+    let res = s
+        .http
+        .post(s.url("/v1/state"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let st = res.status();
+    (st, res.json().await.unwrap_or(Value::Null))
+}
+
+fn token_in(script: &str) -> String {
+    script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("lariat.token="))
+        .unwrap_or_else(|| panic!("no token in {script}"))
+        .to_string()
+}
+
+/// A fan-out item of a step; `Null` before the fan-out starts.
+fn item<'a>(run: &'a Value, step: &str, host: &str) -> &'a Value {
+    run["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["name"] == step))
+        .and_then(|s| s["items"].as_array())
+        .and_then(|items| items.iter().find(|i| i["item_value"] == host))
+        .unwrap_or(&Value::Null)
+}
+
+#[tokio::test]
+async fn a_node_boots_its_profile_only_while_a_step_waits_and_its_callback_is_one_time() {
+    let repo = Repo::with(&examples().join("design"));
+    let s = server(&repo);
+
+    // Nothing waits for the node: local disk. Unknown and malformed MACs too.
+    let (st, text) = script(&s, MAC).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(text.contains("booting from local disk"), "{text}");
+    assert!(
+        text.contains(&format!("no provisioning step waits for host {HOST}")),
+        "{text}"
+    );
+    let (_, text) = script(&s, "52:54:00:00:00:99").await;
+    assert!(
+        text.contains("no host of the design has this MAC"),
+        "{text}"
+    );
+    let (st, _) = script(&s, "not-a-mac").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+
+    // A provision run waits for the node's callback.
+    let id = s
+        .submit(json!({"workflow": "provision", "targets": [HOST, "ams1-a02"]}))
+        .await;
+    s.wait_run(&id, "await_callback waiting", |v| {
+        item(v, "await_callback", HOST)["status"] == "waiting"
+    })
+    .await;
+
+    let (st, text) = script(&s, "52-54-00-77-01-01").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        text.contains(&format!("# lariat: provision {HOST} for run {id}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("kernel http://10.77.0.5/assets/rocky/9.4/vmlinuz inst.repo="),
+        "the kernel comes from the site's asset base: {text}"
+    );
+    assert!(
+        text.contains("initrd --name initrd.img http://10.77.0.5/assets/rocky/9.4/initrd.img"),
+        "{text}"
+    );
+    assert!(
+        text.contains("console=ttyS0,115200n8"),
+        "the profile's kernel params: {text}"
+    );
+    assert!(
+        text.contains(&format!("lariat.callback={}/v1/state", s.base)),
+        "{text}"
+    );
+    let token = token_in(&text);
+
+    // The token opens the node's metadata and unattended file, and is not used up by them.
+    let res = s
+        .http
+        .get(s.url(&format!("/v1/metadata?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let meta: Value = res.json().await.unwrap();
+    assert_eq!(meta["host"]["name"], HOST);
+    assert_eq!(meta["run"], json!(id));
+    let res = s
+        .http
+        .get(s.url("/boot/unattended"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let ks = res.text().await.unwrap();
+    assert!(ks.contains(&format!("network --hostname={HOST}")), "{ks}");
+
+    // Wrong tokens change nothing.
+    let report = json!({"state": "installed", "facts": {"macs": [MAC], "memory_mib": 65536}});
+    for bad in ["nt_wrong", "", "x"] {
+        let (st, _) = post_state(&s, bad, &report).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "token {bad:?}");
+    }
+    let res = s
+        .http
+        .post(s.url("/v1/state"))
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let run = s.run(&id).await;
+    assert_eq!(item(&run, "await_callback", HOST)["status"], "waiting");
+    let (st, e) = post_state(&s, &token, &json!({"state": 5})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+
+    // The right token delivers the report once.
+    let (st, v) = post_state(&s, &token, &report).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    let run = s
+        .wait_run(&id, "await_callback succeeded", |v| {
+            item(v, "await_callback", HOST)["status"] == "succeeded"
+        })
+        .await;
+    let out = &item(&run, "await_callback", HOST)["output"];
+    assert_eq!(out["state"], "installed");
+    assert_eq!(out["facts"]["memory_mib"], 65536);
+    let (st, _) = post_state(&s, &token, &report).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "a used token must be refused");
+    let (st, _) = s
+        .get(&s.viewer, &format!("/v1/metadata?token={token}"))
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    // The other host's callback finishes the run.
+    let (_, text) = script(&s, "52:54:00:77:02:01").await;
+    let (st, _) = post_state(&s, &token_in(&text), &report).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    s.wait_status(&id, "succeeded").await;
+
+    // Once provisioned, the node boots its disk again.
+    let (_, text) = script(&s, MAC).await;
+    assert!(text.contains("booting from local disk"), "{text}");
+    let events = s.events(&id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["data"]["actor"]["who"] == format!("node {HOST}")),
+        "the callback is recorded as the node's: {events:#?}"
+    );
+}
+
+#[tokio::test]
+async fn boot_assets_are_served_with_ranges() {
+    let repo = Repo::with(&examples().join("design"));
+    let s = server(&repo);
+    let assets = {
+        let mut p = s.db.as_os_str().to_owned();
+        p.push(".assets");
+        std::path::PathBuf::from(p)
+    };
+    std::fs::create_dir_all(assets.join("debian")).unwrap();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(assets.join("debian/vmlinuz"), &data).unwrap();
+
+    let res = s
+        .http
+        .get(s.url("/boot/assets/debian/vmlinuz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &data[..]);
+
+    let res = s
+        .http
+        .get(s.url("/boot/assets/debian/vmlinuz"))
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &data[1000..2000]);
+
+    for path in [
+        "/boot/assets/../lariat.db",
+        "/boot/assets/%2e%2e/lariat.db",
+        "/boot/assets/nope",
+    ] {
+        let res = s.http.get(s.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+}
