@@ -1,5 +1,5 @@
 #!/bin/bash
-# PXE boot, QEMU start to the node's callback: Lariat (DHCP + HTTP boot + the provision
+# PXE boot, QEMU start to the node's callback: Lariat (DHCP + HTTP boot + the await-boot
 # workflow, one `lariat server`) against the classic baseline, dnsmasq (DHCP) plus a static
 # python3 HTTP server (issue 5 §6; target: Lariat within 10 %, ratio <= 1.10).
 #
@@ -9,7 +9,7 @@
 # carries option 60 "PXEClient" and an HTTP URL of an iPXE script; the script loads the
 # node image (images/build-node-image.sh: Debian kernel + busybox initramfs) over HTTP, and
 # the image's /init posts the machine's facts to `lariat.callback`.
-#   Lariat:   the script is /boot/ipxe?mac=… of a provision run's await_callback step; the
+#   Lariat:   the script is /boot/ipxe?mac=… of an await-boot run's await_callback step; the
 #             figure ends at the server's "node reported" log line (the POST /v1/state
 #             accepted and the step's item completed).
 #   Baseline: dnsmasq hands out a fixed address for the MAC and a static boot.ipxe on a
@@ -104,6 +104,10 @@ if [ "$RA" = 1 ]; then
     --pid-file="$L/ra.pid" --log-facility="$L/ra.log" & PIDS+=($!)
 fi
 api() { ip netns exec "$LNS" curl -sS --max-time 10 "$@"; }
+# The design's await-boot workflow is registered once the design is active.
+for _ in $(seq 1 300); do
+  api -f -o /dev/null http://127.0.0.1:7300/v1/workflows/await-boot 2>/dev/null && break; sleep 0.2
+done
 
 # --- baseline: dnsmasq + static HTTP ------------------------------------------------------
 B=$WORK/base; mkdir -p "$B/http" "$B/tftp"
@@ -194,12 +198,13 @@ stamp() {
   case "$ts" in 20*T*Z) date -d "$ts" +%s.%N ;; *) return 1 ;; esac
 }
 
-# One Lariat boot: a provision run for HOST, QEMU once its await_callback item waits. Sets
+# One Lariat boot: a run of the design's await-boot workflow (provision's boot half: the
+# bench powers QEMU on itself, as the baseline does) for HOST, QEMU once its await_callback item waits. Sets
 # SECS (QEMU start to "node reported") and SCRIPT (to the iPXE script fetch).
 lariat_sample() {
   local tag=$1 id st t0 line t1 seen
   id=$(api -X POST -H 'content-type: application/json' \
-    -d "{\"workflow\": \"provision\", \"targets\": [\"$HOST\"]}" http://127.0.0.1:7300/v1/runs \
+    -d "{\"workflow\": \"await-boot\", \"targets\": [\"$HOST\"]}" http://127.0.0.1:7300/v1/runs \
     | python3 -c 'import json,sys; print(json.load(sys.stdin).get("id") or "")' 2>/dev/null)
   [ -n "$id" ] || { tail -20 "$L/server.log" >&2; say "lariat: no run id"; return 1; }
   for _ in $(seq 1 600); do

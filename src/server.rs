@@ -52,8 +52,28 @@ pub struct BootArgs {
     #[arg(long, env = "LARIAT_BOOT_URL")]
     pub boot_url: Option<String>,
     /// Staged boot assets, served under /boot/assets/; `<db>.assets` when absent.
+    /// The `stage_assets` step downloads into it.
     #[arg(long)]
     pub boot_assets: Option<PathBuf>,
+    /// Where `stage_assets` downloads a boot profile's assets from when they give no URL
+    /// of their own: `<origin>/<asset path>`.
+    #[arg(long, env = "LARIAT_ASSET_ORIGIN")]
+    pub asset_origin: Option<String>,
+    /// BMC operations (IPMI sessions, ipmitool processes, Redfish requests) in flight at
+    /// once, across all hosts; one at a time per BMC whatever this says.
+    #[arg(long, default_value_t = 64)]
+    pub bmc_max_in_flight: usize,
+}
+
+impl BootArgs {
+    /// The asset cache folder: `--boot-assets`, or `<db>.assets`.
+    fn assets(&self, db: &Path) -> PathBuf {
+        self.boot_assets.clone().unwrap_or_else(|| {
+            let mut m = db.as_os_str().to_owned();
+            m.push(".assets");
+            PathBuf::from(m)
+        })
+    }
 }
 
 /// Where the design comes from.
@@ -123,8 +143,24 @@ impl DesignArgs {
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let design_cfg = args.design.config(&args.db)?;
+    if args.boot.bmc_max_in_flight == 0 {
+        anyhow::bail!("--bmc-max-in-flight must be at least 1");
+    }
     let mut actions = Actions::new();
     lariat_steps::register_builtin(&mut actions);
+    // The design source needs the engine's store, and the engine may resume runs (and
+    // dispatch their steps) as it starts: the actions wait for the source instead.
+    let (design_tx, design_rx) = tokio::sync::watch::channel(None);
+    let mut provisioning =
+        lariat_steps::Provisioning::new(std::sync::Arc::new(SourceView(design_rx)))
+            .with_connector(lariat_bmc::Connector::new(args.boot.bmc_max_in_flight));
+    if args.boot.http_boot {
+        provisioning = provisioning.with_asset_cache(args.boot.assets(&args.db));
+    }
+    if let Some(origin) = &args.boot.asset_origin {
+        provisioning = provisioning.with_asset_origin(origin.clone());
+    }
+    std::sync::Arc::new(provisioning).register(&mut actions);
     let mut cfg = EngineConfig::new(&args.db);
     cfg.executor_id = args.executor_id.clone();
     cfg.store.durability = args.durability;
@@ -167,6 +203,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             d
         }
     };
+    let _ = design_tx.send(Some(design.clone()));
     let stop_poller = lariat_api::CancellationToken::new();
     let poller = design.spawn_poller(stop_poller.clone());
     tokio::spawn(register_design_templates(
@@ -186,11 +223,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
     let boot = if args.boot.http_boot {
-        let assets = args.boot.boot_assets.clone().unwrap_or_else(|| {
-            let mut m = args.db.as_os_str().to_owned();
-            m.push(".assets");
-            PathBuf::from(m)
-        });
+        let assets = args.boot.assets(&args.db);
         std::fs::create_dir_all(&assets).with_context(|| {
             format!("cannot create the boot assets folder {}", assets.display())
         })?;
@@ -247,6 +280,34 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     match failure {
         Some(f) => anyhow::bail!("engine stopped: {f}"),
         None => Ok(()),
+    }
+}
+
+/// The design the step actions see: the source's active design, once the source is open.
+struct SourceView(tokio::sync::watch::Receiver<Option<DesignSource>>);
+
+#[async_trait::async_trait]
+impl lariat_steps::DesignView for SourceView {
+    async fn current(&self) -> lariat_steps::CurrentDesign {
+        let mut rx = self.0.clone();
+        let source = match rx.wait_for(Option::is_some).await {
+            Ok(s) => s.clone(),
+            Err(_) => None,
+        };
+        match source {
+            Some(d) => {
+                let active = d.active();
+                lariat_steps::CurrentDesign {
+                    revision: active.revision.as_ref().map(|r| r.commit.clone()),
+                    loaded: active.loaded.clone(),
+                }
+            }
+            // The server is shutting down before its design was open.
+            None => lariat_steps::CurrentDesign {
+                revision: None,
+                loaded: std::sync::Arc::new(lariat_workflows::design::load_files(&[])),
+            },
+        }
     }
 }
 

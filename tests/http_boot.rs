@@ -11,6 +11,12 @@ use serde_json::{Value, json};
 const MAC: &str = "52:54:00:77:01:01";
 const HOST: &str = "ams1-a01";
 
+/// The boot half of `provision`: wait for each host's callback.
+const AWAIT_BOOT: &str = "name: await-boot
+steps:
+  - {name: await_callback, action: await_callback, for_each: {over: targets}, timeout: 10m}
+";
+
 fn server(repo: &Repo) -> TestServer {
     TestServer::start_with(&["--design-repo", repo.path(), "--http-boot"])
 }
@@ -77,9 +83,12 @@ async fn a_node_boots_its_profile_only_while_a_step_waits_and_its_callback_is_on
     let (st, _) = script(&s, "not-a-mac").await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 
-    // A provision run waits for the node's callback.
+    // A run waits for the node's callback. (The provision workflow would first drive the
+    // hosts' BMCs, which this design points at addresses nobody answers: provision_e2e
+    // covers that part.)
+    s.register(AWAIT_BOOT).await;
     let id = s
-        .submit(json!({"workflow": "provision", "targets": [HOST, "ams1-a02"]}))
+        .submit(json!({"workflow": "await-boot", "targets": [HOST, "ams1-a02"]}))
         .await;
     s.wait_run(&id, "await_callback waiting", |v| {
         item(v, "await_callback", HOST)["status"] == "waiting"

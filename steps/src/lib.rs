@@ -1,29 +1,30 @@
 //! The actions steps run. A step names one of these by its registered name.
 //!
-//! So far: utility actions that every workflow can use (`noop`, `sleep`, `await_signal`,
-//! `fail`). The provisioning actions (power, boot device, boot, await the node's callback,
-//! verify) arrive with the BMC and boot issues and register here too.
+//! Utility actions every workflow can use (`noop`, `sleep`, `await_signal`, `fail`), and
+//! the provisioning actions of the workflow library ([`provision`]), which act on real
+//! machines through their BMCs, the site's asset cache and the node's callback.
 
+pub mod provision;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lariat_engine::{Action, Actions, Output, StepContext, StepError};
 use serde_json::{Value, json};
 
-/// Register every action of this crate.
+pub use provision::{CurrentDesign, DesignView, FixedDesign, Provisioning};
+
+/// Register every action of this crate. The provisioning actions work over an empty
+/// design (every host is unknown) until [`Provisioning::register`] replaces them with ones
+/// over the real design, BMC connector and asset cache.
 pub fn register_builtin(actions: &mut Actions) {
     actions
         .register("noop", Noop)
         .register("sleep", Sleep)
         .register("await_signal", AwaitSignal)
         .register("fail", Fail);
-    // The provisioning library's actions. Until the BMC and boot drivers land they act on
-    // nothing: each reports `simulated: true` in its output so no one mistakes a run of
-    // them for real work. `await_callback` already waits for the node's signal for real.
-    for name in PROVISIONING {
-        actions.register(name, WithParams(Simulated { name }));
-    }
-    actions.register("await_callback", WithParams(AwaitSignal));
+    Arc::new(Provisioning::unconfigured()).register(actions);
 }
 
 /// Expands `"${params.NAME}"` references in a step's input from the run's parameters
@@ -44,36 +45,6 @@ impl<A: Action> Action for WithParams<A> {
     async fn compensate(&self, mut ctx: StepContext) -> Result<Value, StepError> {
         ctx.input = lariat_workflows::template::expand(&ctx.input, &ctx.run_input);
         self.0.compensate(ctx).await
-    }
-}
-
-/// Actions of the workflow library that do not act on machines yet.
-pub const PROVISIONING: [&str; 9] = [
-    "validate_design",
-    "stage_assets",
-    "power_off",
-    "power_on",
-    "set_pxe",
-    "set_boot_device",
-    "boot",
-    "verify",
-    "firmware_update",
-];
-
-/// Stands in for a provisioning action whose driver has not landed: succeeds at once and
-/// says so in its output.
-pub struct Simulated {
-    name: &'static str,
-}
-
-#[async_trait]
-impl Action for Simulated {
-    async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
-        Ok(Output::done(serde_json::json!({
-            "action": self.name,
-            "simulated": true,
-            "host": ctx.item,
-        })))
     }
 }
 

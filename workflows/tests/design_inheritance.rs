@@ -314,3 +314,37 @@ fn generated_designs_validate_clean() {
     assert_eq!(rules(&l), ["duplicate-ip"]);
     assert_eq!(l.report.findings[0].level, Level::Error);
 }
+
+#[test]
+fn bmcs_may_share_an_address_on_different_ports_only() {
+    let host = |name: &str, port: u16, ip: &str| {
+        format!(
+            "---\nkind: Host\nname: {name}\nspec: {{site: s1, hardware_profile: hw, boot_profile: bp,\n  interfaces: [{{name: eth0, network: prov, address: {ip}}}],\n  bmc: {{type: ipmi, address: 127.0.0.1, port: {port}, username: a, credential: {{env: PW}}}}}}\n"
+        )
+    };
+    let two_ports = format!(
+        "{}{}",
+        host("h1", 6231, "10.77.0.11"),
+        host("h2", 6232, "10.77.0.12")
+    );
+    let dups = |l: &design::Loaded| -> Vec<String> {
+        l.report
+            .findings
+            .iter()
+            .filter(|f| f.rule == "duplicate-ip")
+            .map(|f| f.message.clone())
+            .collect()
+    };
+    assert_eq!(dups(&load(&two_ports)), Vec::<String>::new());
+    let same_port = format!(
+        "{}{}",
+        host("h1", 6231, "10.77.0.11"),
+        host("h2", 6231, "10.77.0.12")
+    );
+    let found = dups(&load(&same_port));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("BMC address 127.0.0.1 port 6231"),
+        "{found:?}"
+    );
+}

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::merge;
-use super::schema::{Bmc, BootMode, HostSpec, Interface, Kind, Storage};
+use super::schema::{Bmc, BootMode, Bytes, HostSpec, Interface, Kind, Storage};
 use super::{Design, DesignError};
 
 /// The effective host: its own settings over those of its profiles, with the facts of
@@ -35,6 +35,12 @@ pub struct ResolvedHost {
     pub storage: Storage,
     pub labels: BTreeMap<String, String>,
     pub never_provision: bool,
+    /// The chassis serial number, when the design gives one.
+    pub serial: Option<String>,
+    /// From the hardware profile: installed memory.
+    pub memory: Option<Bytes>,
+    /// From the hardware profile: expected firmware version per component.
+    pub firmware: BTreeMap<String, String>,
 }
 
 impl ResolvedHost {
@@ -226,5 +232,8 @@ fn build(design: &Design, name: &str, spec: HostSpec, profiles: Vec<String>) -> 
         storage,
         labels: spec.labels,
         never_provision: spec.never_provision.unwrap_or(false),
+        serial: spec.serial,
+        memory: hw.and_then(|h| h.spec.memory),
+        firmware: hw.map(|h| h.spec.firmware.clone()).unwrap_or_default(),
     }
 }

@@ -217,6 +217,10 @@ pub struct HardwareProfileSpec {
     /// Expected firmware version per component (bios, bmc, nic...).
     #[serde(default)]
     pub firmware: BTreeMap<String, String>,
+    /// Installed memory; `verify` accepts what the node reports down to 5 % below it
+    /// (firmware and the kernel keep some for themselves).
+    #[serde(default)]
+    pub memory: Option<Bytes>,
 }
 
 /// Firmware boot mode; decides the iPXE binary a node is given.
@@ -277,6 +281,9 @@ pub struct HostSpec {
     /// A host Lariat must never wipe (a provision run refuses it).
     #[serde(default)]
     pub never_provision: Option<bool>,
+    /// The chassis serial number; `verify` compares it with what the node reports.
+    #[serde(default)]
+    pub serial: Option<String>,
 }
 
 /// A host network interface (or a bond of interfaces).
@@ -445,6 +452,10 @@ pub struct BootProfileSpec {
 pub struct Asset {
     pub path: String,
     pub sha256: Sha256,
+    /// Where `stage_assets` downloads it from into the site's cache; without one, from
+    /// the agent's asset origin (`--asset-origin`) followed by `path`.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 /// An unattended-install answer file, rendered per host with minijinja.

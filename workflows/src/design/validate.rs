@@ -488,6 +488,9 @@ fn host_layers(design: &Design, out: &mut Vec<Finding>) {
 /// What first claimed an address or a MAC, for the duplicate message.
 struct Claim {
     owner: String,
+    /// For a BMC's address: its port. BMCs may share an address on different ports (a
+    /// chassis manager, or simulators); nothing else may share it.
+    bmc_port: Option<u16>,
 }
 
 fn resolved_hosts(design: &Design, out: &mut Vec<Finding>) {
@@ -499,6 +502,7 @@ fn resolved_hosts(design: &Design, out: &mut Vec<Finding>) {
                 gw,
                 Claim {
                     owner: format!("the gateway of network '{}'", net.name),
+                    bmc_port: None,
                 },
             );
         }
@@ -635,7 +639,13 @@ fn host_addresses(
                     ),
                 ));
             } else {
-                macs.insert(mac, Claim { owner: me });
+                macs.insert(
+                    mac,
+                    Claim {
+                        owner: me,
+                        bmc_port: None,
+                    },
+                );
             }
         }
         let network = i.network.as_deref().and_then(|x| design.network(x));
@@ -686,6 +696,7 @@ fn host_addresses(
                 addr,
                 Claim {
                     owner: format!("the address of interface {} of host '{n}'", i.name),
+                    bmc_port: None,
                 },
             );
         }
@@ -763,21 +774,31 @@ fn host_bmc(h: &ResolvedHost, ips: &mut HashMap<IpAddr, Claim>, out: &mut Vec<Fi
         .as_deref()
         .and_then(|a| a.parse::<IpAddr>().ok())
     {
-        if let Some(first) = ips.get(&ip) {
-            out.push(err(
+        let port = bmc.port.unwrap_or(match kind {
+            BmcKind::Ipmi => 623,
+            BmcKind::Redfish => 443,
+        });
+        match ips.get(&ip) {
+            Some(first) if first.bmc_port.is_some_and(|p| p != port) => {}
+            Some(first) => out.push(err(
                 "duplicate-ip",
                 Kind::Host,
                 n,
                 "spec.bmc.address",
-                format!("Host '{n}': BMC address {ip} is also {}", first.owner),
-            ));
-        } else {
-            ips.insert(
-                ip,
-                Claim {
-                    owner: format!("the BMC address of host '{n}'"),
-                },
-            );
+                format!(
+                    "Host '{n}': BMC address {ip} port {port} is also {}",
+                    first.owner
+                ),
+            )),
+            None => {
+                ips.insert(
+                    ip,
+                    Claim {
+                        owner: format!("the BMC address of host '{n}'"),
+                        bmc_port: Some(port),
+                    },
+                );
+            }
         }
     }
 }

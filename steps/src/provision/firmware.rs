@@ -1,0 +1,77 @@
+//! `firmware_update`: Redfish SimpleUpdate, followed to the end.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lariat_bmc::FirmwareUpdate as Update;
+use lariat_engine::{Action, Output, StepContext, StepError};
+use serde_json::{Value, json};
+
+use super::{Provisioning, bmc_error, skipped};
+
+/// Applies `input.image_url` to the host through its BMC and follows the update task.
+///
+/// Firmware updates are not idempotent on the BMC side, so the action reads the inventory
+/// first: when `input.component` is already at the version the hardware profile expects,
+/// it succeeds without sending anything (a repeat after a crash lands here). Gate the step
+/// on a maintenance window in the workflow; the engine holds it outside one.
+pub struct FirmwareUpdate(pub Arc<Provisioning>);
+
+#[async_trait]
+impl Action for FirmwareUpdate {
+    async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
+        if let Some(s) = skipped(&ctx) {
+            return Ok(Output::Done(s));
+        }
+        let host = self.0.host(&ctx).await?;
+        let image_uri = ctx
+            .input
+            .get("image_url")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| StepError::fatal("bad_input", "input.image_url is required"))?
+            .to_string();
+        let component = ctx.input.get("component").and_then(Value::as_str);
+        let bmc = self.0.bmc(&host)?;
+        if let Some(c) = component {
+            let expected = host
+                .firmware
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(c))
+                .map(|(_, v)| v);
+            let inventory = bmc
+                .firmware_inventory()
+                .await
+                .map_err(|e| bmc_error(&host.name, e))?;
+            let current = inventory
+                .iter()
+                .find(|f| f.id.eq_ignore_ascii_case(c) || f.name.eq_ignore_ascii_case(c));
+            if let (Some(want), Some(now)) = (expected, current)
+                && &now.version == want
+            {
+                return Ok(Output::done(json!({
+                    "host": host.name, "component": c, "version": now.version,
+                    "skipped": true, "reason": "already at the expected version",
+                })));
+            }
+        }
+        let update = Update {
+            image_uri: image_uri.clone(),
+            transfer_protocol: None,
+            targets: Vec::new(),
+        };
+        let outcome = tokio::select! {
+            r = bmc.firmware_update(&update) => r.map_err(|e| bmc_error(&host.name, e))?,
+            _ = ctx.cancel.cancelled() => {
+                return Err(StepError::retryable("cancelled", format!("host '{}': stopped following the update task", host.name)));
+            }
+        };
+        Ok(Output::done(json!({
+            "host": host.name,
+            "image_url": image_uri,
+            "task": outcome.task,
+            "state": outcome.state,
+            "messages": outcome.messages,
+        })))
+    }
+}

@@ -1,0 +1,609 @@
+//! Provisioning QEMU "bare-metal" hosts end to end, through their BMCs.
+//!
+//! Each host has an `ipmi_sim` BMC (OpenIPMI) whose chassis-control hook starts its QEMU
+//! VM on power on and stops it on power off. `lariat server` runs the built-in `provision`
+//! workflow: it checks the design, stages the boot assets, powers the hosts off over
+//! IPMI (RMCP+), sets PXE, powers them on; the VMs lease from Lariat's DHCP, load iPXE by
+//! TFTP, chain Lariat's script, boot the node image (Debian kernel + busybox initramfs)
+//! and post their facts to `/v1/state`; `verify` checks them against the design.
+//!
+//! In one test, on one server:
+//! - `vm-a` (SeaBIOS) and `vm-b` (OVMF) are provisioned; Lariat is killed with SIGKILL
+//!   while it waits for their callbacks and started again, and the run completes;
+//! - that run is rolled back: the compensations power the hosts off and set their boot
+//!   device back to disk;
+//! - `vm-c`'s BMC starts no VM (a host that never calls back): the callback times out,
+//!   the retry power-cycles it and times out again, the step fails; the test then "fixes
+//!   the cable" (gives the hook a VM to start) and an operator retries the step, which
+//!   power-cycles the host once more and succeeds.
+//!
+//! Needs root, `ip`, qemu-system-x86_64, Debian's ipxe, ipxe-qemu and ovmf, openipmi's
+//! ipmi_sim, and what images/build-node-image.sh needs. Skips without them, unless
+//! LARIAT_REQUIRE_PRIVILEGED=1 (CI), where a missing one fails the test.
+
+mod boot_support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use boot_support::{
+    BIN, BootNet, Proc, design_repo, fill_design, get, item, missing, node_image, qemu_args,
+    skip_or_fail, stage_node_image, step,
+};
+use serde_json::{Value, json};
+
+const PASSWORD_ENV: &str = "LARIAT_E2E_BMC_PASSWORD";
+
+/// ipmi_sim's chassis-control hook: `<hook> <dir> <mc> get power|boot` prints
+/// `power:0|1` / `boot:<dev>`; `set power 0|1`, `set boot <dev>`, ... change the state
+/// files in `<dir>` and append to `<dir>/events.log`. With `<dir>/host-cmd` present,
+/// power on starts that command as the host (detached; its pid in `<dir>/host.pid`) and
+/// power off stops it and waits until it is gone, so an off-then-on starts a fresh VM.
+const HOOK: &str = r#"#!/bin/sh
+dir=$1; op=$3; shift 3
+[ -f "$dir/power" ] || echo 0 > "$dir/power"
+[ -f "$dir/boot" ] || echo default > "$dir/boot"
+echo "$op $*" >> "$dir/events.log"
+alive() {
+  [ -f "$dir/host.pid" ] || return 1
+  pid=$(cat "$dir/host.pid")
+  [ -d "/proc/$pid" ] && ! grep -q ') Z ' "/proc/$pid/stat" 2>/dev/null
+}
+case "$op" in
+  get) for p in "$@"; do
+         case "$p" in
+           power) echo "power:$(cat "$dir/power")" ;;
+           boot) echo "boot:$(cat "$dir/boot")" ;;
+           *) echo "Invalid parameter: $p"; exit 1 ;;
+         esac
+       done ;;
+  set) while [ $# -gt 0 ]; do
+         p=$1; v=$2; shift 2
+         case "$p" in
+           power|shutdown)
+             [ "$p" = shutdown ] && v=0
+             echo "$v" > "$dir/power"
+             if [ "$v" = 1 ]; then
+               if [ -f "$dir/host-cmd" ] && ! alive; then
+                 setsid sh -c "exec $(cat "$dir/host-cmd")" </dev/null >>"$dir/host.out" 2>&1 &
+                 echo $! > "$dir/host.pid"
+               fi
+             elif alive; then
+               kill "$pid" 2>/dev/null
+               for _ in $(seq 1 50); do alive || break; sleep 0.1; done
+             fi ;;
+           boot) echo "$v" > "$dir/boot" ;;
+           reset) ;;
+           identify) shift ;;
+           *) echo "Invalid parameter: $p"; exit 1 ;;
+         esac
+       done ;;
+  check) exit 1 ;;
+  *) echo "Unknown operation: $op"; exit 1 ;;
+esac
+exit 0
+"#;
+
+const EMU: &str = "mc_setbmc 0x20
+mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
+sel_enable 0x20 1000 0x0a
+mc_enable 0x20
+";
+
+/// One host: its ipmi_sim BMC on 127.0.0.1:`port` in the namespace, and the VM its hook
+/// starts. Stops both on drop.
+struct Machine {
+    name: &'static str,
+    dir: PathBuf,
+    host_cmd: String,
+    _sim: Proc,
+}
+
+impl Machine {
+    fn start(net: &BootNet, root: &Path, name: &'static str, port: u16, vm: Vm) -> Machine {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        let hook = dir.join("hook.sh");
+        std::fs::write(&hook, HOOK).unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        // Powered on, as a machine in service is, so power_off has work to do.
+        std::fs::write(dir.join("power"), "1\n").unwrap();
+        let conf = format!(
+            r#"name "{name}"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 {port}
+    priv_limit admin
+    allowed_auths_callback none md2 md5 straight
+    allowed_auths_user none md2 md5 straight
+    allowed_auths_operator none md2 md5 straight
+    allowed_auths_admin none md2 md5 straight
+    guid a123456789abcdefa123456789abcdef
+  endlan
+  chassis_control "{hook} {dir} 0x20"
+  user 2 true "admin" "password" admin 10 none md2 md5 straight
+"#,
+            hook = hook.display(),
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("lan.conf"), conf).unwrap();
+        std::fs::write(dir.join("bmc.emu"), EMU).unwrap();
+        let log = std::fs::File::create(dir.join("ipmi_sim.log")).unwrap();
+        let child = net
+            .exec("ipmi_sim")
+            .arg("-n")
+            .arg("-c")
+            .arg(dir.join("lan.conf"))
+            .arg("-f")
+            .arg(dir.join("bmc.emu"))
+            .arg("-s")
+            .arg(dir.join("state"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("ipmi_sim starts");
+        let pid = child.id();
+        let sim = Proc(child);
+        // `ip netns exec` execs ipmi_sim: its /proc/<pid>/net is the namespace's.
+        let needle = format!(":{port:04X} ");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut udp = String::new();
+            if let Ok(mut f) = std::fs::File::open(format!("/proc/{pid}/net/udp")) {
+                let _ = f.read_to_string(&mut udp);
+            }
+            if udp.lines().any(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|a| format!("{a} ").ends_with(&needle))
+            }) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ipmi_sim for {name} never listened on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut extra = Vec::new();
+        if let Some(serial) = vm.serial {
+            extra.extend(["-smbios".to_string(), format!("type=1,serial={serial}")]);
+        }
+        if let Some(size) = vm.disk {
+            let img = dir.join("disk.img");
+            std::fs::File::create(&img).unwrap().set_len(size).unwrap();
+            extra.extend([
+                "-drive".to_string(),
+                format!("file={},format=raw,if=virtio", img.display()),
+            ]);
+        }
+        let host_cmd = std::iter::once("qemu-system-x86_64".to_string())
+            .chain(qemu_args(&dir, name, vm.tap, vm.mac, vm.uefi, &extra))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let m = Machine {
+            name,
+            dir,
+            host_cmd,
+            _sim: sim,
+        };
+        if vm.plugged {
+            m.plug();
+        }
+        m
+    }
+
+    /// Gives the hook the VM to start on power on (for `vm-c`: the operator's fix).
+    fn plug(&self) {
+        std::fs::write(self.dir.join("host-cmd"), &self.host_cmd).unwrap();
+    }
+
+    fn state(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// The hook's `set ...` calls, in order (reads are left out).
+    fn sets(&self) -> Vec<String> {
+        self.state("events.log")
+            .lines()
+            .filter(|l| l.starts_with("set "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn serial_console(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{}.serial", self.name))).unwrap_or_default()
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("host.pid")) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid.trim()])
+                .output();
+        }
+    }
+}
+
+struct Vm {
+    tap: &'static str,
+    mac: &'static str,
+    uefi: bool,
+    serial: Option<&'static str>,
+    disk: Option<u64>,
+    plugged: bool,
+}
+
+/// `lariat server` in the namespace, with DHCP, TFTP and HTTP boot on the bridge.
+fn server(net: &BootNet, dir: &Path, log: &Path) -> Proc {
+    let child = net
+        .exec(BIN)
+        .args([
+            "server",
+            "--listen",
+            "0.0.0.0:7300",
+            "--durability",
+            "normal",
+            "--insecure-no-auth",
+        ])
+        .arg("--db")
+        .arg(dir.join("lariat.db"))
+        .arg("--design-repo")
+        .arg(dir.join("design"))
+        .args(["--http-boot", "--boot-url", "http://10.77.0.1:7300"])
+        .arg("--boot-assets")
+        .arg(dir.join("assets"))
+        .args([
+            "--dhcp",
+            "--tftp",
+            "--boot-interface",
+            "br0",
+            "--boot-address",
+            "10.77.0.1",
+        ])
+        .env(PASSWORD_ENV, "password")
+        .env("LARIAT_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("lariat starts");
+    Proc(child)
+}
+
+struct Lab {
+    http: reqwest::Client,
+    base: String,
+    logs: Vec<PathBuf>,
+}
+
+impl Lab {
+    fn log(&self) -> String {
+        self.logs
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n--- restarted ---\n")
+    }
+
+    async fn wait_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self
+            .http
+            .get(format!("{}/healthz", self.base))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the server never answered:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn run(&self, id: &str) -> Value {
+        get(&self.http, &format!("{}/v1/runs/{id}", self.base)).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let v: Value = res.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "POST {path}: {status} {v}");
+        v
+    }
+
+    async fn wait(
+        &self,
+        id: &str,
+        what: &str,
+        within: Duration,
+        machines: &[&Machine],
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.run(id).await;
+            if done(&r) {
+                return r;
+            }
+            if Instant::now() > deadline {
+                let consoles: String = machines
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "\n--- {} BMC sets: {:?}\n--- {} console:\n{}",
+                            m.name,
+                            m.sets(),
+                            m.name,
+                            m.serial_console()
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "{what}: not within {within:?}: {r:#}\nserver log:\n{}{consoles}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Index of the first line in `sets` at or after `from` that starts with `prefix`.
+fn find_from(sets: &[String], from: usize, prefix: &str) -> Option<usize> {
+    sets.iter()
+        .skip(from)
+        .position(|l| l.starts_with(prefix))
+        .map(|i| i + from)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provision_two_hosts_through_their_bmcs_with_a_crash_a_rollback_and_a_host_that_never_calls_back()
+ {
+    if let Some(reason) = missing(&["ipmi_sim"]) {
+        return skip_or_fail("provision_e2e", &reason);
+    }
+    let image = node_image();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    design_repo(
+        &dir.join("design"),
+        &fill_design(include_str!("provision_e2e.design.yaml"), &image),
+    );
+    stage_node_image(&image, &dir.join("assets"));
+
+    let net = BootNet::new(&["tap0", "tap1", "tap2"]);
+    let vm = |tap, mac, uefi| Vm {
+        tap,
+        mac,
+        uefi,
+        serial: None,
+        disk: None,
+        plugged: true,
+    };
+    let a = Machine::start(
+        &net,
+        dir,
+        "vm-a",
+        6231,
+        Vm {
+            serial: Some("LAB-A-0001"),
+            disk: Some(64 << 20),
+            ..vm("tap0", "52:54:00:77:00:31", false)
+        },
+    );
+    let b = Machine::start(
+        &net,
+        dir,
+        "vm-b",
+        6232,
+        vm("tap1", "52:54:00:77:00:32", true),
+    );
+    let c = Machine::start(
+        &net,
+        dir,
+        "vm-c",
+        6233,
+        Vm {
+            plugged: false,
+            ..vm("tap2", "52:54:00:77:00:33", false)
+        },
+    );
+
+    let mut lab = Lab {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        base: format!("http://{}:7300", net.api),
+        logs: vec![dir.join("server-1.log")],
+    };
+    let mut srv = server(&net, dir, &lab.logs[0]);
+    lab.wait_up().await;
+
+    let ab = lab
+        .post(
+            "/v1/runs",
+            json!({"workflow": "provision", "targets": ["vm-a", "vm-b"],
+                   "input": {"callback_timeout": "10m"}}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cc = lab
+        .post(
+            "/v1/runs",
+            json!({"workflow": "provision", "targets": ["vm-c"],
+                   "input": {"callback_timeout": "15s"}}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Both VMs are booting when Lariat dies.
+    let waiting = |r: &Value| {
+        ["vm-a", "vm-b"]
+            .iter()
+            .all(|h| item(r, "await_callback", h)["status"] == "waiting")
+    };
+    lab.wait(
+        &ab,
+        "await_callback waits for vm-a and vm-b",
+        Duration::from_secs(120),
+        &[&a, &b],
+        waiting,
+    )
+    .await;
+    let before = lab.run(&ab).await;
+    for h in ["vm-a", "vm-b"] {
+        assert_eq!(
+            item(&before, "power_off", h)["output"]["was"],
+            "on",
+            "{before:#}"
+        );
+        assert_eq!(item(&before, "boot", h)["output"]["power"], "on");
+    }
+    srv.0.kill().unwrap(); // SIGKILL
+    srv.0.wait().unwrap();
+    lab.logs.push(dir.join("server-2.log"));
+    srv = server(&net, dir, &lab.logs[1]);
+    lab.wait_up().await;
+
+    let done = lab
+        .wait(
+            &ab,
+            "provision of vm-a and vm-b",
+            Duration::from_secs(420),
+            &[&a, &b],
+            |r| r["status"] != "running",
+        )
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}\n{}", lab.log());
+    assert_eq!(
+        step(&done, "stage_assets")["output"]["assets"][0]["status"],
+        "present"
+    );
+    for (m, mac) in [(&a, "52:54:00:77:00:31"), (&b, "52:54:00:77:00:32")] {
+        let h = m.name;
+        let cb = &item(&done, "await_callback", h)["output"];
+        assert_eq!(cb["state"], "installed", "{cb}");
+        assert!(
+            cb["facts"]["macs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == mac),
+            "{h}: {cb}"
+        );
+        // The wait outlived the crash: one attempt, and the node called back to the new process.
+        assert_eq!(item(&done, "await_callback", h)["attempt"], 1, "{done:#}");
+        let sets = m.sets();
+        let off = find_from(&sets, 0, "set power 0").unwrap_or_else(|| panic!("{h}: {sets:?}"));
+        let pxe = find_from(&sets, off, "set boot pxe").unwrap_or_else(|| panic!("{h}: {sets:?}"));
+        find_from(&sets, pxe, "set power 1").unwrap_or_else(|| panic!("{h}: {sets:?}"));
+    }
+    let checked = |h: &str| item(&done, "verify", h)["output"]["checked"].clone();
+    assert_eq!(
+        checked("vm-a"),
+        json!(["macs", "serial", "memory", "disks"])
+    );
+    assert_eq!(checked("vm-b"), json!(["macs", "memory"]));
+
+    // Roll the provision back: boot is undone by a power off, set_pxe by disk, persistent.
+    let before_rollback = a.sets().len();
+    lab.post(&format!("/v1/runs/{ab}/rollback"), json!({}))
+        .await;
+    let back = lab
+        .wait(&ab, "rollback", Duration::from_secs(120), &[&a, &b], |r| {
+            !matches!(r["status"].as_str(), Some("rolling_back" | "succeeded"))
+        })
+        .await;
+    assert_eq!(back["status"], "rolled_back", "{back:#}\n{}", lab.log());
+    for m in [&a, &b] {
+        assert_eq!(m.state("power"), "0", "{}", m.name);
+        assert_eq!(
+            m.state("boot"),
+            "default",
+            "{}: boot device after rollback",
+            m.name
+        );
+        let sets = &m.sets()[before_rollback.min(m.sets().len())..];
+        let off = find_from(sets, 0, "set power 0");
+        let disk = find_from(sets, 0, "set boot default");
+        assert!(
+            matches!((off, disk), (Some(o), Some(d)) if o < d),
+            "{}: power off, then boot from disk: {sets:?}",
+            m.name
+        );
+    }
+
+    // vm-c never calls back: two attempts (the second after a power cycle), then failed.
+    let failed = lab
+        .wait(
+            &cc,
+            "vm-c's callback times out twice",
+            Duration::from_secs(180),
+            &[&c],
+            |r| r["status"] != "running",
+        )
+        .await;
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    let wait_c = item(&failed, "await_callback", "vm-c");
+    assert_eq!(wait_c["status"], "failed", "{failed:#}");
+    assert_eq!(wait_c["attempt"], 2, "{failed:#}");
+    let ons = |m: &Machine| m.sets().iter().filter(|l| *l == "set power 1").count();
+    assert_eq!(
+        ons(&c),
+        2,
+        "boot, then the retry's power cycle: {:?}",
+        c.sets()
+    );
+
+    // The operator fixes the host, and retries the step with a longer wait.
+    c.plug();
+    lab.post(
+        &format!("/v1/runs/{cc}/steps/await_callback/retry"),
+        json!({"input": {"timeout": "10m"}}),
+    )
+    .await;
+    let fixed = lab
+        .wait(
+            &cc,
+            "vm-c provisioned after the retry",
+            Duration::from_secs(300),
+            &[&c],
+            |r| {
+                !matches!(r["status"].as_str(), Some("running"))
+                    && item(r, "verify", "vm-c")["status"] != "pending"
+            },
+        )
+        .await;
+    assert_eq!(fixed["status"], "succeeded", "{fixed:#}\n{}", lab.log());
+    assert_eq!(item(&fixed, "await_callback", "vm-c")["attempt"], 3);
+    assert_eq!(ons(&c), 3, "{:?}", c.sets());
+    assert_eq!(
+        item(&fixed, "verify", "vm-c")["output"]["checked"],
+        json!(["macs", "memory"])
+    );
+    drop(srv);
+}
