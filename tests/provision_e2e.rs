@@ -438,6 +438,7 @@ async fn provision_two_hosts_through_their_bmcs_with_a_crash_a_rollback_and_a_ho
     };
     let mut srv = server(&net, dir, &lab.logs[0]);
     lab.wait_up().await;
+    let t0 = Instant::now();
 
     let ab = lab
         .post(
@@ -499,6 +500,7 @@ async fn provision_two_hosts_through_their_bmcs_with_a_crash_a_rollback_and_a_ho
         )
         .await;
     assert_eq!(done["status"], "succeeded", "{done:#}\n{}", lab.log());
+    let provisioned = t0.elapsed();
     assert_eq!(
         step(&done, "stage_assets")["output"]["assets"][0]["status"],
         "present"
@@ -599,6 +601,11 @@ async fn provision_two_hosts_through_their_bmcs_with_a_crash_a_rollback_and_a_ho
         )
         .await;
     assert_eq!(fixed["status"], "succeeded", "{fixed:#}\n{}", lab.log());
+    println!(
+        "submit to succeeded: vm-a + vm-b {:.1} s (with a SIGKILL and restart); vm-c after two timeouts and the operator's retry {:.1} s",
+        provisioned.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
     assert_eq!(item(&fixed, "await_callback", "vm-c")["attempt"], 3);
     assert_eq!(ons(&c), 3, "{:?}", c.sets());
     assert_eq!(

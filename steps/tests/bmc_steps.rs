@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lariat_engine::{Action, Output, StepContext, StepError};
-use lariat_steps::provision::{AwaitCallback, Boot, PowerOff, SetBootDevice, SetPxe};
+use lariat_steps::provision::{
+    AwaitCallback, Boot, FirmwareUpdate, PowerOff, SetBootDevice, SetPxe,
+};
 use lariat_steps::{CurrentDesign, FixedDesign, Provisioning};
 use serde_json::{Value, json};
 use support::{IpmiSim, PASSWORD_ENV, Sushy, WRONG_PASSWORD_ENV, fast_timing, set_password_env};
@@ -167,4 +169,56 @@ async fn redfish_power_and_pxe_from_a_design_entry() {
         (out["was"].as_str(), out["power"].as_str()),
         (Some("on"), Some("off"))
     );
+}
+
+#[tokio::test]
+async fn the_ipmitool_driver_is_chosen_per_host() {
+    let Some(sim) = IpmiSim::start() else { return };
+    if !support::have("ipmitool") {
+        return;
+    }
+    set_password_env();
+    let mut entry = ipmi_entry(&sim, PASSWORD_ENV);
+    entry["driver"] = json!("ipmitool");
+    let p = provisioning(entry, fast_timing());
+    let out = done(&Boot(p.clone()), json!({})).await;
+    assert!(
+        out["bmc"].as_str().unwrap().starts_with("ipmitool"),
+        "{out}"
+    );
+    assert_eq!(sim.power(), "1");
+    done(&SetPxe(p.clone()), json!({})).await;
+    assert_eq!(sim.boot(), "pxe");
+}
+
+#[tokio::test]
+async fn firmware_update_reaches_simple_update_from_a_design_entry() {
+    let Some(sushy) = Sushy::start() else { return };
+    set_password_env();
+    let timing = sushy.config(PASSWORD_ENV).timing;
+    let p = provisioning(
+        json!({"type": "redfish", "address": format!("http://127.0.0.1:{}", sushy.port),
+               "username": "admin", "credential": {"env": PASSWORD_ENV}}),
+        timing,
+    );
+    let e = FirmwareUpdate(p.clone())
+        .run(ctx(json!({"component": "bios"}), 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, "bad_input", "{e}");
+    // sushy 2.2 has no inventory to check against, so the update is sent; its fake driver
+    // then fails it, and that answer reaches the step.
+    let e = FirmwareUpdate(p)
+        .run(ctx(
+            json!({"image_url": "http://127.0.0.1:1/bios.bin", "component": "bios",
+                   "targets": [format!("/redfish/v1/Systems/{}", support::SYSTEM_ID)]}),
+            1,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message.contains("Failed fetching BIOS information"),
+        "{e}"
+    );
+    assert!(e.message.contains("host 'h1'"), "{e}");
 }

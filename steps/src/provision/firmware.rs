@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use super::{Provisioning, bmc_error, skipped};
 
-/// Applies `input.image_url` to the host through its BMC and follows the update task.
+/// Applies `input.image_url` to the host through its BMC (to `input.targets`, Redfish
+/// resource paths, when given) and follows the update task.
 ///
 /// Firmware updates are not idempotent on the BMC side, so the action reads the inventory
 /// first: when `input.component` is already at the version the hardware profile expects,
@@ -39,10 +40,13 @@ impl Action for FirmwareUpdate {
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(c))
                 .map(|(_, v)| v);
-            let inventory = bmc
-                .firmware_inventory()
-                .await
-                .map_err(|e| bmc_error(&host.name, e))?;
+            // A BMC without an inventory (sushy's fake driver, some older Redfish
+            // services) cannot tell: update anyway rather than refuse.
+            let inventory = match bmc.firmware_inventory().await {
+                Ok(inv) => inv,
+                Err(lariat_bmc::BmcError::Unsupported { .. }) => Vec::new(),
+                Err(e) => return Err(bmc_error(&host.name, e)),
+            };
             let current = inventory
                 .iter()
                 .find(|f| f.id.eq_ignore_ascii_case(c) || f.name.eq_ignore_ascii_case(c));
@@ -55,10 +59,24 @@ impl Action for FirmwareUpdate {
                 })));
             }
         }
+        // Redfish makes Targets optional; some services (sushy) insist on them.
+        let targets = match ctx.input.get("targets") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+                .iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect(),
+            Some(other) => {
+                return Err(StepError::fatal(
+                    "bad_input",
+                    format!("input.targets must be a list of Redfish resource paths, got {other}"),
+                ));
+            }
+        };
         let update = Update {
             image_uri: image_uri.clone(),
             transfer_protocol: None,
-            targets: Vec::new(),
+            targets,
         };
         let outcome = tokio::select! {
             r = bmc.firmware_update(&update) => r.map_err(|e| bmc_error(&host.name, e))?,

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use lariat_bmc::{Bmc, BmcConfig, BmcError, Connector, IpmiConfig, RedfishConfig, Timing};
 use lariat_engine::{Actions, StepContext, StepError};
-use lariat_workflows::design::{BmcKind, CredentialRef, Loaded, ResolvedHost};
+use lariat_workflows::design::{BmcKind, CredentialRef, IpmiDriver, Loaded, ResolvedHost};
 use serde_json::{Value, json};
 
 pub use assets::StageAssets;
@@ -229,14 +229,28 @@ fn bmc_config(host: &ResolvedHost, timing: &Timing) -> Result<BmcConfig, StepErr
         CredentialRef::File(f) => lariat_bmc::CredentialRef::File(f.into()),
     };
     Ok(match kind {
-        BmcKind::Ipmi => BmcConfig::Ipmi(IpmiConfig {
-            address,
-            port: bmc.port.unwrap_or(623),
-            username,
-            password,
-            cipher_suite: 3,
-            timing: timing.clone(),
-        }),
+        BmcKind::Ipmi => {
+            let config = IpmiConfig {
+                address,
+                port: bmc.port.unwrap_or(623),
+                username,
+                password,
+                cipher_suite: 3,
+                timing: timing.clone(),
+            };
+            match bmc.driver {
+                Some(IpmiDriver::Ipmitool) => BmcConfig::Ipmitool(config),
+                Some(IpmiDriver::Native) | None => BmcConfig::Ipmi(config),
+            }
+        }
+        BmcKind::Redfish if bmc.driver.is_some() => {
+            return Err(StepError::fatal(
+                "bmc_config",
+                format!(
+                    "host '{name}': `driver` chooses an IPMI implementation; this BMC is Redfish"
+                ),
+            ));
+        }
         BmcKind::Redfish => {
             let url = if address.contains("://") {
                 address
@@ -298,6 +312,22 @@ mod tests {
             panic!("not ipmi")
         };
         assert_eq!((c.address.as_str(), c.port), ("10.0.0.5", 6230));
+        let h = host(
+            json!({"type": "ipmi", "address": "10.0.0.5", "driver": "ipmitool",
+            "username": "admin", "credential": {"env": "PW"}}),
+        );
+        assert!(matches!(
+            bmc_config(&h, &Timing::default()),
+            Ok(BmcConfig::Ipmitool(_))
+        ));
+        let h = host(
+            json!({"type": "redfish", "address": "bmc1", "driver": "ipmitool",
+            "username": "root", "credential": {"env": "PW"}}),
+        );
+        assert_eq!(
+            bmc_config(&h, &Timing::default()).unwrap_err().kind,
+            "bmc_config"
+        );
         let h = host(
             json!({"type": "redfish", "address": "bmc1.example", "port": 8443,
             "username": "root", "credential": {"file": "/etc/pw"}}),

@@ -382,6 +382,18 @@ pub struct Bmc {
     pub username: Option<String>,
     #[serde(default)]
     pub credential: Option<CredentialRef>,
+    /// For IPMI: `native` (default, RMCP+ in process) or `ipmitool` (an `ipmitool -I
+    /// lanplus` process per operation, for BMCs the native driver cannot talk to).
+    #[serde(default)]
+    pub driver: Option<IpmiDriver>,
+}
+
+/// Which IPMI implementation drives a host's BMC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpmiDriver {
+    Native,
+    Ipmitool,
 }
 
 /// BMC protocol.
