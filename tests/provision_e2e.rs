@@ -29,8 +29,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use boot_support::{
-    BIN, BootNet, Proc, design_repo, fill_design, get, item, missing, node_image, qemu_args,
-    skip_or_fail, stage_node_image, step,
+    BootNet, Proc, design_repo, fill_design, get, item, lariat_server, missing, node_image,
+    qemu_args, skip_or_fail, stage_node_image, step,
 };
 use serde_json::{Value, json};
 
@@ -242,41 +242,10 @@ struct Vm {
     plugged: bool,
 }
 
-/// `lariat server` in the namespace, with DHCP, TFTP and HTTP boot on the bridge.
+/// `lariat server` in the namespace, with DHCP, TFTP and HTTP boot on the bridge, and
+/// the BMCs' password where the design's credential reference points.
 fn server(net: &BootNet, dir: &Path, log: &Path) -> Proc {
-    let child = net
-        .exec(BIN)
-        .args([
-            "server",
-            "--listen",
-            "0.0.0.0:7300",
-            "--durability",
-            "normal",
-            "--insecure-no-auth",
-        ])
-        .arg("--db")
-        .arg(dir.join("lariat.db"))
-        .arg("--design-repo")
-        .arg(dir.join("design"))
-        .args(["--http-boot", "--boot-url", "http://10.77.0.1:7300"])
-        .arg("--boot-assets")
-        .arg(dir.join("assets"))
-        .args([
-            "--dhcp",
-            "--tftp",
-            "--boot-interface",
-            "br0",
-            "--boot-address",
-            "10.77.0.1",
-        ])
-        .env(PASSWORD_ENV, "password")
-        .env("LARIAT_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("lariat starts");
-    Proc(child)
+    lariat_server(net, dir, log, &[(PASSWORD_ENV, "password")])
 }
 
 struct Lab {

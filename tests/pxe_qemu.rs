@@ -17,8 +17,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use boot_support::{
-    BIN, BootNet, Proc, design_repo, fill_design, get, item, missing, node_image, qemu_args,
-    skip_or_fail, stage_node_image,
+    BootNet, Proc, design_repo, fill_design, get, item, lariat_server, missing, node_image,
+    qemu_args, skip_or_fail, stage_node_image,
 };
 use serde_json::{Value, json};
 
@@ -45,47 +45,15 @@ async fn bios_and_uefi_vms_pxe_boot_through_lariat_and_call_back() {
     }
     let image = node_image();
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("design");
     design_repo(
-        &repo,
+        &dir.path().join("design"),
         &fill_design(include_str!("pxe_qemu.design.yaml"), &image),
     );
-    let db = dir.path().join("lariat.db");
     stage_node_image(&image, &dir.path().join("assets"));
 
     let net = BootNet::new(&["tap0", "tap1"]);
     let log_path = dir.path().join("server.log");
-    let server = net
-        .exec(BIN)
-        .args([
-            "server",
-            "--listen",
-            "0.0.0.0:7300",
-            "--durability",
-            "normal",
-            "--insecure-no-auth",
-        ])
-        .arg("--db")
-        .arg(&db)
-        .args(["--design-repo", repo.to_str().unwrap()])
-        .args(["--http-boot", "--boot-url", "http://10.77.0.1:7300"])
-        .arg("--boot-assets")
-        .arg(dir.path().join("assets"))
-        .args([
-            "--dhcp",
-            "--tftp",
-            "--boot-interface",
-            "br0",
-            "--boot-address",
-            "10.77.0.1",
-        ])
-        .env("LARIAT_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .expect("lariat starts");
-    let _server = Proc(server);
+    let _server = lariat_server(&net, dir.path(), &log_path, &[]);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let base = format!("http://{}:7300", net.api);
     let http = reqwest::Client::builder()

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use lariat_engine::{Action, Output, StepContext, StepError};
 use lariat_steps::provision::{
-    AwaitCallback, Boot, FirmwareUpdate, PowerOff, SetBootDevice, SetPxe,
+    AwaitCallback, FirmwareUpdate, PowerOff, PowerOn as Boot, SetBootDevice, SetPxe,
 };
 use lariat_steps::{CurrentDesign, FixedDesign, Provisioning};
 use serde_json::{Value, json};

@@ -271,6 +271,45 @@ pub fn qemu_args(
     a
 }
 
+/// `lariat server` in the namespace: API on 0.0.0.0:7300, DHCP, TFTP and HTTP boot on the
+/// bridge (10.77.0.1), the design from the git repository `<dir>/design`, the database
+/// `<dir>/lariat.db`, boot assets in `<dir>/assets`; its log (info) goes to `log`.
+pub fn lariat_server(net: &BootNet, dir: &Path, log: &Path, env: &[(&str, &str)]) -> Proc {
+    let child = net
+        .exec(BIN)
+        .args([
+            "server",
+            "--listen",
+            "0.0.0.0:7300",
+            "--durability",
+            "normal",
+            "--insecure-no-auth",
+        ])
+        .arg("--db")
+        .arg(dir.join("lariat.db"))
+        .arg("--design-repo")
+        .arg(dir.join("design"))
+        .args(["--http-boot", "--boot-url", "http://10.77.0.1:7300"])
+        .arg("--boot-assets")
+        .arg(dir.join("assets"))
+        .args([
+            "--dhcp",
+            "--tftp",
+            "--boot-interface",
+            "br0",
+            "--boot-address",
+            "10.77.0.1",
+        ])
+        .envs(env.iter().copied())
+        .env("LARIAT_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("lariat starts");
+    Proc(child)
+}
+
 /// The fan-out item of `step` for `host` in a run's JSON (Null when absent).
 pub fn item<'a>(run: &'a Value, step: &str, host: &str) -> &'a Value {
     run["steps"]

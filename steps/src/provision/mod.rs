@@ -27,7 +27,7 @@ pub use assets::StageAssets;
 pub use callback::AwaitCallback;
 pub use design::ValidateDesign;
 pub use firmware::FirmwareUpdate;
-pub use power::{Boot, PowerCycle, PowerOff, PowerOn, SetBootDevice, SetPxe};
+pub use power::{PowerCycle, PowerOff, PowerOn, SetBootDevice, SetPxe};
 pub use verify::Verify;
 
 /// The design the actions work from.
@@ -133,7 +133,7 @@ impl Provisioning {
             .register("power_off", with_params(PowerOff(p())))
             .register("power_on", with_params(PowerOn(p())))
             .register("power_cycle", with_params(PowerCycle(p())))
-            .register("boot", with_params(Boot(p())))
+            .register("boot", with_params(PowerOn(p())))
             .register("set_pxe", with_params(SetPxe(p())))
             .register("set_boot_device", with_params(SetBootDevice(p())))
             .register("await_callback", with_params(AwaitCallback(p())))

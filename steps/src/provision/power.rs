@@ -35,30 +35,13 @@ impl Action for PowerOff {
     }
 }
 
-/// `power_on`: on, confirmed. Its compensation powers the host off again.
+/// `power_on`, and `boot` (the same action, named for what it means in a provision: the
+/// host boots from what `set_pxe` chose): on, confirmed. Its compensation powers the host
+/// off again.
 pub struct PowerOn(pub Arc<Provisioning>);
 
 #[async_trait]
 impl Action for PowerOn {
-    async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
-        power_on(&self.0, &ctx).await
-    }
-
-    fn compensates(&self) -> bool {
-        true
-    }
-
-    async fn compensate(&self, ctx: StepContext) -> Result<Value, StepError> {
-        undo_power_on(&self.0, &ctx).await
-    }
-}
-
-/// `boot`: powers the host on so it boots from what `set_pxe` chose; its compensation
-/// powers it off. The same as `power_on`, named for what it means in a provision.
-pub struct Boot(pub Arc<Provisioning>);
-
-#[async_trait]
-impl Action for Boot {
     async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
         power_on(&self.0, &ctx).await
     }
