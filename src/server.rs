@@ -286,15 +286,52 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 /// The design the step actions see: the source's active design, once the source is open.
 struct SourceView(tokio::sync::watch::Receiver<Option<DesignSource>>);
 
-#[async_trait::async_trait]
-impl lariat_steps::DesignView for SourceView {
-    async fn current(&self) -> lariat_steps::CurrentDesign {
+impl SourceView {
+    async fn source(&self) -> Option<DesignSource> {
         let mut rx = self.0.clone();
-        let source = match rx.wait_for(Option::is_some).await {
+        match rx.wait_for(Option::is_some).await {
             Ok(s) => s.clone(),
             Err(_) => None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl lariat_steps::DesignView for SourceView {
+    async fn for_host(&self, host: &str) -> Result<lariat_steps::CurrentDesign, String> {
+        let current = self.current().await;
+        let Some(site) = current
+            .loaded
+            .design
+            .host(host)
+            .and_then(|h| h.spec.site.clone())
+        else {
+            return Ok(current);
         };
-        match source {
+        let Some(source) = self.source().await else {
+            return Ok(current);
+        };
+        let pins = source
+            .pins()
+            .await
+            .map_err(|e| format!("cannot read the site pins: {e}"))?;
+        let Some(pin) = pins.into_iter().find(|p| p.site == site) else {
+            return Ok(current);
+        };
+        let loaded = source.design_for_site(&site).await.map_err(|e| {
+            format!(
+                "site {site} is pinned to {}, which cannot be loaded: {e}",
+                pin.rev
+            )
+        })?;
+        Ok(lariat_steps::CurrentDesign {
+            revision: Some(format!("{} (site {site} pinned)", pin.rev)),
+            loaded,
+        })
+    }
+
+    async fn current(&self) -> lariat_steps::CurrentDesign {
+        match self.source().await {
             Some(d) => {
                 let active = d.active();
                 lariat_steps::CurrentDesign {

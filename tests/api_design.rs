@@ -366,3 +366,53 @@ fn design_validate_exits_by_the_findings() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/dir"));
 }
+
+#[tokio::test]
+async fn a_pinned_site_is_provisioned_from_the_revision_it_is_pinned_to() {
+    let repo = Repo::with(&examples().join("design"));
+    let first = repo.git(&["rev-parse", "HEAD"]);
+    let s = TestServer::start_with(&["--design-repo", repo.path()]);
+    // The next commit protects ams1-a01.
+    let edited = tempfile::tempdir().unwrap();
+    api_support::copy_dir(&examples().join("design"), edited.path());
+    let rack_a = edited.path().join("hosts/rack-a.yaml");
+    let text = std::fs::read_to_string(&rack_a).unwrap().replacen(
+        "  labels: {canary: \"true\"}\n",
+        "  labels: {canary: \"true\"}\n  never_provision: true\n",
+        1,
+    );
+    std::fs::write(&rack_a, text).unwrap();
+    let second = repo.commit(edited.path(), "protect ams1-a01");
+    let (st, v) = s.post(&s.admin, "/v1/designs/sync", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+
+    let provision = |key: &str| json!({"workflow": "provision", "targets": ["ams1-a01"], "idempotency_key": key});
+    let id = s.submit(provision("unpinned")).await;
+    let run = s.wait_step(&id, "validate_design", "failed").await;
+    let err = api_support::step_of(&run, "validate_design")["error"].to_string();
+    assert!(
+        err.contains("host 'ams1-a01' is marked never_provision"),
+        "{err}"
+    );
+
+    let (st, v) = s
+        .call(
+            reqwest::Method::PUT,
+            "/v1/sites/ams1/pin",
+            Some(&s.admin),
+            Some(&json!({"rev": first})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let id = s.submit(provision("pinned")).await;
+    let run = s.wait_step(&id, "validate_design", "succeeded").await;
+    let out = &api_support::step_of(&run, "validate_design")["output"];
+    assert_eq!(
+        out["revision"],
+        format!("{first} (site ams1 pinned)"),
+        "{out}"
+    );
+    assert_ne!(first, second);
+    s.post(&s.operator, &format!("/v1/runs/{id}/cancel"), None)
+        .await;
+}

@@ -35,8 +35,6 @@ impl Action for StageAssets {
                 "reason": "this agent has no boot asset cache (--boot-assets): nodes fetch assets from the site's boot_assets URL",
             })));
         };
-        let current = self.0.current().await;
-        let design = &current.loaded.design;
         let hosts: Vec<String> = match &ctx.item {
             Some(Value::String(h)) => vec![h.clone()],
             _ => ctx.targets.iter().cloned().collect(),
@@ -44,6 +42,8 @@ impl Action for StageAssets {
         // Every asset once, even when many hosts share a boot profile.
         let mut assets: BTreeMap<String, Asset> = BTreeMap::new();
         for name in &hosts {
+            let current = self.0.for_host(name).await?;
+            let design = &current.loaded.design;
             let host = design
                 .resolved_host(name)
                 .map_err(|e| StepError::fatal("design", format!("host '{name}': {e}")))?;

@@ -1,6 +1,6 @@
 //! `validate_design`: the run's hosts against the design in force.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,62 +23,76 @@ impl Action for ValidateDesign {
         if let Some(s) = skipped(&ctx) {
             return Ok(Output::Done(s));
         }
-        let current = self.0.current().await;
-        let design = &current.loaded.design;
         let hosts: Vec<String> = match &ctx.item {
             Some(Value::String(h)) => vec![h.clone()],
             _ => ctx.targets.iter().cloned().collect(),
         };
         let refuse_protected = ctx.input.get("refuse_never_provision") == Some(&Value::Bool(true));
         let mut problems = Vec::new();
-        let mut used: BTreeSet<(String, String)> = BTreeSet::new();
+        // Findings once each, though several hosts use the same documents.
+        let mut errors: BTreeSet<String> = BTreeSet::new();
+        let mut warnings: Vec<Finding> = Vec::new();
+        let mut revisions: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for name in &hosts {
+            // A pinned site's hosts are checked against the revision it is pinned to.
+            let current = self.0.for_host(name).await?;
+            let revision = current.revision.clone().unwrap_or_else(|| "none".into());
+            revisions
+                .entry(revision.clone())
+                .or_default()
+                .push(name.clone());
+            let design = &current.loaded.design;
             if design.host(name).is_none() {
-                problems.push(format!("host '{name}' is not in the design"));
+                problems.push(format!(
+                    "host '{name}' is not in the design (revision {revision})"
+                ));
                 continue;
             }
-            match design.resolved_host(name) {
+            let used: BTreeSet<(String, String)> = match design.resolved_host(name) {
                 Ok(h) => {
                     if refuse_protected && h.never_provision {
                         problems.push(format!(
                             "host '{name}' is marked never_provision in the design"
                         ));
                     }
-                    used.extend(documents(&h));
+                    documents(&h).into_iter().collect()
                 }
-                Err(e) => problems.push(format!("host '{name}': {e}")),
+                Err(e) => {
+                    problems.push(format!("host '{name}': {e}"));
+                    continue;
+                }
+            };
+            for f in
+                current.loaded.report.findings.iter().filter(|f| {
+                    used.contains(&(f.kind.clone(), f.name.clone())) || f.kind.is_empty()
+                })
+            {
+                match f.level {
+                    Level::Error => {
+                        errors.insert(format!(
+                            "{} {} {}: {} [{}] (revision {revision})",
+                            f.kind, f.name, f.path, f.message, f.rule
+                        ));
+                    }
+                    Level::Warning if !warnings.contains(f) => warnings.push(f.clone()),
+                    Level::Warning => {}
+                }
             }
         }
-        let findings: Vec<&Finding> = current
-            .loaded
-            .report
-            .findings
-            .iter()
-            .filter(|f| used.contains(&(f.kind.clone(), f.name.clone())) || f.kind.is_empty())
-            .collect();
-        for f in findings.iter().filter(|f| f.level == Level::Error) {
-            problems.push(format!(
-                "{} {} {}: {} [{}]",
-                f.kind, f.name, f.path, f.message, f.rule
-            ));
-        }
-        let revision = current.revision.as_deref().unwrap_or("none");
+        problems.extend(errors);
         if !problems.is_empty() {
             return Err(StepError::fatal(
                 "design",
-                format!(
-                    "design revision {revision}: {} problem(s): {}",
-                    problems.len(),
-                    problems.join("; ")
-                ),
+                format!("{} problem(s): {}", problems.len(), problems.join("; ")),
             ));
         }
-        let warnings: Vec<&&Finding> = findings
-            .iter()
-            .filter(|f| f.level == Level::Warning)
-            .collect();
+        let revision = match revisions.len() {
+            1 => revisions.keys().next().cloned().map(Value::String),
+            _ => None,
+        };
         Ok(Output::done(json!({
-            "revision": current.revision,
+            "revision": revision,
+            "revisions": revisions,
             "hosts": hosts,
             "warnings": warnings,
         })))

@@ -40,6 +40,13 @@ pub trait DesignView: Send + Sync + 'static {
     /// been accepted, in which case the design is empty). May wait while the process is
     /// still loading its design at start.
     async fn current(&self) -> CurrentDesign;
+
+    /// The design `host` is provisioned from: its site's pinned revision when the site is
+    /// pinned, the design in force otherwise. An error (a pinned revision that cannot be
+    /// read) names what is missing; the caller must not fall back to another revision.
+    async fn for_host(&self, _host: &str) -> Result<CurrentDesign, String> {
+        Ok(self.current().await)
+    }
 }
 
 /// A design and the revision it was loaded from.
@@ -141,14 +148,17 @@ impl Provisioning {
             .register("firmware_update", with_params(FirmwareUpdate(p())));
     }
 
-    async fn current(&self) -> CurrentDesign {
-        self.design.current().await
+    async fn for_host(&self, host: &str) -> Result<CurrentDesign, StepError> {
+        self.design
+            .for_host(host)
+            .await
+            .map_err(|e| StepError::retryable("design_unavailable", format!("host '{host}': {e}")))
     }
 
     /// The effective host this attempt works on.
     async fn host(&self, ctx: &StepContext) -> Result<ResolvedHost, StepError> {
         let name = host_name(ctx)?;
-        let current = self.current().await;
+        let current = self.for_host(&name).await?;
         let design = &current.loaded.design;
         if design.host(&name).is_none() {
             return Err(StepError::fatal(
