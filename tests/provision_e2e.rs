@@ -9,7 +9,8 @@
 //!
 //! In one test, on one server:
 //! - `vm-a` (SeaBIOS) and `vm-b` (OVMF) are provisioned; Lariat is killed with SIGKILL
-//!   while it waits for their callbacks and started again, and the run completes;
+//!   while it waits for their callbacks (both nodes in their ramdisk, about to post) and
+//!   started again, and the run completes;
 //! - that run is rolled back: the compensations power the hosts off and set their boot
 //!   device back to disk;
 //! - `vm-c`'s BMC starts no VM (a host that never calls back): the callback times out,
@@ -453,8 +454,27 @@ async fn provision_two_hosts_through_their_bmcs_with_a_crash_a_rollback_and_a_ho
         );
         assert_eq!(item(&before, "boot", h)["output"]["power"], "on");
     }
+    // Kill Lariat once both nodes run their ramdisk: past the network boot, which a
+    // dead boot server would only stall, and about to post their facts, which they retry
+    // until Lariat is back. The wait survives in the database.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while ![&a, &b]
+        .iter()
+        .all(|m| m.serial_console().contains("lariat-node:"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the nodes never reached their ramdisk:\n{}\n--- vm-a:\n{}\n--- vm-b:\n{}",
+            lab.log(),
+            a.serial_console(),
+            b.serial_console()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     srv.0.kill().unwrap(); // SIGKILL
     srv.0.wait().unwrap();
+    // Down long enough for a node's POST to fail and be retried.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     lab.logs.push(dir.join("server-2.log"));
     srv = server(&net, dir, &lab.logs[1]);
     lab.wait_up().await;
@@ -470,6 +490,15 @@ async fn provision_two_hosts_through_their_bmcs_with_a_crash_a_rollback_and_a_ho
         .await;
     assert_eq!(done["status"], "succeeded", "{done:#}\n{}", lab.log());
     let provisioned = t0.elapsed();
+    // The slower node (vm-b, OVMF; vm-a may have posted before the kill) reported to the
+    // restarted process, after retrying through the outage.
+    let second = std::fs::read_to_string(&lab.logs[1]).unwrap_or_default();
+    assert!(
+        second
+            .lines()
+            .any(|l| l.contains("node reported") && l.contains("vm-b")),
+        "vm-b did not report to the restarted server:\n{second}"
+    );
     assert_eq!(
         step(&done, "stage_assets")["output"]["assets"][0]["status"],
         "present"
