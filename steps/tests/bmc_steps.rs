@@ -58,6 +58,16 @@ async fn done(a: &dyn Action, input: Value) -> Value {
     }
 }
 
+/// Provisioning whose host `h1` has the sushy emulator as its Redfish BMC.
+fn over_sushy(sushy: &Sushy) -> Arc<Provisioning> {
+    set_password_env();
+    provisioning(
+        json!({"type": "redfish", "address": format!("http://127.0.0.1:{}", sushy.port),
+               "username": "admin", "credential": {"env": PASSWORD_ENV}}),
+        sushy.config(PASSWORD_ENV).timing,
+    )
+}
+
 fn ipmi_entry(sim: &IpmiSim, env: &str) -> Value {
     json!({"type": "ipmi", "address": "127.0.0.1", "port": sim.port,
            "username": "admin", "credential": {"env": env}})
@@ -146,13 +156,7 @@ async fn a_wrong_password_fails_at_once_and_is_not_retried() {
 #[tokio::test]
 async fn redfish_power_and_pxe_from_a_design_entry() {
     let Some(sushy) = Sushy::start() else { return };
-    set_password_env();
-    let timing = sushy.config(PASSWORD_ENV).timing;
-    let p = provisioning(
-        json!({"type": "redfish", "address": format!("http://127.0.0.1:{}", sushy.port),
-               "username": "admin", "credential": {"env": PASSWORD_ENV}}),
-        timing,
-    );
+    let p = over_sushy(&sushy);
     let out = done(&SetPxe(p.clone()), json!({})).await;
     // sushy's fake driver reports Continuous whatever is asked; the device is what counts.
     assert!(
@@ -194,13 +198,7 @@ async fn the_ipmitool_driver_is_chosen_per_host() {
 #[tokio::test]
 async fn firmware_update_reaches_simple_update_from_a_design_entry() {
     let Some(sushy) = Sushy::start() else { return };
-    set_password_env();
-    let timing = sushy.config(PASSWORD_ENV).timing;
-    let p = provisioning(
-        json!({"type": "redfish", "address": format!("http://127.0.0.1:{}", sushy.port),
-               "username": "admin", "credential": {"env": PASSWORD_ENV}}),
-        timing,
-    );
+    let p = over_sushy(&sushy);
     let e = FirmwareUpdate(p.clone())
         .run(ctx(json!({"component": "bios"}), 1))
         .await
