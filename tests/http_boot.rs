@@ -237,3 +237,73 @@ async fn boot_assets_are_served_with_ranges() {
         assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_pinned_sites_node_gets_its_script_and_metadata_from_the_pinned_revision() {
+    let repo = Repo::with(&examples().join("design"));
+    let first = repo.git(&["rev-parse", "HEAD"]);
+    let s = server(&repo);
+    // The next commit relabels the host and gives it another kernel parameter.
+    let edited = tempfile::tempdir().unwrap();
+    api_support::copy_dir(&examples().join("design"), edited.path());
+    let rack_a = edited.path().join("hosts/rack-a.yaml");
+    let text = std::fs::read_to_string(&rack_a).unwrap().replacen(
+        "labels: {canary: \"true\"}",
+        "labels: {canary: \"later\"}",
+        1,
+    );
+    std::fs::write(&rack_a, text).unwrap();
+    repo.commit(edited.path(), "relabel ams1-a01");
+    let (st, v) = s.post(&s.admin, "/v1/designs/sync", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = s
+        .call(
+            reqwest::Method::PUT,
+            "/v1/sites/ams1/pin",
+            Some(&s.admin),
+            Some(&json!({"rev": first})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+
+    s.register(AWAIT_BOOT).await;
+    let id = s
+        .submit(json!({"workflow": "await-boot", "targets": [HOST]}))
+        .await;
+    s.wait_run(&id, "await_callback waiting", |v| {
+        item(v, "await_callback", HOST)["status"] == "waiting"
+    })
+    .await;
+    let (_, text) = script(&s, MAC).await;
+    let token = token_in(&text);
+    let meta: Value = s
+        .http
+        .get(s.url(&format!("/v1/metadata?token={token}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["host"]["labels"]["canary"], "true", "{meta}");
+    // Unpinned, the same node sees the active design.
+    let (st, _) = s
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/sites/ams1/pin",
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert!(st.is_success(), "{st}");
+    let meta: Value = s
+        .http
+        .get(s.url(&format!("/v1/metadata?token={token}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["host"]["labels"]["canary"], "later", "{meta}");
+}

@@ -61,6 +61,18 @@ impl SiteNodes {
         Ok(Some((host, loaded)))
     }
 
+    /// The design `host` works from: its site's pinned revision, or the active design.
+    async fn design_of(&self, host: &str) -> Result<Arc<Loaded>, NodeError> {
+        let active = self.design.active().loaded.clone();
+        let Some(site) = active.design.host(host).and_then(|h| h.spec.site.clone()) else {
+            return Ok(active);
+        };
+        self.design
+            .design_for_site(&site)
+            .await
+            .map_err(|e| NodeError::Internal(format!("design of site {site}: {e}")))
+    }
+
     /// The live run and step waiting for `host`'s callback, if any.
     async fn waiting_step(&self, host: &str) -> Result<Option<(Uuid, String)>, NodeError> {
         let runs = self
@@ -343,7 +355,7 @@ impl Nodes for SiteNodes {
 
     async fn metadata(&self, token: &str) -> Result<Value, NodeError> {
         let row = self.token(token).await?;
-        let design = self.design.active().loaded.clone();
+        let design = self.design_of(&row.host).await?;
         let host = design
             .design
             .resolved_host(&row.host)
@@ -353,7 +365,7 @@ impl Nodes for SiteNodes {
 
     async fn unattended(&self, token: &str) -> Result<(String, String), NodeError> {
         let row = self.token(token).await?;
-        let loaded = self.design.active().loaded.clone();
+        let loaded = self.design_of(&row.host).await?;
         let d = &loaded.design;
         let format = d
             .resolved_host(&row.host)
