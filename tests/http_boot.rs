@@ -307,3 +307,30 @@ async fn a_pinned_sites_node_gets_its_script_and_metadata_from_the_pinned_revisi
         .unwrap();
     assert_eq!(meta["host"]["labels"]["canary"], "later", "{meta}");
 }
+
+#[tokio::test]
+async fn a_node_finds_its_run_among_more_than_a_thousand_live_ones() {
+    let repo = Repo::with(&examples().join("design"));
+    let s = server(&repo);
+    s.register(AWAIT_BOOT).await;
+    s.register("name: hold\nsteps:\n  - {name: wait, action: await_signal, timeout: 1h}\n")
+        .await;
+    let id = s
+        .submit(json!({"workflow": "await-boot", "targets": [HOST]}))
+        .await;
+    s.wait_run(&id, "await_callback waiting", |v| {
+        item(v, "await_callback", HOST)["status"] == "waiting"
+    })
+    .await;
+    // Newer live runs than any page of the run list holds.
+    let hold: Vec<_> = (0..1100)
+        .map(|_| s.submit(json!({"workflow": "hold"})))
+        .collect();
+    futures::future::join_all(hold).await;
+    let (st, text) = script(&s, MAC).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        text.contains(&format!("# lariat: provision {HOST} for run {id}")),
+        "{text}"
+    );
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use lariat_boot::http::{BootDecision, BootPlan, Mac, NodeError, Nodes, StateReport};
-use lariat_engine::{Actor, Engine, EngineError, RunQuery, RunStatus, StepStatus};
+use lariat_engine::{Actor, Engine, EngineError};
 use lariat_source::DesignSource;
 use lariat_workflows::design::{Design, Loaded, UnattendedFormat, render_unattended};
 use rand::RngCore;
@@ -17,8 +17,6 @@ use crate::auth::hash_token;
 
 /// The action whose steps wait for a node's callback.
 const CALLBACK_ACTION: &str = "await_callback";
-/// Running runs looked through for a waiting step; a site has far fewer in flight.
-const LIVE_RUNS_SCANNED: u32 = 2000;
 
 /// [`Nodes`] for a site served by this process.
 pub struct SiteNodes {
@@ -73,19 +71,24 @@ impl SiteNodes {
             .map_err(|e| NodeError::Internal(format!("design of site {site}: {e}")))
     }
 
-    /// The live run and step waiting for `host`'s callback, if any.
+    /// The live run and step waiting for `host`'s callback, if any: an unfinished
+    /// `await_callback` item for the host (pending, running or waiting: a node may boot a
+    /// moment before its step starts waiting). One indexed query, however many runs live.
     async fn waiting_step(&self, host: &str) -> Result<Option<(Uuid, String)>, NodeError> {
-        let runs = self
+        let open = self
             .engine
-            .list_runs(&RunQuery {
-                status: Some(RunStatus::Running),
-                limit: LIVE_RUNS_SCANNED,
-                ..Default::default()
-            })
+            .store()
+            .open_items(&Value::String(host.to_string()))
             .await
-            .map_err(internal)?;
-        for run in runs {
-            let Some(index) = run.targets.iter().position(|t| t == host) else {
+            .map_err(|e| internal(e.into()))?;
+        for (run_id, step) in open {
+            let Some(run) = self
+                .engine
+                .store()
+                .run(run_id)
+                .await
+                .map_err(|e| internal(e.into()))?
+            else {
                 continue;
             };
             let wf = self
@@ -93,36 +96,13 @@ impl SiteNodes {
                 .workflow(&run.workflow, Some(run.version))
                 .await
                 .map_err(internal)?;
-            let callback_steps: Vec<&str> = wf
+            if wf
                 .def
                 .steps
                 .iter()
-                .filter(|s| s.action == CALLBACK_ACTION)
-                .map(|s| s.name.as_str())
-                .collect();
-            if callback_steps.is_empty() {
-                continue;
-            }
-            let tasks = self
-                .engine
-                .store()
-                .tasks(run.id)
-                .await
-                .map_err(|e| internal(e.into()))?;
-            let open = tasks.iter().find(|t| {
-                callback_steps.contains(&&*t.step)
-                    && t.item == Some(index as u32)
-                    && matches!(
-                        t.status,
-                        StepStatus::Pending
-                            | StepStatus::Ready
-                            | StepStatus::Running
-                            | StepStatus::Waiting
-                            | StepStatus::Retrying
-                    )
-            });
-            if let Some(t) = open {
-                return Ok(Some((run.id, t.step.to_string())));
+                .any(|s| s.name == step && s.action == CALLBACK_ACTION)
+            {
+                return Ok(Some((run_id, step)));
             }
         }
         Ok(None)

@@ -506,6 +506,25 @@ impl Store {
         rows.iter().map(|r| task_row(r).map(|(_, t)| t)).collect()
     }
 
+    /// The unfinished fan-out items of running runs whose item value is `item`, as
+    /// (run, step), newest run first. Uses the `steps_by_item_value` index, so it costs
+    /// the same however many runs are live.
+    pub async fn open_items(&self, item: &Value) -> Result<Vec<(Uuid, String)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT s.run_id, s.step FROM steps s JOIN runs r ON r.id = s.run_id
+             WHERE s.item_value = ?1 AND s.item >= 0
+               AND s.status IN ('pending', 'ready', 'running', 'waiting', 'retrying')
+               AND r.status = 'running'
+             ORDER BY s.run_id DESC",
+        )
+        .bind(json_text(&Some(item.clone())))
+        .fetch_all(&self.inner.read)
+        .await?;
+        rows.into_iter()
+            .map(|(run, step)| parse_uuid(&run).map(|id| (id, step)))
+            .collect()
+    }
+
     pub async fn list_runs(&self, q: &RunQuery) -> Result<Vec<RunRow>, StoreError> {
         let limit = q.limit.clamp(1, 1000) as i64;
         let before = q.before.map(|u| u.to_string());
