@@ -373,18 +373,15 @@ async fn a_pinned_site_is_provisioned_from_the_revision_it_is_pinned_to() {
     let first = repo.git(&["rev-parse", "HEAD"]);
     let s = TestServer::start_with(&["--design-repo", repo.path()]);
     // The next commit protects ams1-a01.
-    let edited = tempfile::tempdir().unwrap();
-    api_support::copy_dir(&examples().join("design"), edited.path());
-    let rack_a = edited.path().join("hosts/rack-a.yaml");
-    let text = std::fs::read_to_string(&rack_a).unwrap().replacen(
-        "  labels: {canary: \"true\"}\n",
-        "  labels: {canary: \"true\"}\n  never_provision: true\n",
-        1,
-    );
-    std::fs::write(&rack_a, text).unwrap();
-    let second = repo.commit(edited.path(), "protect ams1-a01");
-    let (st, v) = s.post(&s.admin, "/v1/designs/sync", None).await;
-    assert_eq!(st, StatusCode::OK, "{v}");
+    let second = repo
+        .commit_example_edit(
+            &s,
+            "hosts/rack-a.yaml",
+            "  labels: {canary: \"true\"}\n",
+            "  labels: {canary: \"true\"}\n  never_provision: true\n",
+            "protect ams1-a01",
+        )
+        .await;
 
     let provision = |key: &str| json!({"workflow": "provision", "targets": ["ams1-a01"], "idempotency_key": key});
     let id = s.submit(provision("unpinned")).await;
@@ -395,15 +392,7 @@ async fn a_pinned_site_is_provisioned_from_the_revision_it_is_pinned_to() {
         "{err}"
     );
 
-    let (st, v) = s
-        .call(
-            reqwest::Method::PUT,
-            "/v1/sites/ams1/pin",
-            Some(&s.admin),
-            Some(&json!({"rev": first})),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
+    s.pin("ams1", Some(&first)).await;
     let id = s.submit(provision("pinned")).await;
     let run = s.wait_step(&id, "validate_design", "succeeded").await;
     let out = &api_support::step_of(&run, "validate_design")["output"];

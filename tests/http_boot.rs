@@ -44,6 +44,17 @@ async fn post_state(s: &TestServer, token: &str, body: &Value) -> (StatusCode, V
     (st, res.json().await.unwrap_or(Value::Null))
 }
 
+async fn metadata(s: &TestServer, token: &str) -> Value {
+    let res = s
+        .http
+        .get(s.url(&format!("/v1/metadata?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.unwrap()
+}
+
 fn token_in(script: &str) -> String {
     script
         .split_whitespace()
@@ -120,14 +131,7 @@ async fn a_node_boots_its_profile_only_while_a_step_waits_and_its_callback_is_on
     let token = token_in(&text);
 
     // The token opens the node's metadata and unattended file, and is not used up by them.
-    let res = s
-        .http
-        .get(s.url(&format!("/v1/metadata?token={token}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let meta: Value = res.json().await.unwrap();
+    let meta = metadata(&s, &token).await;
     assert_eq!(meta["host"]["name"], HOST);
     assert_eq!(meta["run"], json!(id));
     let res = s
@@ -243,28 +247,16 @@ async fn a_pinned_sites_node_gets_its_script_and_metadata_from_the_pinned_revisi
     let repo = Repo::with(&examples().join("design"));
     let first = repo.git(&["rev-parse", "HEAD"]);
     let s = server(&repo);
-    // The next commit relabels the host and gives it another kernel parameter.
-    let edited = tempfile::tempdir().unwrap();
-    api_support::copy_dir(&examples().join("design"), edited.path());
-    let rack_a = edited.path().join("hosts/rack-a.yaml");
-    let text = std::fs::read_to_string(&rack_a).unwrap().replacen(
+    // The next commit relabels the host.
+    repo.commit_example_edit(
+        &s,
+        "hosts/rack-a.yaml",
         "labels: {canary: \"true\"}",
         "labels: {canary: \"later\"}",
-        1,
-    );
-    std::fs::write(&rack_a, text).unwrap();
-    repo.commit(edited.path(), "relabel ams1-a01");
-    let (st, v) = s.post(&s.admin, "/v1/designs/sync", None).await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    let (st, v) = s
-        .call(
-            reqwest::Method::PUT,
-            "/v1/sites/ams1/pin",
-            Some(&s.admin),
-            Some(&json!({"rev": first})),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
+        "relabel ams1-a01",
+    )
+    .await;
+    s.pin("ams1", Some(&first)).await;
 
     s.register(AWAIT_BOOT).await;
     let id = s
@@ -276,35 +268,11 @@ async fn a_pinned_sites_node_gets_its_script_and_metadata_from_the_pinned_revisi
     .await;
     let (_, text) = script(&s, MAC).await;
     let token = token_in(&text);
-    let meta: Value = s
-        .http
-        .get(s.url(&format!("/v1/metadata?token={token}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = metadata(&s, &token).await;
     assert_eq!(meta["host"]["labels"]["canary"], "true", "{meta}");
     // Unpinned, the same node sees the active design.
-    let (st, _) = s
-        .call(
-            reqwest::Method::DELETE,
-            "/v1/sites/ams1/pin",
-            Some(&s.admin),
-            None,
-        )
-        .await;
-    assert!(st.is_success(), "{st}");
-    let meta: Value = s
-        .http
-        .get(s.url(&format!("/v1/metadata?token={token}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    s.pin("ams1", None).await;
+    let meta = metadata(&s, &token).await;
     assert_eq!(meta["host"]["labels"]["canary"], "later", "{meta}");
 }
 

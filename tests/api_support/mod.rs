@@ -179,6 +179,27 @@ impl TestServer {
             .await
     }
 
+    /// Pins `site` to `rev` (`Some`) or removes its pin (`None`), as admin.
+    pub async fn pin(&self, site: &str, rev: Option<&str>) {
+        let path = format!("/v1/sites/{site}/pin");
+        let (st, v) = match rev {
+            Some(rev) => {
+                self.call(
+                    reqwest::Method::PUT,
+                    &path,
+                    Some(&self.admin),
+                    Some(&json!({ "rev": rev })),
+                )
+                .await
+            }
+            None => {
+                self.call(reqwest::Method::DELETE, &path, Some(&self.admin), None)
+                    .await
+            }
+        };
+        assert!(st.is_success(), "pin {site} {rev:?}: {st} {v}");
+    }
+
     /// Register a YAML definition as admin; returns the version.
     pub async fn register(&self, yaml: &str) -> i64 {
         let res = self
@@ -504,6 +525,28 @@ impl Repo {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Commits the example design with one edit to `file` (the first `from` becomes `to`),
+    /// fetches it into `server`, and returns the commit id.
+    pub async fn commit_example_edit(
+        &self,
+        server: &TestServer,
+        file: &str,
+        from: &str,
+        to: &str,
+        msg: &str,
+    ) -> String {
+        let edited = tempfile::tempdir().unwrap();
+        copy_dir(&examples().join("design"), edited.path());
+        let path = edited.path().join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file} has no {from:?}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        let commit = self.commit(edited.path(), msg);
+        let (st, v) = server.post(&server.admin, "/v1/designs/sync", None).await;
+        assert_eq!(st, StatusCode::OK, "sync: {v}");
+        commit
     }
 
     /// Replaces the tree with a copy of `design`, commits, returns the commit id.
