@@ -178,9 +178,10 @@ fn mode(host: &ResolvedHost) -> BootMode {
     }
 }
 
-/// Sets the override and reads it back. A BMC that reports no device after accepting one
-/// (some clear a once-override when asked) is taken at its word only if it reports the
-/// same device; anything else is a retryable mismatch.
+/// Sets the override and reads it back. Only the device is compared: BMCs differ in
+/// what they report of persistence and mode (sushy's fake driver always says
+/// Continuous, ipmi_sim reports the device alone). Another device, or none, is a
+/// retryable mismatch.
 pub(super) async fn set_and_confirm(
     p: &Provisioning,
     host: &ResolvedHost,
