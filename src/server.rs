@@ -299,34 +299,19 @@ impl SourceView {
 #[async_trait::async_trait]
 impl lariat_steps::DesignView for SourceView {
     async fn for_host(&self, host: &str) -> Result<lariat_steps::CurrentDesign, String> {
-        let current = self.current().await;
-        let Some(site) = current
-            .loaded
-            .design
-            .host(host)
-            .and_then(|h| h.spec.site.clone())
-        else {
-            return Ok(current);
-        };
         let Some(source) = self.source().await else {
-            return Ok(current);
+            return Ok(self.current().await);
         };
-        let pins = source
-            .pins()
+        let site = source
+            .design_for_host(host)
             .await
-            .map_err(|e| format!("cannot read the site pins: {e}"))?;
-        let Some(pin) = pins.into_iter().find(|p| p.site == site) else {
-            return Ok(current);
-        };
-        let loaded = source.design_for_site(&site).await.map_err(|e| {
-            format!(
-                "site {site} is pinned to {}, which cannot be loaded: {e}",
-                pin.rev
-            )
-        })?;
-        Ok(lariat_steps::CurrentDesign {
-            revision: Some(format!("{} (site {site} pinned)", pin.rev)),
-            loaded,
+            .map_err(|e| format!("the design of its site cannot be loaded: {e}"))?;
+        Ok(match site.pin {
+            Some(pin) => lariat_steps::CurrentDesign {
+                revision: Some(format!("{} (site {} pinned)", pin.rev, pin.site)),
+                loaded: site.loaded,
+            },
+            None => self.current().await,
         })
     }
 

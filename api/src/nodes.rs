@@ -61,14 +61,11 @@ impl SiteNodes {
 
     /// The design `host` works from: its site's pinned revision, or the active design.
     async fn design_of(&self, host: &str) -> Result<Arc<Loaded>, NodeError> {
-        let active = self.design.active().loaded.clone();
-        let Some(site) = active.design.host(host).and_then(|h| h.spec.site.clone()) else {
-            return Ok(active);
-        };
         self.design
-            .design_for_site(&site)
+            .design_for_host(host)
             .await
-            .map_err(|e| NodeError::Internal(format!("design of site {site}: {e}")))
+            .map(|d| d.loaded)
+            .map_err(|e| NodeError::Internal(format!("design of host {host}'s site: {e}")))
     }
 
     /// The live run and step waiting for `host`'s callback, if any: an unfinished

@@ -90,6 +90,14 @@ pub struct ActiveDesign {
     pub loaded: Arc<Loaded>,
 }
 
+/// The design one site (or one host's site) works from.
+#[derive(Debug, Clone)]
+pub struct SiteDesign {
+    /// The pin that chose it; `None` for the active design.
+    pub pin: Option<Pin>,
+    pub loaded: Arc<Loaded>,
+}
+
 /// Handle to the design source; cheap to clone.
 #[derive(Clone)]
 pub struct DesignSource {
@@ -278,8 +286,34 @@ impl DesignSource {
     /// The design a site works from: its pinned revision, or the active design. A pin to
     /// a tag follows the tag as fetched.
     pub async fn design_for_site(&self, site: &str) -> Result<Arc<Loaded>, SourceError> {
+        Ok(self.site_design(site).await?.loaded)
+    }
+
+    /// The design `host` works from: that of its site (in the active design), with the
+    /// pin that chose it, if any. A host without a site, or unknown to the active design,
+    /// gets the active design.
+    pub async fn design_for_host(&self, host: &str) -> Result<SiteDesign, SourceError> {
+        let active = self.active();
+        match active
+            .loaded
+            .design
+            .host(host)
+            .and_then(|h| h.spec.site.as_deref())
+        {
+            Some(site) => self.site_design(site).await,
+            None => Ok(SiteDesign {
+                pin: None,
+                loaded: active.loaded.clone(),
+            }),
+        }
+    }
+
+    async fn site_design(&self, site: &str) -> Result<SiteDesign, SourceError> {
         let Some(pin) = revisions::pin_of(&self.inner.store, site).await? else {
-            return Ok(self.active().loaded.clone());
+            return Ok(SiteDesign {
+                pin: None,
+                loaded: self.active().loaded.clone(),
+            });
         };
         let commit = match self.resolve(&pin.rev).await {
             Ok(c) => c,
@@ -287,7 +321,11 @@ impl DesignSource {
             Err(SourceError::UnknownRevision(_)) => pin.commit.clone(),
             Err(e) => return Err(e),
         };
-        self.loaded_for(&commit, None).await
+        let loaded = self.loaded_for(&commit, None).await?;
+        Ok(SiteDesign {
+            pin: Some(pin),
+            loaded,
+        })
     }
 
     /// Fetches on every tick of the configured poll interval until `stop` fires.
