@@ -27,14 +27,24 @@ pub fn register_builtin(actions: &mut Actions) {
     Arc::new(Provisioning::unconfigured()).register(actions);
 }
 
-/// Expands `"${params.NAME}"` references in a step's input from the run's parameters
-/// (the run input of a templated workflow) before the action sees it.
+/// Wraps every action of the workflow library. Expands `"${params.NAME}"` references in a
+/// step's input from the run's parameters (the run input of a templated workflow) before
+/// the action sees it; then `input.enabled: false` (the deprovision workflow's
+/// `wipe: false`) turns the attempt into a recorded no-op, and the compensation of such a
+/// no-op does nothing either.
 pub struct WithParams<A>(pub A);
 
 #[async_trait]
 impl<A: Action> Action for WithParams<A> {
     async fn run(&self, mut ctx: StepContext) -> Result<Output, StepError> {
         ctx.input = lariat_workflows::template::expand(&ctx.input, &ctx.run_input);
+        if ctx.input.get("enabled") == Some(&Value::Bool(false)) {
+            return Ok(Output::Done(json!({
+                "host": ctx.item,
+                "skipped": true,
+                "reason": "input.enabled is false",
+            })));
+        }
         self.0.run(ctx).await
     }
 
@@ -43,6 +53,9 @@ impl<A: Action> Action for WithParams<A> {
     }
 
     async fn compensate(&self, mut ctx: StepContext) -> Result<Value, StepError> {
+        if ctx.undoing.as_ref().and_then(|u| u.get("skipped")) == Some(&Value::Bool(true)) {
+            return Ok(json!({"host": ctx.item, "skipped": true}));
+        }
         ctx.input = lariat_workflows::template::expand(&ctx.input, &ctx.run_input);
         self.0.compensate(ctx).await
     }
@@ -194,6 +207,28 @@ mod tests {
         assert!(e.message.contains("input.timeout 'soon' is not a duration"));
         let out = Sleep.run(ctx(json!({"duration": 0.01}), 1)).await.unwrap();
         assert!(matches!(out, Output::Done(_)));
+    }
+
+    #[tokio::test]
+    async fn a_disabled_library_step_is_a_recorded_no_op_and_so_is_its_undo() {
+        // Fail would fail: the wrapper must not reach it.
+        let mut c = ctx(json!({"enabled": "${params.wipe}"}), 1);
+        c.run_input = Arc::new(json!({"wipe": false}));
+        c.item = Some(json!("h1"));
+        let out = WithParams(Fail).run(c.clone()).await.unwrap();
+        let Output::Done(v) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (v["host"].as_str(), v["skipped"].as_bool()),
+            (Some("h1"), Some(true))
+        );
+        c.undoing = Some(v);
+        let undone = WithParams(Fail).compensate(c.clone()).await.unwrap();
+        assert_eq!(undone["skipped"], true);
+        // Enabled, the action runs.
+        c.run_input = Arc::new(json!({"wipe": true}));
+        assert!(WithParams(Fail).run(c).await.is_err());
     }
 
     #[tokio::test]

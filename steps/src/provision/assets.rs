@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{Provisioning, skipped};
+use super::Provisioning;
 
 /// Downloads every asset named by the boot profiles of the run's hosts (or of its one
 /// host, when fanned out) into the asset cache, and checks each against its sha256.
@@ -26,9 +26,6 @@ pub struct StageAssets(pub Arc<Provisioning>);
 #[async_trait]
 impl Action for StageAssets {
     async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
-        if let Some(s) = skipped(&ctx) {
-            return Ok(Output::Done(s));
-        }
         let Some(cache) = self.0.asset_cache.clone() else {
             return Ok(Output::done(json!({
                 "skipped": true,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use lariat_engine::{Action, Output, StepContext, StepError};
 
+use super::Provisioning;
 use super::power::pxe_and_cycle;
-use super::{Provisioning, skipped};
 
 /// Waits for the host's callback (the boot service signals the step with the node's
 /// state and facts), up to `input.timeout`.
@@ -21,9 +21,6 @@ pub struct AwaitCallback(pub Arc<Provisioning>);
 #[async_trait]
 impl Action for AwaitCallback {
     async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
-        if let Some(s) = skipped(&ctx) {
-            return Ok(Output::Done(s));
-        }
         let timeout = crate::duration(&ctx.input, "timeout")?;
         let host = self.0.host(&ctx).await?;
         if ctx.attempt > 1 {

@@ -8,7 +8,7 @@ use lariat_engine::{Action, Output, StepContext, StepError};
 use lariat_workflows::design::{Finding, Level, ResolvedHost};
 use serde_json::{Value, json};
 
-use super::{Provisioning, skipped};
+use super::Provisioning;
 
 /// Checks that every target is in the design in force and resolves, and reports the
 /// findings of the active revision that concern them: on the host itself or on a document
@@ -20,9 +20,6 @@ pub struct ValidateDesign(pub Arc<Provisioning>);
 #[async_trait]
 impl Action for ValidateDesign {
     async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
-        if let Some(s) = skipped(&ctx) {
-            return Ok(Output::Done(s));
-        }
         let hosts: Vec<String> = match &ctx.item {
             Some(Value::String(h)) => vec![h.clone()],
             _ => ctx.targets.iter().cloned().collect(),

@@ -7,7 +7,7 @@ use lariat_bmc::FirmwareUpdate as Update;
 use lariat_engine::{Action, Output, StepContext, StepError};
 use serde_json::{Value, json};
 
-use super::{Provisioning, bmc_error, skipped};
+use super::{Provisioning, bmc_error};
 
 /// Applies `input.image_url` to the host through its BMC (to `input.targets`, Redfish
 /// resource paths, when given) and follows the update task.
@@ -21,9 +21,6 @@ pub struct FirmwareUpdate(pub Arc<Provisioning>);
 #[async_trait]
 impl Action for FirmwareUpdate {
     async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
-        if let Some(s) = skipped(&ctx) {
-            return Ok(Output::Done(s));
-        }
         let host = self.0.host(&ctx).await?;
         let image_uri = ctx
             .input

@@ -4,8 +4,8 @@
 //! Every action here reads the host it works on from its fan-out item (or `input.host`),
 //! looks the host up in the design in force, and is safe to repeat: power and boot-device
 //! actions check and confirm state, staging skips what is present and valid, verify only
-//! reads. An input of `enabled: false` makes any of them succeed at once with
-//! `skipped: true` (the deprovision workflow's `wipe: false`).
+//! reads. They are registered inside [`crate::WithParams`], which expands parameters and
+//! turns `enabled: false` into a recorded no-op.
 
 mod assets;
 mod callback;
@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use lariat_bmc::{Bmc, BmcConfig, BmcError, Connector, IpmiConfig, RedfishConfig, Timing};
 use lariat_engine::{Actions, StepContext, StepError};
 use lariat_workflows::design::{BmcKind, CredentialRef, IpmiDriver, Loaded, ResolvedHost};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use assets::StageAssets;
 pub use callback::AwaitCallback;
@@ -206,17 +206,6 @@ fn host_name(ctx: &StepContext) -> Result<String, StepError> {
     }
 }
 
-/// `input.enabled: false` turns an action into a recorded no-op.
-fn skipped(ctx: &StepContext) -> Option<Value> {
-    (ctx.input.get("enabled") == Some(&Value::Bool(false))).then(|| {
-        json!({
-            "host": ctx.item,
-            "skipped": true,
-            "reason": "input.enabled is false",
-        })
-    })
-}
-
 /// The driver configuration for a host's BMC as the design describes it.
 fn bmc_config(host: &ResolvedHost, timing: &Timing) -> Result<BmcConfig, StepError> {
     let name = &host.name;
@@ -304,6 +293,7 @@ fn bmc_error(host: &str, e: BmcError) -> StepError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn host(bmc: serde_json::Value) -> ResolvedHost {
         let yaml = format!(

@@ -9,7 +9,7 @@ use lariat_engine::{Action, Output, StepContext, StepError};
 use lariat_workflows::design::{self, ResolvedHost};
 use serde_json::{Value, json};
 
-use super::{Provisioning, bmc_error, skipped};
+use super::{Provisioning, bmc_error};
 
 /// `power_off`: hard off, confirmed.
 pub struct PowerOff(pub Arc<Provisioning>);
@@ -17,9 +17,6 @@ pub struct PowerOff(pub Arc<Provisioning>);
 #[async_trait]
 impl Action for PowerOff {
     async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
-        if let Some(s) = skipped(&ctx) {
-            return Ok(Output::Done(s));
-        }
         let host = self.0.host(&ctx).await?;
         let bmc = self.0.bmc(&host)?;
         let was = bmc
@@ -56,9 +53,6 @@ impl Action for PowerOn {
 }
 
 async fn power_on(p: &Provisioning, ctx: &StepContext) -> Result<Output, StepError> {
-    if let Some(s) = skipped(ctx) {
-        return Ok(Output::Done(s));
-    }
     let host = p.host(ctx).await?;
     let bmc = p.bmc(&host)?;
     let was = bmc
@@ -72,9 +66,6 @@ async fn power_on(p: &Provisioning, ctx: &StepContext) -> Result<Output, StepErr
 }
 
 async fn undo_power_on(p: &Provisioning, ctx: &StepContext) -> Result<Value, StepError> {
-    if ctx.undoing.as_ref().and_then(|u| u.get("skipped")) == Some(&Value::Bool(true)) {
-        return Ok(json!({"host": ctx.item, "skipped": true}));
-    }
     let host = p.host(ctx).await?;
     let bmc = p.bmc(&host)?;
     bmc.power_off()
@@ -90,9 +81,6 @@ pub struct PowerCycle(pub Arc<Provisioning>);
 #[async_trait]
 impl Action for PowerCycle {
     async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
-        if let Some(s) = skipped(&ctx) {
-            return Ok(Output::Done(s));
-        }
         let host = self.0.host(&ctx).await?;
         let bmc = self.0.bmc(&host)?;
         bmc.power_cycle()
@@ -112,9 +100,6 @@ pub struct SetPxe(pub Arc<Provisioning>);
 #[async_trait]
 impl Action for SetPxe {
     async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
-        if let Some(s) = skipped(&ctx) {
-            return Ok(Output::Done(s));
-        }
         let host = self.0.host(&ctx).await?;
         let boot = BootOverride {
             device: BootDevice::Pxe,
@@ -133,9 +118,6 @@ pub struct SetBootDevice(pub Arc<Provisioning>);
 #[async_trait]
 impl Action for SetBootDevice {
     async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
-        if let Some(s) = skipped(&ctx) {
-            return Ok(Output::Done(s));
-        }
         let host = self.0.host(&ctx).await?;
         let device = match ctx.input.get("device").and_then(Value::as_str) {
             Some("pxe") => BootDevice::Pxe,

@@ -7,7 +7,7 @@ use lariat_engine::{Action, Output, StepContext, StepError};
 use lariat_workflows::design::ResolvedHost;
 use serde_json::{Value, json};
 
-use super::{Provisioning, bmc_error, skipped};
+use super::{Provisioning, bmc_error};
 
 const MIB: u64 = 1 << 20;
 
@@ -29,9 +29,6 @@ pub struct Verify(pub Arc<Provisioning>);
 #[async_trait]
 impl Action for Verify {
     async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
-        if let Some(s) = skipped(&ctx) {
-            return Ok(Output::Done(s));
-        }
         let host = self.0.host(&ctx).await?;
         if ctx.input.get("firmware") == Some(&Value::Bool(true)) {
             return self.firmware(&host, &ctx).await;
