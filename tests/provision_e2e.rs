@@ -22,11 +22,11 @@
 //! ipmi_sim, and what images/build-node-image.sh needs. Skips without them, unless
 //! LARIAT_REQUIRE_PRIVILEGED=1 (CI), where a missing one fails the test.
 
+#[path = "../bmc/tests/support/mod.rs"]
+mod bmc_support;
 mod boot_support;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use boot_support::{
@@ -37,139 +37,22 @@ use serde_json::{Value, json};
 
 const PASSWORD_ENV: &str = "LARIAT_E2E_BMC_PASSWORD";
 
-/// ipmi_sim's chassis-control hook: `<hook> <dir> <mc> get power|boot` prints
-/// `power:0|1` / `boot:<dev>`; `set power 0|1`, `set boot <dev>`, ... change the state
-/// files in `<dir>` and append to `<dir>/events.log`. With `<dir>/host-cmd` present,
-/// power on starts that command as the host (detached; its pid in `<dir>/host.pid`) and
-/// power off stops it and waits until it is gone, so an off-then-on starts a fresh VM.
-const HOOK: &str = r#"#!/bin/sh
-dir=$1; op=$3; shift 3
-[ -f "$dir/power" ] || echo 0 > "$dir/power"
-[ -f "$dir/boot" ] || echo default > "$dir/boot"
-echo "$op $*" >> "$dir/events.log"
-alive() {
-  [ -f "$dir/host.pid" ] || return 1
-  pid=$(cat "$dir/host.pid")
-  [ -d "/proc/$pid" ] && ! grep -q ') Z ' "/proc/$pid/stat" 2>/dev/null
-}
-case "$op" in
-  get) for p in "$@"; do
-         case "$p" in
-           power) echo "power:$(cat "$dir/power")" ;;
-           boot) echo "boot:$(cat "$dir/boot")" ;;
-           *) echo "Invalid parameter: $p"; exit 1 ;;
-         esac
-       done ;;
-  set) while [ $# -gt 0 ]; do
-         p=$1; v=$2; shift 2
-         case "$p" in
-           power|shutdown)
-             [ "$p" = shutdown ] && v=0
-             echo "$v" > "$dir/power"
-             if [ "$v" = 1 ]; then
-               if [ -f "$dir/host-cmd" ] && ! alive; then
-                 setsid sh -c "exec $(cat "$dir/host-cmd")" </dev/null >>"$dir/host.out" 2>&1 &
-                 echo $! > "$dir/host.pid"
-               fi
-             elif alive; then
-               kill "$pid" 2>/dev/null
-               for _ in $(seq 1 50); do alive || break; sleep 0.1; done
-             fi ;;
-           boot) echo "$v" > "$dir/boot" ;;
-           reset) ;;
-           identify) shift ;;
-           *) echo "Invalid parameter: $p"; exit 1 ;;
-         esac
-       done ;;
-  check) exit 1 ;;
-  *) echo "Unknown operation: $op"; exit 1 ;;
-esac
-exit 0
-"#;
-
-const EMU: &str = "mc_setbmc 0x20
-mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
-sel_enable 0x20 1000 0x0a
-mc_enable 0x20
-";
-
 /// One host: its ipmi_sim BMC on 127.0.0.1:`port` in the namespace, and the VM its hook
 /// starts. Stops both on drop.
 struct Machine {
     name: &'static str,
+    /// The hook's state folder: power, boot, events.log, host-cmd, host.pid, the console.
     dir: PathBuf,
     host_cmd: String,
-    _sim: Proc,
+    _sim: bmc_support::IpmiSim,
 }
 
 impl Machine {
-    fn start(net: &BootNet, root: &Path, name: &'static str, port: u16, vm: Vm) -> Machine {
-        let dir = root.join(name);
-        std::fs::create_dir_all(dir.join("state")).unwrap();
-        let hook = dir.join("hook.sh");
-        std::fs::write(&hook, HOOK).unwrap();
-        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+    fn start(net: &BootNet, name: &'static str, port: u16, vm: Vm) -> Machine {
+        let sim = bmc_support::IpmiSim::start_via(port, &["ip", "netns", "exec", &net.ns]);
+        let dir = sim.var();
         // Powered on, as a machine in service is, so power_off has work to do.
         std::fs::write(dir.join("power"), "1\n").unwrap();
-        let conf = format!(
-            r#"name "{name}"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 {port}
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "{hook} {dir} 0x20"
-  user 2 true "admin" "password" admin 10 none md2 md5 straight
-"#,
-            hook = hook.display(),
-            dir = dir.display()
-        );
-        std::fs::write(dir.join("lan.conf"), conf).unwrap();
-        std::fs::write(dir.join("bmc.emu"), EMU).unwrap();
-        let log = std::fs::File::create(dir.join("ipmi_sim.log")).unwrap();
-        let child = net
-            .exec("ipmi_sim")
-            .arg("-n")
-            .arg("-c")
-            .arg(dir.join("lan.conf"))
-            .arg("-f")
-            .arg(dir.join("bmc.emu"))
-            .arg("-s")
-            .arg(dir.join("state"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("ipmi_sim starts");
-        let pid = child.id();
-        let sim = Proc(child);
-        // `ip netns exec` execs ipmi_sim: its /proc/<pid>/net is the namespace's.
-        let needle = format!(":{port:04X} ");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut udp = String::new();
-            if let Ok(mut f) = std::fs::File::open(format!("/proc/{pid}/net/udp")) {
-                let _ = f.read_to_string(&mut udp);
-            }
-            if udp.lines().any(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .is_some_and(|a| format!("{a} ").ends_with(&needle))
-            }) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ipmi_sim for {name} never listened on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
         let mut extra = Vec::new();
         if let Some(serial) = vm.serial {
             extra.extend(["-smbios".to_string(), format!("type=1,serial={serial}")]);
@@ -371,7 +254,6 @@ async fn provision_two_hosts_through_their_bmcs_with_a_crash_a_rollback_and_a_ho
     };
     let a = Machine::start(
         &net,
-        dir,
         "vm-a",
         6231,
         Vm {
@@ -380,16 +262,9 @@ async fn provision_two_hosts_through_their_bmcs_with_a_crash_a_rollback_and_a_ho
             ..vm("tap0", "52:54:00:77:00:31", false)
         },
     );
-    let b = Machine::start(
-        &net,
-        dir,
-        "vm-b",
-        6232,
-        vm("tap1", "52:54:00:77:00:32", true),
-    );
+    let b = Machine::start(&net, "vm-b", 6232, vm("tap1", "52:54:00:77:00:32", true));
     let c = Machine::start(
         &net,
-        dir,
         "vm-c",
         6233,
         Vm {

@@ -57,12 +57,19 @@ pub fn set_password_env() {
 /// chassis_control hook: `<hook> <dir> <mc> get power|boot` prints `power:0|1`, `boot:<dev>`;
 /// `set power 0|1 | boot <dev> | shutdown 1 | reset 1 | identify i f` changes state files.
 /// Every call goes to events.log. If `<dir>/ignore-shutdown` exists, soft shutdown does
-/// nothing (an OS that ignores ACPI).
+/// nothing (an OS that ignores ACPI). If `<dir>/host-cmd` exists, power on starts that
+/// command as the host (detached; its pid in `<dir>/host.pid`) and power off stops it and
+/// waits until it is gone, so an off-then-on starts a fresh one (a QEMU VM, say).
 const HOOK: &str = r#"#!/bin/sh
-dir=$1; mc=$2; op=$3; shift 3
+dir=$1; op=$3; shift 3
 [ -f "$dir/power" ] || echo 0 > "$dir/power"
 [ -f "$dir/boot" ] || echo default > "$dir/boot"
 echo "$op $*" >> "$dir/events.log"
+alive() {
+  [ -f "$dir/host.pid" ] || return 1
+  pid=$(cat "$dir/host.pid")
+  [ -d "/proc/$pid" ] && ! grep -q ') Z ' "/proc/$pid/stat" 2>/dev/null
+}
 case "$op" in
   get) for p in "$@"; do
          case "$p" in
@@ -74,9 +81,22 @@ case "$op" in
   set) while [ $# -gt 0 ]; do
          p=$1; v=$2; shift 2
          case "$p" in
-           power) echo "$v" > "$dir/power" ;;
+           power|shutdown)
+             if [ "$p" = shutdown ]; then
+               [ -f "$dir/ignore-shutdown" ] && continue
+               v=0
+             fi
+             echo "$v" > "$dir/power"
+             if [ "$v" = 1 ]; then
+               if [ -f "$dir/host-cmd" ] && ! alive; then
+                 setsid sh -c "exec $(cat "$dir/host-cmd")" </dev/null >>"$dir/host.out" 2>&1 &
+                 echo $! > "$dir/host.pid"
+               fi
+             elif alive; then
+               kill "$pid" 2>/dev/null
+               for _ in $(seq 1 50); do alive || break; sleep 0.1; done
+             fi ;;
            boot) echo "$v" > "$dir/boot" ;;
-           shutdown) [ -f "$dir/ignore-shutdown" ] || echo 0 > "$dir/power" ;;
            reset) ;;
            identify) shift ;;
            *) echo "Invalid parameter: $p"; exit 1 ;;
@@ -111,6 +131,12 @@ impl IpmiSim {
     }
 
     pub fn start_on(port: u16) -> IpmiSim {
+        Self::start_via(port, &[])
+    }
+
+    /// Started through `launcher` (e.g. `["ip", "netns", "exec", NS]`, so that it and the
+    /// hosts its hook starts live in that namespace), on 127.0.0.1:`port` there.
+    pub fn start_via(port: u16, launcher: &[&str]) -> IpmiSim {
         let dir = tempfile::Builder::new()
             .prefix("lariat-bmc-sim-")
             .tempdir()
@@ -143,7 +169,15 @@ set_working_mc 0x20
         std::fs::write(dir.path().join("lan.conf"), conf).expect("lan.conf");
         std::fs::write(dir.path().join("bmc.emu"), EMU).expect("emu");
         let log = std::fs::File::create(dir.path().join("ipmi_sim.log")).expect("log");
-        let child = Command::new("ipmi_sim")
+        let mut cmd = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg("ipmi_sim");
+                c
+            }
+            None => Command::new("ipmi_sim"),
+        };
+        let child = cmd
             .arg("-n")
             .arg("-c")
             .arg(dir.path().join("lan.conf"))
@@ -166,7 +200,9 @@ set_working_mc 0x20
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             let mut udp = String::new();
-            if let Ok(mut f) = std::fs::File::open("/proc/net/udp") {
+            // The simulator's own view: right inside another namespace too (a launcher
+            // such as `ip netns exec` execs it, keeping the pid).
+            if let Ok(mut f) = std::fs::File::open(format!("/proc/{}/net/udp", self.child.id())) {
                 let _ = f.read_to_string(&mut udp);
             }
             if udp.lines().any(|l| {
