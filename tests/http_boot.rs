@@ -44,6 +44,20 @@ async fn post_state(s: &TestServer, token: &str, body: &Value) -> (StatusCode, V
     (st, res.json().await.unwrap_or(Value::Null))
 }
 
+/// Registers `await-boot`, submits it for `targets`, and waits until the step waits for
+/// `HOST`'s callback. Returns the run id.
+async fn boot_run(s: &TestServer, targets: &[&str]) -> String {
+    s.register(AWAIT_BOOT).await;
+    let id = s
+        .submit(json!({"workflow": "await-boot", "targets": targets}))
+        .await;
+    s.wait_run(&id, "await_callback waiting", |v| {
+        item(v, "await_callback", HOST)["status"] == "waiting"
+    })
+    .await;
+    id
+}
+
 async fn metadata(s: &TestServer, token: &str) -> Value {
     let res = s
         .http
@@ -97,14 +111,7 @@ async fn a_node_boots_its_profile_only_while_a_step_waits_and_its_callback_is_on
     // A run waits for the node's callback. (The provision workflow would first drive the
     // hosts' BMCs, which this design points at addresses nobody answers: provision_e2e
     // covers that part.)
-    s.register(AWAIT_BOOT).await;
-    let id = s
-        .submit(json!({"workflow": "await-boot", "targets": [HOST, "ams1-a02"]}))
-        .await;
-    s.wait_run(&id, "await_callback waiting", |v| {
-        item(v, "await_callback", HOST)["status"] == "waiting"
-    })
-    .await;
+    let id = boot_run(&s, &[HOST, "ams1-a02"]).await;
 
     let (st, text) = script(&s, "52-54-00-77-01-01").await;
     assert_eq!(st, StatusCode::OK);
@@ -258,14 +265,7 @@ async fn a_pinned_sites_node_gets_its_script_and_metadata_from_the_pinned_revisi
     .await;
     s.pin("ams1", Some(&first)).await;
 
-    s.register(AWAIT_BOOT).await;
-    let id = s
-        .submit(json!({"workflow": "await-boot", "targets": [HOST]}))
-        .await;
-    s.wait_run(&id, "await_callback waiting", |v| {
-        item(v, "await_callback", HOST)["status"] == "waiting"
-    })
-    .await;
+    boot_run(&s, &[HOST]).await;
     let (_, text) = script(&s, MAC).await;
     let token = token_in(&text);
     let meta = metadata(&s, &token).await;
@@ -280,16 +280,9 @@ async fn a_pinned_sites_node_gets_its_script_and_metadata_from_the_pinned_revisi
 async fn a_node_finds_its_run_among_more_than_a_thousand_live_ones() {
     let repo = Repo::with(&examples().join("design"));
     let s = server(&repo);
-    s.register(AWAIT_BOOT).await;
+    let id = boot_run(&s, &[HOST]).await;
     s.register("name: hold\nsteps:\n  - {name: wait, action: await_signal, timeout: 1h}\n")
         .await;
-    let id = s
-        .submit(json!({"workflow": "await-boot", "targets": [HOST]}))
-        .await;
-    s.wait_run(&id, "await_callback waiting", |v| {
-        item(v, "await_callback", HOST)["status"] == "waiting"
-    })
-    .await;
     // Newer live runs than any page of the run list holds.
     let hold: Vec<_> = (0..1100)
         .map(|_| s.submit(json!({"workflow": "hold"})))

@@ -5,6 +5,7 @@
 //! Needs ipmi_sim and a sushy-tools virtualenv (LARIAT_SUSHY_VENV); skips without them
 //! unless LARIAT_REQUIRE_PRIVILEGED=1 (CI).
 
+mod common;
 #[path = "../../bmc/tests/support/mod.rs"]
 mod support;
 
@@ -35,27 +36,11 @@ fn provisioning(bmc: Value, timing: lariat_bmc::Timing) -> Arc<Provisioning> {
 }
 
 fn ctx(input: Value, attempt: u32) -> StepContext {
-    StepContext {
-        run_id: uuid::Uuid::nil(),
-        workflow: Arc::from("provision"),
-        step: Arc::from("step"),
-        item: Some(json!("h1")),
-        attempt,
-        idempotency_key: format!("r/step[h1]/{attempt}"),
-        input,
-        run_input: Arc::new(json!({})),
-        targets: Arc::new(vec!["h1".into()]),
-        needs: Default::default(),
-        undoing: None,
-        cancel: tokio_util::sync::CancellationToken::new(),
-    }
+    common::attempt(Some("h1"), &["h1"], input, attempt)
 }
 
 async fn done(a: &dyn Action, input: Value) -> Value {
-    match a.run(ctx(input, 1)).await {
-        Ok(Output::Done(v)) => v,
-        other => panic!("{other:?}"),
-    }
+    common::finished(a, ctx(input, 1)).await.unwrap()
 }
 
 /// Provisioning whose host `h1` has the sushy emulator as its Redfish BMC.

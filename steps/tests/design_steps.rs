@@ -1,9 +1,11 @@
 //! `validate_design` and `verify` over a real loaded design (no BMC involved).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use lariat_engine::{Action, Output, StepContext, StepError};
+use lariat_engine::{Action, StepContext, StepError};
 use lariat_steps::provision::{ValidateDesign, Verify};
 use lariat_steps::{CurrentDesign, FixedDesign, Provisioning};
 use serde_json::{Value, json};
@@ -63,26 +65,13 @@ fn ctx(
     needs: BTreeMap<String, Value>,
 ) -> StepContext {
     StepContext {
-        run_id: uuid::Uuid::nil(),
-        workflow: Arc::from("provision"),
-        step: Arc::from("step"),
-        item: item.map(|i| json!(i)),
-        attempt: 1,
-        idempotency_key: "k".into(),
-        input,
-        run_input: Arc::new(json!({})),
-        targets: Arc::new(targets.iter().map(|t| t.to_string()).collect()),
         needs,
-        undoing: None,
-        cancel: tokio_util::sync::CancellationToken::new(),
+        ..common::attempt(item, targets, input, 1)
     }
 }
 
 async fn run(a: &dyn Action, c: StepContext) -> Result<Value, StepError> {
-    match a.run(c).await? {
-        Output::Done(v) => Ok(v),
-        other => panic!("{other:?}"),
-    }
+    common::finished(a, c).await
 }
 
 #[tokio::test]

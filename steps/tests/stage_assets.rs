@@ -2,14 +2,16 @@
 //! Range requests): fresh downloads, a resumed partial download, a cached file with the
 //! wrong checksum, an origin serving the wrong bytes, and assets nobody can fetch.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use lariat_engine::{Action, Output, StepContext, StepError};
+use lariat_engine::StepError;
 use lariat_steps::provision::StageAssets;
 use lariat_steps::{CurrentDesign, FixedDesign, Provisioning};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// The requests the origin saw: path and Range header.
@@ -66,28 +68,12 @@ fn design(assets: &[String]) -> Arc<FixedDesign> {
     }))
 }
 
-fn ctx(attempt: u32) -> StepContext {
-    StepContext {
-        run_id: uuid::Uuid::nil(),
-        workflow: Arc::from("provision"),
-        step: Arc::from("stage_assets"),
-        item: None,
-        attempt,
-        idempotency_key: format!("r/stage_assets/{attempt}"),
-        input: Value::Null,
-        run_input: Arc::new(json!({})),
-        targets: Arc::new(vec!["h1".to_string()]),
-        needs: Default::default(),
-        undoing: None,
-        cancel: tokio_util::sync::CancellationToken::new(),
-    }
-}
-
 async fn stage(p: Provisioning) -> Result<Value, StepError> {
-    match StageAssets(Arc::new(p)).run(ctx(1)).await? {
-        Output::Done(v) => Ok(v),
-        other => panic!("stage_assets does not wait: {other:?}"),
-    }
+    common::finished(
+        &StageAssets(Arc::new(p)),
+        common::attempt(None, &["h1"], Value::Null, 1),
+    )
+    .await
 }
 
 #[tokio::test]
