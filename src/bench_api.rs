@@ -388,10 +388,11 @@ pub async fn run(b: ApiBench) -> anyhow::Result<()> {
 async fn bench(b: &ApiBench, dir: &std::path::Path) -> anyhow::Result<Value> {
     let db = dir.join("bench-api.db");
     let token = {
-        let store = crate::cli::open_store(&db).await?;
-        let t = lariat_api::create_token(&store, lariat_api::Role::Operator, Some("bench")).await;
-        store.close().await;
-        t?.token
+        let tokens = crate::cli::open_tokens(&db).await?;
+        tokens
+            .create(lariat_api::Role::Operator, Some("bench"))
+            .await?
+            .token
     };
     let server = ServerChild::start(&db, &b.durability).await?;
     let http = reqwest::Client::builder()

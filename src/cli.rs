@@ -1336,17 +1336,22 @@ async fn watch(c: &Client, id: Uuid, json: bool) -> anyhow::Result<i32> {
 
 // ---- token --------------------------------------------------------------------------
 
-pub(crate) async fn open_store(db: &Path) -> anyhow::Result<lariat_engine::Store> {
+/// The API tokens of the database at `db`, next to a running server or not.
+pub(crate) async fn open_tokens(db: &Path) -> anyhow::Result<lariat_api::TokenStore> {
     if !db.exists() {
         tracing::info!("creating database {}", db.display());
     }
-    let mut opts = lariat_engine::StoreOptions::new(db);
     // Next to a running server: no executor lock, and no fsync wait worth having.
-    opts.exclusive = false;
-    opts.readers = 1;
-    lariat_engine::Store::open(opts)
+    let opts = lariat_db::DbOptions {
+        readers: 1,
+        ..lariat_db::DbOptions::shared(db)
+    };
+    let handle = lariat_db::Db::open(opts)
         .await
-        .with_context(|| format!("cannot open database {}", db.display()))
+        .with_context(|| format!("cannot open database {}", db.display()))?;
+    lariat_api::TokenStore::open(handle)
+        .await
+        .with_context(|| format!("cannot open the API tokens of {}", db.display()))
 }
 
 async fn token(cmd: TokenCmd) -> anyhow::Result<i32> {
@@ -1357,10 +1362,10 @@ async fn token(cmd: TokenCmd) -> anyhow::Result<i32> {
             db,
             json,
         } => {
-            let store = open_store(&db).await?;
-            let t = lariat_api::create_token(&store, role, name.as_deref()).await;
-            store.close().await;
-            let t = t?;
+            let t = open_tokens(&db)
+                .await?
+                .create(role, name.as_deref())
+                .await?;
             if json {
                 print_json(&serde_json::to_value(&t)?);
             } else {
@@ -1372,10 +1377,7 @@ async fn token(cmd: TokenCmd) -> anyhow::Result<i32> {
             }
         }
         TokenCmd::List { db, json } => {
-            let store = open_store(&db).await?;
-            let list = lariat_api::list_tokens(&store).await;
-            store.close().await;
-            let list = list?;
+            let list = open_tokens(&db).await?.list().await?;
             if json {
                 print_json(&serde_json::to_value(&list)?);
             } else {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use lariat_db::{Db, DbOptions};
 use lariat_engine::{Actions, Durability, Engine, EngineConfig};
 use lariat_source::{DesignSource, SourceConfig, Trigger};
 
@@ -188,10 +189,22 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot register built-in workflow {}", b.name))?;
     }
+    // The other crates' tables, beside the engine's, on a handle of their own.
+    let tables = Db::open(DbOptions {
+        durability: args.durability,
+        ..DbOptions::shared(&args.db)
+    })
+    .await
+    .context("cannot open the database for the API and design tables")?;
+    let tokens = lariat_api::TokenStore::open(tables.clone())
+        .await
+        .context("cannot open the API tokens")?;
     let design = match design_cfg {
-        None => DesignSource::unconfigured(engine.store().clone()),
+        None => DesignSource::unconfigured(tables.clone())
+            .await
+            .context("cannot open the design records")?,
         Some(c) => {
-            let d = DesignSource::open(engine.store().clone(), c.clone())
+            let d = DesignSource::open(tables.clone(), c.clone())
                 .await
                 .with_context(|| format!("cannot open the design mirror {}", c.mirror.display()))?;
             // An unreachable repository at start is not fatal: the last active design stays
@@ -233,7 +246,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("http://{local}"));
         tracing::info!(%base_url, assets = %assets.display(), "HTTP boot on");
-        Some(lariat_api::BootHttp { base_url, assets })
+        let tokens = lariat_api::NodeTokens::open(tables.clone())
+            .await
+            .context("cannot open the node tokens")?;
+        Some(lariat_api::BootHttp {
+            base_url,
+            assets,
+            tokens,
+        })
     } else {
         None
     };
@@ -252,7 +272,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     // Open event streams never end by themselves; graceful shutdown must end them.
     let end_streams = api_cfg.shutdown.clone();
-    let app = lariat_api::router(engine.clone(), design, api_cfg).await?;
+    let app = lariat_api::router(engine.clone(), design, tokens, api_cfg).await?;
     tracing::info!("listening on http://{local}");
     let stop_engine = engine.clone();
     let served = axum::serve(
@@ -276,6 +296,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     let failure = engine.failure();
     engine.shutdown().await;
+    tables.close().await;
     served.context("the HTTP server failed")?;
     match failure {
         Some(f) => anyhow::bail!("engine stopped: {f}"),

@@ -1,7 +1,5 @@
-//! Bearer tokens with roles, and the extractors that demand a role of a request.
-//!
-//! A token is 32 random bytes, shown once when created. The store keeps only its SHA-256,
-//! which is all a lookup needs: a high-entropy secret needs no salt or slow hash.
+//! Bearer tokens with roles, and the extractors that demand a role of a request. The
+//! tokens themselves are kept by [`TokenStore`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,14 +11,12 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use lariat_engine::{Actor, Store, StoreError};
-use rand::RngCore;
+use lariat_engine::Actor;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use sqlx::SqlitePool;
 use utoipa::ToSchema;
 
 use crate::error::HttpError;
+use crate::tokens::{TokenStore, hash_token};
 use crate::{AppState, Auth};
 
 /// What a token may do. Each role may do everything the roles below it may.
@@ -67,122 +63,6 @@ impl FromStr for Role {
     }
 }
 
-/// Errors managing tokens.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenError {
-    #[error("a token named '{0}' already exists; choose another --name")]
-    NameTaken(String),
-    #[error("token name '{0}' is not valid: use 1 to 64 letters, digits, '.', '_', '-' or '@'")]
-    InvalidName(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("storage error: {0}")]
-    Sql(#[from] sqlx::Error),
-    #[error("stored token '{name}' has an unknown role: {detail}")]
-    Corrupt { name: String, detail: String },
-}
-
-/// A token just created. `token` is the secret: it is not stored and cannot be shown again.
-#[derive(Debug, Clone, Serialize)]
-pub struct NewToken {
-    pub name: String,
-    pub role: Role,
-    pub token: String,
-    pub created_at: i64,
-}
-
-/// A stored token, without its secret.
-#[derive(Debug, Clone, Serialize)]
-pub struct TokenInfo {
-    pub name: String,
-    pub role: Role,
-    pub created_at: i64,
-}
-
-const TOKEN_PREFIX: &str = "lariat_";
-
-/// The stored form of a token: its SHA-256, in hex.
-pub fn hash_token(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
-}
-
-/// Create a token with `role`, named `name` (or `<role>-<8 hex digits>`). Works on a store
-/// opened without the executor lock, next to a running server.
-pub async fn create_token(
-    store: &Store,
-    role: Role,
-    name: Option<&str>,
-) -> Result<NewToken, TokenError> {
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    let token = format!("{TOKEN_PREFIX}{}", hex(&secret));
-    let name = match name {
-        Some(n) if valid_name(n) => n.to_string(),
-        Some(n) => return Err(TokenError::InvalidName(n.escape_default().to_string())),
-        None => format!("{role}-{}", &hex(&secret[..4])),
-    };
-    let created_at = lariat_engine::event::now_ms();
-    let mut w = store.write_conn().await?;
-    let res = sqlx::query(
-        "INSERT INTO api_tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-    )
-    .bind(&name)
-    .bind(role.as_str())
-    .bind(hash_token(&token))
-    .bind(created_at)
-    .execute(&mut *w)
-    .await;
-    match res {
-        Ok(_) => Ok(NewToken {
-            name,
-            role,
-            token,
-            created_at,
-        }),
-        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-            Err(TokenError::NameTaken(name))
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Every stored token, oldest first, without secrets.
-pub async fn list_tokens(store: &Store) -> Result<Vec<TokenInfo>, TokenError> {
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT name, role, created_at FROM api_tokens ORDER BY created_at, name")
-            .fetch_all(store.read_pool())
-            .await?;
-    rows.into_iter()
-        .map(|(name, role, created_at)| {
-            let role = role.parse().map_err(|detail| TokenError::Corrupt {
-                name: name.clone(),
-                detail,
-            })?;
-            Ok(TokenInfo {
-                name,
-                role,
-                created_at,
-            })
-        })
-        .collect()
-}
-
 /// Who a token belongs to.
 #[derive(Debug, Clone)]
 struct Principal {
@@ -198,15 +78,15 @@ const CACHE_MAX: usize = 10_000;
 /// Checks bearer tokens against the store.
 pub(crate) struct Authenticator {
     mode: Auth,
-    pool: SqlitePool,
+    tokens: TokenStore,
     cache: Mutex<HashMap<String, (Principal, Instant)>>,
 }
 
 impl Authenticator {
-    pub(crate) fn new(mode: Auth, pool: SqlitePool) -> Self {
+    pub(crate) fn new(mode: Auth, tokens: TokenStore) -> Self {
         Authenticator {
             mode,
-            pool,
+            tokens,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -238,18 +118,14 @@ impl Authenticator {
         if let Some(p) = self.cached(&hash) {
             return Ok(p);
         }
-        let row: Option<(String, String)> =
-            sqlx::query_as("SELECT name, role FROM api_tokens WHERE hash = ?1")
-                .bind(&hash)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| HttpError::internal("checking a token", &e))?;
+        let row = self
+            .tokens
+            .by_hash(&hash)
+            .await
+            .map_err(|e| HttpError::internal("checking a token", &e))?;
         let Some((name, role)) = row else {
             return Err(HttpError::unauthorized("the bearer token is not valid"));
         };
-        let role: Role = role
-            .parse()
-            .map_err(|e: String| HttpError::internal("checking a token", &e))?;
         let p = Principal {
             name: Arc::from(name),
             role,

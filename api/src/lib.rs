@@ -27,8 +27,10 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod node_tokens;
 pub mod nodes;
 mod routes;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -47,8 +49,10 @@ use utoipa::openapi::{RefOr, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::{NewToken, Role, TokenError, TokenInfo, create_token, list_tokens};
+pub use auth::Role;
 pub use error::HttpError;
+pub use node_tokens::NodeTokens;
+pub use tokens::{NewToken, TokenError, TokenInfo, TokenStore};
 pub use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
@@ -85,6 +89,8 @@ pub struct BootHttp {
     pub base_url: String,
     /// Staged boot assets, served under `/boot/assets/`.
     pub assets: std::path::PathBuf,
+    /// The nodes' one-time callback tokens.
+    pub tokens: NodeTokens,
 }
 
 impl Default for ApiConfig {
@@ -103,12 +109,6 @@ impl Default for ApiConfig {
 pub enum ApiError {
     #[error(transparent)]
     Engine(#[from] lariat_engine::EngineError),
-    #[error(
-        "the database has no api_tokens table: this binary was built without migrations/sqlite/0002_api_tokens.sql; rebuild lariat"
-    )]
-    MissingSchema,
-    #[error("cannot read the database schema: {0}")]
-    Schema(#[from] sqlx::Error),
     #[error("cannot encode the OpenAPI document: {0}")]
     OpenApi(#[from] serde_json::Error),
 }
@@ -244,22 +244,15 @@ fn finish_doc(doc: &mut utoipa::openapi::OpenApi) {
 pub async fn router(
     engine: Engine,
     design: lariat_source::DesignSource,
+    tokens: TokenStore,
     cfg: ApiConfig,
 ) -> Result<Router, ApiError> {
-    let has_tokens: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'api_tokens'",
-    )
-    .fetch_one(engine.store().read_pool())
-    .await?;
-    if has_tokens == 0 {
-        return Err(ApiError::MissingSchema);
-    }
     let (routes, mut doc) = documented();
     finish_doc(&mut doc);
     let runs = Arc::new(cache::RunCache::default());
     tokio::spawn(runs.clone().follow(engine.subscribe()));
     let state = Arc::new(AppState {
-        auth: Authenticator::new(cfg.auth, engine.store().read_pool().clone()),
+        auth: Authenticator::new(cfg.auth, tokens),
         metrics: metrics::install(),
         openapi: serde_json::to_string(&doc)?,
         engine,
@@ -268,7 +261,12 @@ pub async fn router(
         design,
     });
     let boot = cfg.boot.as_ref().map(|b| {
-        let nodes = nodes::SiteNodes::new(state.engine.clone(), state.design.clone(), &b.base_url);
+        let nodes = nodes::SiteNodes::new(
+            state.engine.clone(),
+            state.design.clone(),
+            b.tokens.clone(),
+            &b.base_url,
+        );
         lariat_boot::http::router(
             nodes,
             &lariat_boot::http::HttpBootConfig {

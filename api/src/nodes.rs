@@ -9,11 +9,10 @@ use lariat_boot::http::{BootDecision, BootPlan, Mac, NodeError, Nodes, StateRepo
 use lariat_engine::{Actor, Engine, EngineError};
 use lariat_source::DesignSource;
 use lariat_workflows::design::{Design, Loaded, UnattendedFormat, render_unattended};
-use rand::RngCore;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::auth::hash_token;
+use crate::node_tokens::{NodeToken, NodeTokens};
 
 /// The action whose steps wait for a node's callback.
 const CALLBACK_ACTION: &str = "await_callback";
@@ -22,22 +21,22 @@ const CALLBACK_ACTION: &str = "await_callback";
 pub struct SiteNodes {
     engine: Engine,
     design: DesignSource,
+    tokens: NodeTokens,
     /// This server's address as nodes reach it, e.g. `http://10.77.0.1:7300`.
     base_url: String,
 }
 
-/// A token's row.
-struct TokenRow {
-    host: String,
-    run: Uuid,
-    step: String,
-}
-
 impl SiteNodes {
-    pub fn new(engine: Engine, design: DesignSource, base_url: &str) -> Arc<SiteNodes> {
+    pub fn new(
+        engine: Engine,
+        design: DesignSource,
+        tokens: NodeTokens,
+        base_url: &str,
+    ) -> Arc<SiteNodes> {
         Arc::new(SiteNodes {
             engine,
             design,
+            tokens,
             base_url: base_url.trim_end_matches('/').to_string(),
         })
     }
@@ -106,65 +105,16 @@ impl SiteNodes {
     }
 
     async fn issue_token(&self, host: &str, run: Uuid, step: &str) -> Result<String, NodeError> {
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut secret);
-        let token: String = std::iter::once("nt_".to_string())
-            .chain(secret.iter().map(|b| format!("{b:02x}")))
-            .collect();
-        let mut w = self
-            .engine
-            .store()
-            .write_conn()
-            .await
-            .map_err(|e| internal(e.into()))?;
-        sqlx::query(
-            "INSERT INTO node_tokens (hash, host, run_id, step, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(hash_token(&token))
-        .bind(host)
-        .bind(run.to_string())
-        .bind(step)
-        .bind(lariat_engine::event::now_ms())
-        .execute(&mut *w)
-        .await
-        .map_err(db)?;
-        Ok(token)
+        self.tokens.issue(host, run, step).await.map_err(db)
     }
 
     /// The token's row, if it exists and is not used up.
-    async fn token(&self, token: &str) -> Result<TokenRow, NodeError> {
-        let row: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT host, run_id, step FROM node_tokens WHERE hash = ?1 AND used_at IS NULL",
-        )
-        .bind(hash_token(token))
-        .fetch_optional(self.engine.store().read_pool())
-        .await
-        .map_err(db)?;
-        let (host, run, step) = row.ok_or_else(refused)?;
-        let run = Uuid::parse_str(&run).map_err(|_| refused())?;
-        Ok(TokenRow { host, run, step })
-    }
-
-    /// Marks the token used; `false` when another request used it first.
-    async fn use_token(&self, token: &str, used: bool) -> Result<bool, NodeError> {
-        let mut w = self
-            .engine
-            .store()
-            .write_conn()
+    async fn token(&self, token: &str) -> Result<NodeToken, NodeError> {
+        self.tokens
+            .find(token)
             .await
-            .map_err(|e| internal(e.into()))?;
-        let sql = if used {
-            "UPDATE node_tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL"
-        } else {
-            "UPDATE node_tokens SET used_at = NULL WHERE hash = ?1 AND used_at = ?2"
-        };
-        let done = sqlx::query(sql)
-            .bind(hash_token(token))
-            .bind(used_at_marker())
-            .execute(&mut *w)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected() == 1)
+            .map_err(db)?
+            .ok_or_else(refused)
     }
 
     fn plan(
@@ -224,13 +174,6 @@ impl SiteNodes {
     }
 }
 
-/// The marker written into `used_at` while a report is being delivered: the report's
-/// time would do, but a constant lets a failed delivery give the token back exactly.
-fn used_at_marker() -> i64 {
-    // Distinct from any real time (ms since 1970 are positive).
-    -1
-}
-
 fn refused() -> NodeError {
     NodeError::Unauthorized("unknown, expired or already used node token".into())
 }
@@ -239,7 +182,7 @@ fn internal(e: EngineError) -> NodeError {
     NodeError::Internal(e.to_string())
 }
 
-fn db(e: sqlx::Error) -> NodeError {
+fn db(e: lariat_db::DbError) -> NodeError {
     NodeError::Internal(format!("node tokens: {e}"))
 }
 
@@ -283,7 +226,7 @@ impl Nodes for SiteNodes {
 
     async fn report(&self, token: &str, report: StateReport) -> Result<(), NodeError> {
         let row = self.token(token).await?;
-        if !self.use_token(token, true).await? {
+        if !self.tokens.claim(token).await.map_err(db)? {
             return Err(refused());
         }
         let payload = json!({ "host": row.host, "state": report.state, "facts": report.facts });
@@ -297,25 +240,14 @@ impl Nodes for SiteNodes {
             .await;
         let err = match res {
             Ok(()) => {
-                let mut w = self
-                    .engine
-                    .store()
-                    .write_conn()
-                    .await
-                    .map_err(|e| internal(e.into()))?;
-                sqlx::query("UPDATE node_tokens SET used_at = ?2 WHERE hash = ?1")
-                    .bind(hash_token(token))
-                    .bind(lariat_engine::event::now_ms())
-                    .execute(&mut *w)
-                    .await
-                    .map_err(db)?;
+                self.tokens.used(token).await.map_err(db)?;
                 tracing::info!(host = %row.host, run = %row.run, state = %report.state, "node reported");
                 return Ok(());
             }
             Err(e) => e,
         };
         // Not delivered: the token stays usable for the node's next try.
-        self.use_token(token, false).await?;
+        self.tokens.release(token).await.map_err(db)?;
         Err(match err {
             EngineError::NotWaiting { .. } => NodeError::NotWaiting(format!(
                 "step {} of run {} does not wait for host {} right now; try again shortly",

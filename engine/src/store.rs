@@ -1,27 +1,25 @@
-//! The SQLite store: one write connection, used by the group-commit writer, and a small
-//! pool of readers (WAL lets them read while the writer commits).
+//! The engine's tables (workflow versions, runs, steps, events, timers, replicas) on its
+//! own [`Db`]: one write connection, used by the group-commit writer, and a small pool of
+//! readers (WAL lets them read while the writer commits). No other crate uses this
+//! connection; their tables live behind their own repositories.
 //!
 //! Batched writes pass all rows of one table as a single JSON parameter and insert them
 //! with `json_each`, so a transaction costs a handful of statements however many
 //! transitions it carries.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
+use lariat_db::{Db, DbError};
 use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Connection, Row};
-use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use uuid::Uuid;
+
+pub use lariat_db::{DbOptions as StoreOptions, Durability};
 
 use crate::event::{
     Event, EventKind, Rows, RunRow, RunStatus, StepStatus, TaskRow, WaitFor, apply, now_ms,
@@ -42,27 +40,6 @@ macro_rules! event_columns {
     () => {
         "run_id, seq, owner, owner_seq, at, kind, step, item, attempt, error, data"
     };
-}
-
-/// How hard a commit waits for the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// fsync on every commit: a committed transition survives power loss.
-    #[default]
-    Full,
-    /// fsync at WAL checkpoints only: survives a process crash, not power loss.
-    Normal,
-}
-
-impl FromStr for Durability {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "full" => Ok(Durability::Full),
-            "normal" => Ok(Durability::Normal),
-            _ => Err(format!("unknown durability '{s}' (full or normal)")),
-        }
-    }
 }
 
 /// Store failures. Open-time variants name the file and what to do about it.
@@ -97,31 +74,6 @@ pub enum StoreError {
     Replication(String),
     #[error("the store is closed")]
     Closed,
-}
-
-/// Options for [`Store::open`].
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    pub path: PathBuf,
-    pub durability: Durability,
-    /// How long to wait for a lock held by another program before giving up.
-    pub busy_timeout: Duration,
-    pub readers: u32,
-    /// Take `<db>.lock` so no second executor opens the file. Off only for short-lived
-    /// admin commands that never execute runs (creating a token next to a running server).
-    pub exclusive: bool,
-}
-
-impl StoreOptions {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        StoreOptions {
-            path: path.into(),
-            durability: Durability::Full,
-            busy_timeout: Duration::from_secs(3),
-            readers: 4,
-            exclusive: true,
-        }
-    }
 }
 
 /// A workflow version as stored.
@@ -187,177 +139,79 @@ pub struct ApplyReport {
 /// The store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    db: Db,
 }
 
-struct Inner {
-    path: PathBuf,
-    /// None once closed.
-    write: Mutex<Option<SqliteConnection>>,
-    read: SqlitePool,
-    /// Held for the life of the store; released by [`Store::close`].
-    lock: std::sync::Mutex<Option<File>>,
-}
+/// The engine's migrations (`engine/migrations/sqlite`).
+pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
-
-fn sqlite_code(e: &sqlx::Error) -> Option<i64> {
-    match e {
-        sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i64>().ok()),
-        _ => None,
-    }
-}
-
-/// Map an error seen while opening to the open-time variant an operator can act on.
-fn classify(path: &Path, e: sqlx::Error, busy: Duration) -> StoreError {
-    let detail = e.to_string();
-    let path = path.to_path_buf();
-    match sqlite_code(&e).map(|c| c & 0xff) {
-        Some(5) | Some(6) => StoreError::Locked { path, waited: busy },
-        Some(8) => StoreError::ReadOnly { path, detail },
-        Some(11) | Some(26) => StoreError::Corrupt { path, detail },
-        _ => StoreError::Open { path, detail },
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::InUse { path, pid } => StoreError::InUse { path, pid },
+            DbError::Locked { path, waited } => StoreError::Locked { path, waited },
+            DbError::ReadOnly { path, detail } => StoreError::ReadOnly { path, detail },
+            DbError::Corrupt { path, detail } => StoreError::Corrupt { path, detail },
+            DbError::Open { path, detail } => StoreError::Open { path, detail },
+            DbError::Migrate { path, detail } => StoreError::Migrate { path, detail },
+            DbError::Sql(e) => StoreError::Sql(e),
+            DbError::Closed => StoreError::Closed,
+        }
     }
 }
 
 impl Store {
     /// Open (creating if missing) the database at `opts.path`, take its lock file, and
-    /// bring its schema up to date.
+    /// bring the engine's tables up to date.
     pub async fn open(opts: StoreOptions) -> Result<Store, StoreError> {
-        let path = opts.path.clone();
-        if path.is_dir() {
-            return Err(StoreError::Open {
-                path,
-                detail: "it is a directory".into(),
-            });
-        }
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
-            && !parent.is_dir()
+        let db = Db::open(opts).await?;
+        db.migrate(&MIGRATIONS).await?;
         {
-            return Err(StoreError::Open {
-                detail: format!("folder {} does not exist", parent.display()),
-                path,
-            });
+            // A file opened read-only only says so on the first write; find out now, not
+            // at the first transition.
+            let mut w = db.writer().await?;
+            sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES ('opened_at', ?1)")
+                .bind(now_ms().to_string())
+                .execute(&mut *w)
+                .await
+                .map_err(|e| StoreError::from(db.classify(e)))?;
         }
-        let lock = if opts.exclusive {
-            Some(take_lock(&path)?)
-        } else {
-            None
-        };
-
-        let sync = match opts.durability {
-            Durability::Full => SqliteSynchronous::Full,
-            Durability::Normal => SqliteSynchronous::Normal,
-        };
-        let base = SqliteConnectOptions::new()
-            .filename(&path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(sync)
-            .busy_timeout(opts.busy_timeout)
-            .foreign_keys(false)
-            .pragma("temp_store", "memory");
-        let mut write = SqliteConnection::connect_with(
-            &base
-                .clone()
-                .create_if_missing(true)
-                .pragma("cache_size", "-16000"),
-        )
-        .await
-        .map_err(|e| classify(&path, e, opts.busy_timeout))?;
-        // Reading the schema is the first thing that fails on a file that is not SQLite.
-        sqlx::query("SELECT count(*) FROM sqlite_master")
-            .execute(&mut write)
-            .await
-            .map_err(|e| classify(&path, e, opts.busy_timeout))?;
-        MIGRATOR
-            .run_direct(None, &mut write, false)
-            .await
-            .map_err(|e| match e {
-                sqlx::migrate::MigrateError::Execute(inner) => {
-                    classify(&path, inner, opts.busy_timeout)
-                }
-                other => StoreError::Migrate {
-                    path: path.clone(),
-                    detail: other.to_string(),
-                },
-            })?;
-        // A file opened read-only only says so on the first write; find out now, not at
-        // the first transition.
-        sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES ('opened_at', ?1)")
-            .bind(now_ms().to_string())
-            .execute(&mut write)
-            .await
-            .map_err(|e| classify(&path, e, opts.busy_timeout))?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(opts.readers.max(1))
-            .min_connections(1)
-            .connect_with(
-                base.pragma("query_only", "ON")
-                    // Readers share the OS page cache; a small private cache each is enough.
-                    .pragma("cache_size", "-2000"),
-            )
-            .await
-            .map_err(|e| classify(&path, e, opts.busy_timeout))?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                path,
-                write: Mutex::new(Some(write)),
-                read,
-                lock: std::sync::Mutex::new(lock),
-            }),
-        })
+        Ok(Store { db })
     }
 
     /// Close the readers and release the lock file, so that another executor may open
     /// the database. The store must not be used afterwards.
     pub async fn close(&self) {
-        if let Some(w) = self.inner.write.lock().await.take() {
-            let _ = w.close().await;
-        }
-        self.inner.read.close().await;
-        self.inner
-            .lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.db.close().await;
     }
 
-    /// The reader pool, for crates that keep their own tables in this database (the API's
-    /// tokens). Read-only: writes go through [`Store::write_conn`].
-    pub fn read_pool(&self) -> &SqlitePool {
-        &self.inner.read
+    async fn conn(
+        &self,
+    ) -> Result<tokio::sync::MappedMutexGuard<'_, SqliteConnection>, StoreError> {
+        Ok(self.db.writer().await?)
     }
 
-    /// The single write connection, held until the guard drops. Keep it short: the
-    /// executor's commits wait for it.
-    pub async fn write_conn(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, StoreError> {
-        self.conn().await
-    }
-
-    async fn conn(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, StoreError> {
-        MutexGuard::try_map(self.inner.write.lock().await, |w| w.as_mut())
-            .map_err(|_| StoreError::Closed)
+    fn reads(&self) -> &sqlx::SqlitePool {
+        self.db.readers()
     }
 
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        self.db.path()
     }
 
     /// Size of the database and its WAL, in bytes.
     pub fn disk_bytes(&self) -> u64 {
-        let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        let mut wal = self.inner.path.clone().into_os_string();
-        wal.push("-wal");
-        size(self.inner.path.clone()) + size(PathBuf::from(wal))
+        self.db.disk_bytes()
     }
 
     /// Fold the WAL back into the main file (used before measuring size).
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        let mut w = self.conn().await?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&mut *w)
-            .await?;
-        Ok(())
+        Ok(self.db.checkpoint().await?)
+    }
+
+    /// Whether the store can be read: for readiness probes.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        Ok(self.db.ping().await?)
     }
 
     /// The executor id kept in this store, created on first use.
@@ -378,7 +232,7 @@ impl Store {
     /// Commit one group of transitions in one transaction.
     pub async fn commit(&self, set: &WriteSet) -> Result<(), StoreError> {
         let mut w = self.conn().await?;
-        let mut tx = w.begin().await?;
+        let mut tx = Db::begin_write(&mut w).await?;
         write_set(&mut tx, set, false).await?;
         tx.commit().await?;
         Ok(())
@@ -392,7 +246,7 @@ impl Store {
         canonical: &str,
     ) -> Result<(i64, bool), StoreError> {
         let mut w = self.conn().await?;
-        let mut tx = w.begin().await?;
+        let mut tx = Db::begin_write(&mut w).await?;
         let latest: Option<(i64, String)> = sqlx::query_as(
             "SELECT version, definition FROM workflow_versions WHERE name = ?1 ORDER BY version DESC LIMIT 1",
         )
@@ -431,13 +285,13 @@ impl Store {
             )
             .bind(name)
             .bind(v)
-            .fetch_optional(&self.inner.read)
+            .fetch_optional(self.reads())
             .await?,
             None => sqlx::query(
                 "SELECT name, version, definition, created_at FROM workflow_versions WHERE name = ?1 ORDER BY version DESC LIMIT 1",
             )
             .bind(name)
-            .fetch_optional(&self.inner.read)
+            .fetch_optional(self.reads())
             .await?,
         };
         Ok(row.map(|r| stored_workflow(&r)))
@@ -448,7 +302,7 @@ impl Store {
         Ok(
             sqlx::query_scalar("SELECT MAX(version) FROM workflow_versions WHERE name = ?1")
                 .bind(name)
-                .fetch_one(&self.inner.read)
+                .fetch_one(self.reads())
                 .await?,
         )
     }
@@ -458,7 +312,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT name, MAX(version) AS version, definition, created_at FROM workflow_versions GROUP BY name ORDER BY name",
         )
-        .fetch_all(&self.inner.read)
+        .fetch_all(self.reads())
         .await?;
         Ok(rows.iter().map(stored_workflow).collect())
     }
@@ -469,7 +323,7 @@ impl Store {
             "SELECT name, version, definition, created_at FROM workflow_versions WHERE name = ?1 ORDER BY version",
         )
         .bind(name)
-        .fetch_all(&self.inner.read)
+        .fetch_all(self.reads())
         .await?;
         Ok(rows.iter().map(stored_workflow).collect())
     }
@@ -477,7 +331,7 @@ impl Store {
     pub async fn run(&self, id: Uuid) -> Result<Option<RunRow>, StoreError> {
         let row = sqlx::query(RUN_COLUMNS_BY_ID)
             .bind(id.to_string())
-            .fetch_optional(&self.inner.read)
+            .fetch_optional(self.reads())
             .await?;
         row.map(|r| run_row(&r)).transpose()
     }
@@ -489,7 +343,7 @@ impl Store {
             " FROM runs WHERE idempotency_key = ?1 LIMIT 1"
         ))
         .bind(key)
-        .fetch_optional(&self.inner.read)
+        .fetch_optional(self.reads())
         .await?;
         row.map(|r| run_row(&r)).transpose()
     }
@@ -501,7 +355,7 @@ impl Store {
             " FROM steps s WHERE s.run_id = ?1"
         ))
         .bind(id.to_string())
-        .fetch_all(&self.inner.read)
+        .fetch_all(self.reads())
         .await?;
         rows.iter().map(|r| task_row(r).map(|(_, t)| t)).collect()
     }
@@ -518,7 +372,7 @@ impl Store {
              ORDER BY s.run_id DESC",
         )
         .bind(json_text(&Some(item.clone())))
-        .fetch_all(&self.inner.read)
+        .fetch_all(self.reads())
         .await?;
         rows.into_iter()
             .map(|(run, step)| parse_uuid(&run).map(|id| (id, step)))
@@ -537,7 +391,7 @@ impl Store {
         .bind(q.workflow.as_deref())
         .bind(before)
         .bind(limit)
-        .fetch_all(&self.inner.read)
+        .fetch_all(self.reads())
         .await?;
         rows.iter().map(run_row).collect()
     }
@@ -546,7 +400,7 @@ impl Store {
     pub async fn run_counts(&self) -> Result<BTreeMap<String, i64>, StoreError> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT status, count(*) FROM runs GROUP BY status")
-                .fetch_all(&self.inner.read)
+                .fetch_all(self.reads())
                 .await?;
         Ok(rows.into_iter().collect())
     }
@@ -562,7 +416,7 @@ impl Store {
         .bind(id.to_string())
         .bind(after)
         .bind(limit.clamp(1, 10_000) as i64)
-        .fetch_all(&self.inner.read)
+        .fetch_all(self.reads())
         .await?;
         rows.iter().map(event_row).collect()
     }
@@ -584,7 +438,7 @@ impl Store {
         .bind(owner)
         .bind(after_owner_seq)
         .bind(limit.clamp(1, 10_000) as i64)
-        .fetch_all(&self.inner.read)
+        .fetch_all(self.reads())
         .await?;
         rows.iter().map(event_row).collect()
     }
@@ -594,7 +448,7 @@ impl Store {
         let v: Option<i64> =
             sqlx::query_scalar("SELECT applied_seq FROM replicas WHERE owner = ?1")
                 .bind(owner)
-                .fetch_optional(&self.inner.read)
+                .fetch_optional(self.reads())
                 .await?;
         Ok(v.unwrap_or(0))
     }
@@ -604,7 +458,7 @@ impl Store {
         let v: Option<i64> =
             sqlx::query_scalar("SELECT MAX(owner_seq) FROM events WHERE owner = ?1")
                 .bind(owner)
-                .fetch_one(&self.inner.read)
+                .fetch_one(self.reads())
                 .await?;
         Ok(v.unwrap_or(0))
     }
@@ -658,7 +512,7 @@ impl Store {
         let runs = sqlx::query(runs_sql)
             .bind(owner)
             .bind(id.as_deref())
-            .fetch_all(&self.inner.read)
+            .fetch_all(self.reads())
             .await?;
         let mut out: HashMap<Uuid, LoadedRun> = HashMap::with_capacity(runs.len());
         let mut order = Vec::with_capacity(runs.len());
@@ -681,7 +535,7 @@ impl Store {
         let mut steps = sqlx::query(steps_sql)
             .bind(owner)
             .bind(id.as_deref())
-            .fetch(&self.inner.read);
+            .fetch(self.reads());
         while let Some(r) = steps.try_next().await? {
             let (run, t) = task_row(&r)?;
             if let Some(l) = out.get_mut(&run) {
@@ -692,7 +546,7 @@ impl Store {
         let seqs: Vec<(String, i64)> = sqlx::query_as(seq_sql)
             .bind(owner)
             .bind(id.as_deref())
-            .fetch_all(&self.inner.read)
+            .fetch_all(self.reads())
             .await?;
         for (run, seq) in seqs {
             if let Some(l) = out.get_mut(&parse_uuid(&run)?) {
@@ -708,7 +562,7 @@ impl Store {
             "SELECT t.run_id, t.step, t.item, t.kind, t.fire_at FROM timers t JOIN runs r ON r.id = t.run_id WHERE r.owner = ?1",
         )
         .bind(owner)
-        .fetch_all(&self.inner.read)
+        .fetch_all(self.reads())
         .await?;
         rows.iter()
             .map(|r| {
@@ -741,7 +595,7 @@ impl Store {
             )));
         }
         let mut w = self.conn().await?;
-        let mut tx = w.begin().await?;
+        let mut tx = Db::begin_write(&mut w).await?;
         let mut report = ApplyReport::default();
         let mut by_run: BTreeMap<Uuid, Vec<&Event>> = BTreeMap::new();
         for e in events {
@@ -1139,50 +993,4 @@ fn event_row(r: &SqliteRow) -> Result<Event, StoreError> {
         kind: EventKind::from_parts(&kind, data)
             .map_err(|e| StoreError::Decode(format!("event kind '{kind}': {e}")))?,
     })
-}
-
-/// Hold `<db>.lock` for the life of the store, so two executors never drive the same runs.
-fn take_lock(db: &Path) -> Result<File, StoreError> {
-    let mut lock_path = db.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let lock_path = PathBuf::from(lock_path);
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
-                StoreError::ReadOnly {
-                    path: db.to_path_buf(),
-                    detail: format!("cannot create lock file {}: {e}", lock_path.display()),
-                }
-            }
-            _ => StoreError::Open {
-                path: db.to_path_buf(),
-                detail: format!("lock file {}: {e}", lock_path.display()),
-            },
-        })?;
-    match f.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let pid = std::fs::read_to_string(&lock_path)
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            return Err(StoreError::InUse {
-                path: db.to_path_buf(),
-                pid,
-            });
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(StoreError::Open {
-                path: db.to_path_buf(),
-                detail: format!("lock file {}: {e}", lock_path.display()),
-            });
-        }
-    }
-    let _ = f.set_len(0);
-    let _ = write!(f, "{}", std::process::id());
-    Ok(f)
 }

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lariat_engine::Store;
+use lariat_db::{Db, DbError};
 use lariat_workflows::design::{self, Finding, Loaded};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +52,7 @@ pub enum SourceError {
     #[error("stored design revision is unreadable: {0}")]
     Corrupt(String),
     #[error(transparent)]
-    Store(#[from] lariat_engine::StoreError),
+    Store(#[from] DbError),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -105,7 +105,8 @@ pub struct DesignSource {
 }
 
 struct Inner {
-    store: Store,
+    /// The revision and pin records (see `revisions`).
+    db: Db,
     cfg: Option<SourceConfig>,
     mirror: Option<Arc<Mutex<Mirror>>>,
     active: watch::Sender<Arc<ActiveDesign>>,
@@ -117,17 +118,19 @@ struct Inner {
 
 impl DesignSource {
     /// A source with no repository: the design is empty and `sync` says so.
-    pub fn unconfigured(store: Store) -> DesignSource {
+    pub async fn unconfigured(db: Db) -> Result<DesignSource, SourceError> {
+        db.migrate(&revisions::MIGRATIONS).await?;
         let active = ActiveDesign {
             revision: None,
             loaded: empty(),
         };
-        DesignSource::build(store, None, None, active)
+        Ok(DesignSource::build(db, None, None, active))
     }
 
     /// Opens the mirror and restores the active revision recorded in the store. It does
     /// not fetch; call [`sync`](Self::sync) for that (the server does at start).
-    pub async fn open(store: Store, cfg: SourceConfig) -> Result<DesignSource, SourceError> {
+    pub async fn open(db: Db, cfg: SourceConfig) -> Result<DesignSource, SourceError> {
+        db.migrate(&revisions::MIGRATIONS).await?;
         let (path, url) = (cfg.mirror.clone(), cfg.repo.clone());
         let mirror = blocking(cfg.fetch_timeout, move || Mirror::open(&path, &url)).await?;
         let mirror = Arc::new(Mutex::new(mirror));
@@ -135,7 +138,7 @@ impl DesignSource {
             revision: None,
             loaded: empty(),
         };
-        if let Some(rev) = revisions::active(&store).await? {
+        if let Some(rev) = revisions::active(&db).await? {
             match read_commit(&mirror, cfg.fetch_timeout, &rev.commit).await {
                 Ok(snap) => {
                     active.loaded = Arc::new(design::load_files(&snap.files));
@@ -147,11 +150,11 @@ impl DesignSource {
                 ),
             }
         }
-        Ok(DesignSource::build(store, Some(cfg), Some(mirror), active))
+        Ok(DesignSource::build(db, Some(cfg), Some(mirror), active))
     }
 
     fn build(
-        store: Store,
+        db: Db,
         cfg: Option<SourceConfig>,
         mirror: Option<Arc<Mutex<Mirror>>>,
         active: ActiveDesign,
@@ -159,7 +162,7 @@ impl DesignSource {
         let (active, _) = watch::channel(Arc::new(active));
         DesignSource {
             inner: Arc::new(Inner {
-                store,
+                db,
                 cfg,
                 mirror,
                 active,
@@ -201,8 +204,8 @@ impl DesignSource {
             m.snapshot(head)
         })
         .await?;
-        let store = &self.inner.store;
-        let (rev, loaded) = match revisions::by_commit(store, &snap.commit).await? {
+        let db = &self.inner.db;
+        let (rev, loaded) = match revisions::by_commit(db, &snap.commit).await? {
             Some(rev) => {
                 let loaded = self.loaded_for(&rev.commit, Some(&snap)).await?;
                 (rev, loaded)
@@ -210,7 +213,7 @@ impl DesignSource {
             None => {
                 let loaded = Arc::new(design::load_files(&snap.files));
                 let rev =
-                    revisions::record(store, &snap, &cfg.branch, trigger, &loaded.report).await?;
+                    revisions::record(db, &snap, &cfg.branch, trigger, &loaded.report).await?;
                 self.remember(&rev.commit, loaded.clone());
                 (rev, loaded)
             }
@@ -232,7 +235,7 @@ impl DesignSource {
             .as_ref()
             .is_some_and(|r| r.commit == rev.commit);
         if !already {
-            revisions::make_active(store, rev.id).await?;
+            revisions::make_active(db, rev.id).await?;
         }
         let rev = Revision {
             status: RevisionStatus::Active,
@@ -247,7 +250,7 @@ impl DesignSource {
 
     /// Newest first.
     pub async fn revisions(&self, limit: u32) -> Result<Vec<Revision>, SourceError> {
-        revisions::list(&self.inner.store, limit).await
+        revisions::list(&self.inner.db, limit).await
     }
 
     /// A recorded revision by full or abbreviated commit id, with its findings.
@@ -255,13 +258,13 @@ impl DesignSource {
         &self,
         rev: &str,
     ) -> Result<Option<(Revision, Vec<Finding>)>, SourceError> {
-        revisions::with_findings(&self.inner.store, rev).await
+        revisions::with_findings(&self.inner.db, rev).await
     }
 
     /// Pins `site` to a revision or tag. The revision must have been recorded and accepted.
     pub async fn pin(&self, site: &str, rev: &str, actor: &str) -> Result<Pin, SourceError> {
         let commit = self.resolve(rev).await?;
-        let record = revisions::by_commit(&self.inner.store, &commit)
+        let record = revisions::by_commit(&self.inner.db, &commit)
             .await?
             .ok_or_else(|| SourceError::UnknownRevision(rev.to_string()))?;
         if !record.accepted {
@@ -270,17 +273,17 @@ impl DesignSource {
                 errors: record.errors,
             });
         }
-        revisions::pin(&self.inner.store, site, rev, &commit, actor).await
+        revisions::pin(&self.inner.db, site, rev, &commit, actor).await
     }
 
     /// Removes a site's pin; `false` when it had none.
     pub async fn unpin(&self, site: &str) -> Result<bool, SourceError> {
-        revisions::unpin(&self.inner.store, site).await
+        revisions::unpin(&self.inner.db, site).await
     }
 
     /// Every pin, by site.
     pub async fn pins(&self) -> Result<Vec<Pin>, SourceError> {
-        revisions::pins(&self.inner.store).await
+        revisions::pins(&self.inner.db).await
     }
 
     /// The design a site works from: its pinned revision, or the active design. A pin to
@@ -309,7 +312,7 @@ impl DesignSource {
     }
 
     async fn site_design(&self, site: &str) -> Result<SiteDesign, SourceError> {
-        let Some(pin) = revisions::pin_of(&self.inner.store, site).await? else {
+        let Some(pin) = revisions::pin_of(&self.inner.db, site).await? else {
             return Ok(SiteDesign {
                 pin: None,
                 loaded: self.active().loaded.clone(),

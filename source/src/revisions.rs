@@ -1,6 +1,7 @@
-//! Revision and pin records in the store (`design_revisions`, `site_pins`).
+//! The design source's tables: revision and pin records (`design_revisions`,
+//! `site_pins`). Every statement on them is in this file.
 
-use lariat_engine::Store;
+use lariat_db::Db;
 use lariat_workflows::design::{Finding, Report};
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +68,9 @@ pub struct Pin {
     pub pinned_by: String,
 }
 
+/// The migrations of these tables (`source/migrations/sqlite`).
+pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
 type RevRow = (i64, String, String, String, String, i64, i64, i64, i64, i64);
 /// A [`RevRow`] followed by the findings column.
 type RevFindingsRow = (
@@ -113,7 +117,7 @@ fn revision(
 }
 
 pub(crate) async fn record(
-    store: &Store,
+    db: &Db,
     snap: &Snapshot,
     branch: &str,
     trigger: Trigger,
@@ -123,8 +127,8 @@ pub(crate) async fn record(
     let warnings = report.warnings().count();
     let findings = serde_json::to_string(&report.findings)
         .map_err(|e| SourceError::Corrupt(format!("findings do not serialise: {e}")))?;
-    let now = lariat_engine::event::now_ms();
-    let mut w = store.write_conn().await?;
+    let now = lariat_db::now_ms();
+    let mut w = db.writer().await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO design_revisions
            (commit_id, branch, trigger, fetched_at, accepted, errors, warnings, findings, summary)
@@ -159,8 +163,8 @@ pub(crate) async fn record(
     })
 }
 
-pub(crate) async fn make_active(store: &Store, id: i64) -> Result<(), SourceError> {
-    let mut w = store.write_conn().await?;
+pub(crate) async fn make_active(db: &Db, id: i64) -> Result<(), SourceError> {
+    let mut w = db.writer().await?;
     sqlx::query("UPDATE design_revisions SET active = (id = ?1) WHERE active = 1 OR id = ?1")
         .bind(id)
         .execute(&mut *w)
@@ -168,22 +172,17 @@ pub(crate) async fn make_active(store: &Store, id: i64) -> Result<(), SourceErro
     Ok(())
 }
 
-pub(crate) async fn active(store: &Store) -> Result<Option<Revision>, SourceError> {
+pub(crate) async fn active(db: &Db) -> Result<Option<Revision>, SourceError> {
     let sql = concat!(
         "SELECT ",
         rev_columns!(),
         " FROM design_revisions WHERE active = 1"
     );
-    let row: Option<RevRow> = sqlx::query_as(sql)
-        .fetch_optional(store.read_pool())
-        .await?;
+    let row: Option<RevRow> = sqlx::query_as(sql).fetch_optional(db.readers()).await?;
     Ok(row.map(revision))
 }
 
-pub(crate) async fn by_commit(
-    store: &Store,
-    commit: &str,
-) -> Result<Option<Revision>, SourceError> {
+pub(crate) async fn by_commit(db: &Db, commit: &str) -> Result<Option<Revision>, SourceError> {
     let sql = concat!(
         "SELECT ",
         rev_columns!(),
@@ -191,12 +190,12 @@ pub(crate) async fn by_commit(
     );
     let row: Option<RevRow> = sqlx::query_as(sql)
         .bind(commit)
-        .fetch_optional(store.read_pool())
+        .fetch_optional(db.readers())
         .await?;
     Ok(row.map(revision))
 }
 
-pub(crate) async fn list(store: &Store, limit: u32) -> Result<Vec<Revision>, SourceError> {
+pub(crate) async fn list(db: &Db, limit: u32) -> Result<Vec<Revision>, SourceError> {
     let sql = concat!(
         "SELECT ",
         rev_columns!(),
@@ -204,14 +203,14 @@ pub(crate) async fn list(store: &Store, limit: u32) -> Result<Vec<Revision>, Sou
     );
     let rows: Vec<RevRow> = sqlx::query_as(sql)
         .bind(i64::from(limit))
-        .fetch_all(store.read_pool())
+        .fetch_all(db.readers())
         .await?;
     Ok(rows.into_iter().map(revision).collect())
 }
 
 /// By full id, or by an unambiguous prefix of at least 7 hex digits.
 pub(crate) async fn with_findings(
-    store: &Store,
+    db: &Db,
     rev: &str,
 ) -> Result<Option<(Revision, Vec<Finding>)>, SourceError> {
     let rev = rev.to_ascii_lowercase();
@@ -225,7 +224,7 @@ pub(crate) async fn with_findings(
     );
     let rows: Vec<RevFindingsRow> = sqlx::query_as(sql)
         .bind(&rev)
-        .fetch_all(store.read_pool())
+        .fetch_all(db.readers())
         .await?;
     if rows.len() != 1 {
         return Ok(None);
@@ -242,14 +241,14 @@ pub(crate) async fn with_findings(
 }
 
 pub(crate) async fn pin(
-    store: &Store,
+    db: &Db,
     site: &str,
     rev: &str,
     commit: &str,
     actor: &str,
 ) -> Result<Pin, SourceError> {
-    let now = lariat_engine::event::now_ms();
-    let mut w = store.write_conn().await?;
+    let now = lariat_db::now_ms();
+    let mut w = db.writer().await?;
     sqlx::query(
         "INSERT INTO site_pins (site, rev, commit_id, pinned_at, pinned_by) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (site) DO UPDATE SET rev = ?2, commit_id = ?3, pinned_at = ?4, pinned_by = ?5",
@@ -270,8 +269,8 @@ pub(crate) async fn pin(
     })
 }
 
-pub(crate) async fn unpin(store: &Store, site: &str) -> Result<bool, SourceError> {
-    let mut w = store.write_conn().await?;
+pub(crate) async fn unpin(db: &Db, site: &str) -> Result<bool, SourceError> {
+    let mut w = db.writer().await?;
     let done = sqlx::query("DELETE FROM site_pins WHERE site = ?1")
         .bind(site)
         .execute(&mut *w)
@@ -291,21 +290,21 @@ fn pin_row((site, rev, commit, pinned_at, pinned_by): PinRow) -> Pin {
     }
 }
 
-pub(crate) async fn pins(store: &Store) -> Result<Vec<Pin>, SourceError> {
+pub(crate) async fn pins(db: &Db) -> Result<Vec<Pin>, SourceError> {
     let rows: Vec<PinRow> = sqlx::query_as(
         "SELECT site, rev, commit_id, pinned_at, pinned_by FROM site_pins ORDER BY site",
     )
-    .fetch_all(store.read_pool())
+    .fetch_all(db.readers())
     .await?;
     Ok(rows.into_iter().map(pin_row).collect())
 }
 
-pub(crate) async fn pin_of(store: &Store, site: &str) -> Result<Option<Pin>, SourceError> {
+pub(crate) async fn pin_of(db: &Db, site: &str) -> Result<Option<Pin>, SourceError> {
     let row: Option<PinRow> = sqlx::query_as(
         "SELECT site, rev, commit_id, pinned_at, pinned_by FROM site_pins WHERE site = ?1",
     )
     .bind(site)
-    .fetch_optional(store.read_pool())
+    .fetch_optional(db.readers())
     .await?;
     Ok(row.map(pin_row))
 }

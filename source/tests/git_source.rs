@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use lariat_engine::{Store, StoreOptions};
+use lariat_db::{Db, DbOptions};
 use lariat_source::{DesignSource, RevisionStatus, SourceConfig, SourceError, Trigger};
 
 fn examples() -> PathBuf {
@@ -95,8 +95,8 @@ fn config(repo: &Path, data: &Path) -> SourceConfig {
     }
 }
 
-async fn store(data: &Path) -> Store {
-    Store::open(StoreOptions::new(data.join("lariat.db")))
+async fn store(data: &Path) -> Db {
+    Db::open(DbOptions::new(data.join("lariat.db")))
         .await
         .unwrap()
 }
@@ -252,7 +252,9 @@ async fn a_missing_branch_is_named() {
 #[tokio::test]
 async fn without_a_repository_the_design_is_empty_and_sync_says_why() {
     let data = tempfile::tempdir().unwrap();
-    let src = DesignSource::unconfigured(store(data.path()).await);
+    let src = DesignSource::unconfigured(store(data.path()).await)
+        .await
+        .unwrap();
     assert!(src.active().loaded.design.hosts().next().is_none());
     let err = src.sync(Trigger::Manual).await.unwrap_err();
     assert!(matches!(err, SourceError::NotConfigured));

@@ -37,16 +37,13 @@ pub async fn healthz() -> Json<Health> {
 )]
 pub async fn readyz(State(st): State<Arc<AppState>>) -> Result<Json<Health>, HttpError> {
     st.engine.stats().await?;
-    sqlx::query("SELECT 1")
-        .execute(st.engine.store().read_pool())
-        .await
-        .map_err(|e| {
-            HttpError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("the store cannot be read: {e}"),
-            )
-        })?;
+    st.engine.store().ping().await.map_err(|e| {
+        HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the store cannot be read: {e}"),
+        )
+    })?;
     Ok(Json(Health {
         status: "ok".into(),
     }))

@@ -1,0 +1,158 @@
+//! The API's bearer tokens (`api_tokens`).
+//!
+//! A token is 32 random bytes, shown once when created. The table keeps only its SHA-256,
+//! which is all a lookup needs: a high-entropy secret needs no salt or slow hash.
+
+use lariat_db::{Db, DbError};
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::auth::Role;
+
+/// Errors managing tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("a token named '{0}' already exists; choose another --name")]
+    NameTaken(String),
+    #[error("token name '{0}' is not valid: use 1 to 64 letters, digits, '.', '_', '-' or '@'")]
+    InvalidName(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("storage error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("stored token '{name}' has an unknown role: {detail}")]
+    Corrupt { name: String, detail: String },
+}
+
+/// A token just created. `token` is the secret: it is not stored and cannot be shown again.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewToken {
+    pub name: String,
+    pub role: Role,
+    pub token: String,
+    pub created_at: i64,
+}
+
+/// A stored token, without its secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+const TOKEN_PREFIX: &str = "lariat_";
+
+/// The stored form of a token: its SHA-256, in hex.
+pub fn hash_token(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+}
+
+/// The migrations of the API's tables (`api/migrations/sqlite`).
+pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The `api_tokens` table. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenStore {
+    db: Db,
+}
+
+impl TokenStore {
+    /// The tokens of `db`, its table brought up to date. Works on a database opened
+    /// without the executor lock, next to a running server.
+    pub async fn open(db: Db) -> Result<TokenStore, TokenError> {
+        db.migrate(&MIGRATIONS).await?;
+        Ok(TokenStore { db })
+    }
+
+    /// Create a token with `role`, named `name` (or `<role>-<8 hex digits>`).
+    pub async fn create(&self, role: Role, name: Option<&str>) -> Result<NewToken, TokenError> {
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let token = format!("{TOKEN_PREFIX}{}", hex(&secret));
+        let name = match name {
+            Some(n) if valid_name(n) => n.to_string(),
+            Some(n) => return Err(TokenError::InvalidName(n.escape_default().to_string())),
+            None => format!("{role}-{}", &hex(&secret[..4])),
+        };
+        let created_at = lariat_db::now_ms();
+        let mut w = self.db.writer().await?;
+        let res = sqlx::query(
+            "INSERT INTO api_tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(&name)
+        .bind(role.as_str())
+        .bind(hash_token(&token))
+        .bind(created_at)
+        .execute(&mut *w)
+        .await;
+        match res {
+            Ok(_) => Ok(NewToken {
+                name,
+                role,
+                token,
+                created_at,
+            }),
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                Err(TokenError::NameTaken(name))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every stored token, oldest first, without secrets.
+    pub async fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT name, role, created_at FROM api_tokens ORDER BY created_at, name",
+        )
+        .fetch_all(self.db.readers())
+        .await?;
+        rows.into_iter()
+            .map(|(name, role, created_at)| {
+                let role = role.parse().map_err(|detail| TokenError::Corrupt {
+                    name: name.clone(),
+                    detail,
+                })?;
+                Ok(TokenInfo {
+                    name,
+                    role,
+                    created_at,
+                })
+            })
+            .collect()
+    }
+
+    /// The name and role of the token with this hash, if there is one.
+    pub(crate) async fn by_hash(&self, hash: &str) -> Result<Option<(String, Role)>, TokenError> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT name, role FROM api_tokens WHERE hash = ?1")
+                .bind(hash)
+                .fetch_optional(self.db.readers())
+                .await?;
+        row.map(|(name, role)| {
+            let role = role.parse().map_err(|detail| TokenError::Corrupt {
+                name: name.clone(),
+                detail,
+            })?;
+            Ok((name, role))
+        })
+        .transpose()
+    }
+}

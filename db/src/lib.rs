@@ -1,0 +1,370 @@
+//! The database a Lariat process keeps its tables in.
+//!
+//! One SQLite file in WAL mode holds every crate's tables. Each crate owns its tables: it
+//! keeps its SQL in one repository type built on a [`Db`], and brings its tables up to
+//! date with its own migrations ([`Db::migrate`]). The engine opens its own [`Db`] with the
+//! executor lock (`<db>.lock`); the other crates' repositories share a second one, so that
+//! no crate but the engine ever uses the engine's connection.
+//!
+//! Opening names what is wrong with a file an operator gave (in use, locked by another
+//! program, read-only, not SQLite, a missing folder) and says what to do about it.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, Sqlite, Transaction};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+
+/// Milliseconds since the Unix epoch: the unit of every timestamp column.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync on every commit: a committed transition survives power loss.
+    #[default]
+    Full,
+    /// fsync at WAL checkpoints only: survives a process crash, not power loss.
+    Normal,
+}
+
+impl FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(Durability::Full),
+            "normal" => Ok(Durability::Normal),
+            _ => Err(format!("unknown durability '{s}' (full or normal)")),
+        }
+    }
+}
+
+/// Why a database cannot be opened or used. Open-time variants name the file and what to
+/// do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(
+        "database {path} is in use by another lariat process{}; stop it or choose another --db",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    InUse { path: PathBuf, pid: Option<u32> },
+    #[error(
+        "database {path} is locked by another program and stayed locked for {waited:?}; close it and try again"
+    )]
+    Locked { path: PathBuf, waited: Duration },
+    #[error(
+        "database {path} is read-only: {detail}; lariat needs to write to it and to its -wal and -shm files"
+    )]
+    ReadOnly { path: PathBuf, detail: String },
+    #[error(
+        "database {path} is not a lariat database or is corrupt: {detail}; restore it from a backup or move it aside"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("cannot open database {path}: {detail}")]
+    Open { path: PathBuf, detail: String },
+    #[error("cannot migrate database {path}: {detail}")]
+    Migrate { path: PathBuf, detail: String },
+    #[error("storage error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("the database is closed")]
+    Closed,
+}
+
+/// Options for [`Db::open`].
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub path: PathBuf,
+    pub durability: Durability,
+    /// How long to wait for a lock held by another connection before giving up.
+    pub busy_timeout: Duration,
+    pub readers: u32,
+    /// Take `<db>.lock` so no second executor opens the file. Only the engine's own
+    /// database takes it; repositories opened beside it, and short-lived admin commands
+    /// (creating a token next to a running server), do not.
+    pub exclusive: bool,
+}
+
+impl DbOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        DbOptions {
+            path: path.into(),
+            durability: Durability::Full,
+            busy_timeout: Duration::from_secs(3),
+            readers: 4,
+            exclusive: true,
+        }
+    }
+
+    /// A handle for repositories beside an engine that holds the lock: no lock, two
+    /// readers.
+    pub fn shared(path: impl Into<PathBuf>) -> Self {
+        DbOptions {
+            readers: 2,
+            exclusive: false,
+            ..DbOptions::new(path)
+        }
+    }
+}
+
+/// An open database: a pool of readers and one writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    busy_timeout: Duration,
+    /// None once closed.
+    write: Mutex<Option<SqliteConnection>>,
+    read: SqlitePool,
+    /// Held for the life of the handle when exclusive; released by [`Db::close`].
+    lock: std::sync::Mutex<Option<File>>,
+}
+
+fn sqlite_code(e: &sqlx::Error) -> Option<i64> {
+    match e {
+        sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i64>().ok()),
+        _ => None,
+    }
+}
+
+/// Map an error seen while opening to the open-time variant an operator can act on.
+fn classify(path: &Path, e: sqlx::Error, busy: Duration) -> DbError {
+    let detail = e.to_string();
+    let path = path.to_path_buf();
+    match sqlite_code(&e).map(|c| c & 0xff) {
+        Some(5) | Some(6) => DbError::Locked { path, waited: busy },
+        Some(8) => DbError::ReadOnly { path, detail },
+        Some(11) | Some(26) => DbError::Corrupt { path, detail },
+        _ => DbError::Open { path, detail },
+    }
+}
+
+impl Db {
+    /// Open (creating if missing) the database at `opts.path`, and take its lock file when
+    /// `opts.exclusive`. Tables come from each crate's [`migrate`](Self::migrate).
+    pub async fn open(opts: DbOptions) -> Result<Db, DbError> {
+        let path = opts.path.clone();
+        if path.is_dir() {
+            return Err(DbError::Open {
+                path,
+                detail: "it is a directory".into(),
+            });
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            return Err(DbError::Open {
+                detail: format!("folder {} does not exist", parent.display()),
+                path,
+            });
+        }
+        let lock = if opts.exclusive {
+            Some(take_lock(&path)?)
+        } else {
+            None
+        };
+
+        let sync = match opts.durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        };
+        let base = SqliteConnectOptions::new()
+            .filename(&path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sync)
+            .busy_timeout(opts.busy_timeout)
+            .foreign_keys(false)
+            .pragma("temp_store", "memory");
+        let mut write = SqliteConnection::connect_with(
+            &base
+                .clone()
+                .create_if_missing(true)
+                .pragma("cache_size", "-16000"),
+        )
+        .await
+        .map_err(|e| classify(&path, e, opts.busy_timeout))?;
+        // Reading the schema is the first thing that fails on a file that is not SQLite.
+        sqlx::query("SELECT count(*) FROM sqlite_master")
+            .execute(&mut write)
+            .await
+            .map_err(|e| classify(&path, e, opts.busy_timeout))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(opts.readers.max(1))
+            .min_connections(1)
+            .connect_with(
+                base.pragma("query_only", "ON")
+                    // Readers share the OS page cache; a small private cache each is enough.
+                    .pragma("cache_size", "-2000"),
+            )
+            .await
+            .map_err(|e| classify(&path, e, opts.busy_timeout))?;
+        Ok(Db {
+            inner: Arc::new(Inner {
+                path,
+                busy_timeout: opts.busy_timeout,
+                write: Mutex::new(Some(write)),
+                read,
+                lock: std::sync::Mutex::new(lock),
+            }),
+        })
+    }
+
+    /// Apply the migrations of one crate that are not applied yet.
+    ///
+    /// Every crate's migrations share one history table, so a migration's version must be
+    /// unique across crates; migrations of other crates found there are left alone.
+    pub async fn migrate(&self, migrations: &Migrator) -> Result<(), DbError> {
+        let mut m = Migrator::with_migrations(migrations.iter().cloned().collect());
+        m.set_ignore_missing(true);
+        let mut w = self.writer().await?;
+        m.run_direct(None, &mut *w, false)
+            .await
+            .map_err(|e| match e {
+                MigrateError::Execute(inner) => {
+                    classify(&self.inner.path, inner, self.inner.busy_timeout)
+                }
+                other => DbError::Migrate {
+                    path: self.inner.path.clone(),
+                    detail: other.to_string(),
+                },
+            })
+    }
+
+    /// Map an error of a first write to the open-time variant an operator can act on (a
+    /// file opened read-only only says so on its first write).
+    pub fn classify(&self, e: sqlx::Error) -> DbError {
+        classify(&self.inner.path, e, self.inner.busy_timeout)
+    }
+
+    /// The readers. Read-only: writes go through [`writer`](Self::writer).
+    pub fn readers(&self) -> &SqlitePool {
+        &self.inner.read
+    }
+
+    /// The single write connection, held until the guard drops. Keep it short: every
+    /// other writer of this handle waits for it.
+    pub async fn writer(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, DbError> {
+        MutexGuard::try_map(self.inner.write.lock().await, |w| w.as_mut())
+            .map_err(|_| DbError::Closed)
+    }
+
+    /// Begin a write transaction on `conn` that holds the write lock from its first
+    /// statement, so that a read inside it cannot be overtaken by another connection's
+    /// commit (a deferred transaction would then fail with SQLITE_BUSY).
+    pub async fn begin_write(
+        conn: &mut SqliteConnection,
+    ) -> Result<Transaction<'_, Sqlite>, sqlx::Error> {
+        conn.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// Close the readers and the writer and release the lock file, so that another
+    /// executor may open the database. The handle must not be used afterwards.
+    pub async fn close(&self) {
+        if let Some(w) = self.inner.write.lock().await.take() {
+            let _ = w.close().await;
+        }
+        self.inner.read.close().await;
+        self.inner
+            .lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Size of the database and its WAL, in bytes.
+    pub fn disk_bytes(&self) -> u64 {
+        let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = self.inner.path.clone().into_os_string();
+        wal.push("-wal");
+        size(self.inner.path.clone()) + size(PathBuf::from(wal))
+    }
+
+    /// Fold the WAL back into the main file (used before measuring size).
+    pub async fn checkpoint(&self) -> Result<(), DbError> {
+        let mut w = self.writer().await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *w)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a reader can read: for readiness probes.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.inner.read).await?;
+        Ok(())
+    }
+}
+
+/// Hold `<db>.lock` for the life of the handle, so two executors never drive the same runs.
+fn take_lock(db: &Path) -> Result<File, DbError> {
+    let mut lock_path = db.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                DbError::ReadOnly {
+                    path: db.to_path_buf(),
+                    detail: format!("cannot create lock file {}: {e}", lock_path.display()),
+                }
+            }
+            _ => DbError::Open {
+                path: db.to_path_buf(),
+                detail: format!("lock file {}: {e}", lock_path.display()),
+            },
+        })?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&lock_path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            return Err(DbError::InUse {
+                path: db.to_path_buf(),
+                pid,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(DbError::Open {
+                path: db.to_path_buf(),
+                detail: format!("lock file {}: {e}", lock_path.display()),
+            });
+        }
+    }
+    let _ = f.set_len(0);
+    let _ = write!(f, "{}", std::process::id());
+    Ok(f)
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
