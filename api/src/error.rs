@@ -120,6 +120,10 @@ impl From<EngineError> for HttpError {
                     .with_details(json!({ "problems": problems }))
             }
             EngineError::InvalidInput(_) => Self::bad_request("invalid_input", message),
+            EngineError::InvalidParameters { problems, .. } => {
+                Self::bad_request("invalid_input", message)
+                    .with_details(json!({ "problems": problems }))
+            }
             EngineError::UnknownWorkflow { name, version } => Self::not_found(message)
                 .with_details(json!({ "workflow": name, "version": version })),
             EngineError::UnknownRun(run) => {

@@ -2,71 +2,23 @@
 //! behind it lives in `scheduler`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::action::Actions;
-use crate::event::{Actor, Event, EventKind, RunRow, RunStatus, StepStatus, TaskRow};
-use crate::model::{self, DefinitionError, Format, Workflow};
+use crate::error::EngineError;
+use crate::event::{Actor, Event, RunRow, RunStatus};
+use crate::model::{self, Format, Workflow};
+use crate::request::{NewRun, Registered, ResumeReport, Submitted};
 use crate::scheduler::{self, Command, Env, Scheduler, SchedulerStats, Verb};
-use crate::store::{ApplyReport, RunQuery, Store, StoreError, StoreOptions, StoredWorkflow};
+use crate::store::{ApplyReport, RunQuery, Store, StoreOptions, StoredWorkflow};
+use crate::view::{RunView, build_view};
 use crate::windows::{ManualWindows, WindowGate};
-
-/// Everything that can go wrong when calling the engine. Each variant says what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error(transparent)]
-    Definition(#[from] DefinitionError),
-    #[error("unknown workflow '{name}'{}", version.map(|v| format!(" version {v}")).unwrap_or_default())]
-    UnknownWorkflow { name: String, version: Option<i64> },
-    #[error("unknown run {0}")]
-    UnknownRun(Uuid),
-    #[error("run {run} has no step '{step}'")]
-    UnknownStep { run: Uuid, step: String },
-    #[error("step '{step}' of run {run} has no item '{item}'")]
-    UnknownItem {
-        run: Uuid,
-        step: String,
-        item: String,
-    },
-    #[error("step '{step}' of run {run} is {status}{}, not waiting for a signal", waiting_for.as_ref().map(|w| format!(" (waiting for {w})")).unwrap_or_default())]
-    NotWaiting {
-        run: Uuid,
-        step: String,
-        status: StepStatus,
-        waiting_for: Option<String>,
-    },
-    #[error("cannot {verb} run {run} ({status}): {reason}")]
-    InvalidState {
-        run: Uuid,
-        verb: &'static str,
-        status: RunStatus,
-        reason: String,
-    },
-    #[error(
-        "cannot retry step '{step}' of run {run}: it is {status}; only a failed step can be retried"
-    )]
-    StepNotFailed {
-        run: Uuid,
-        step: String,
-        status: StepStatus,
-    },
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("engine stopped: {0}")]
-    Stopped(String),
-    /// Internal: the run is not in the scheduler's memory.
-    #[error("run {0} is not live")]
-    NotLive(Uuid),
-}
 
 /// Settings for [`Engine::start`].
 #[derive(Debug, Clone)]
@@ -97,101 +49,6 @@ impl EngineConfig {
     }
 }
 
-/// A request to start a run.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct NewRun {
-    pub workflow: String,
-    /// The latest version when absent.
-    #[serde(default)]
-    pub version: Option<i64>,
-    #[serde(default)]
-    pub input: Value,
-    /// Hosts the run targets; a `for_each: {over: targets}` step fans out over them.
-    #[serde(default)]
-    pub targets: Vec<String>,
-    /// Submitting again with the same key returns the first run instead of a second one.
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-}
-
-/// The run a submit refers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Submitted {
-    pub run_id: Uuid,
-    /// False when the idempotency key matched an existing run.
-    pub created: bool,
-}
-
-/// A registered workflow version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Registered {
-    pub name: String,
-    pub version: i64,
-    /// False when the definition equals the latest version (no new version made).
-    pub created: bool,
-}
-
-/// What happened at start.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ResumeReport {
-    /// Live runs taken over.
-    pub runs: usize,
-    /// Attempts found executing, recorded as interrupted and started again.
-    pub interrupted: usize,
-    /// Durable timers re-armed.
-    pub timers: usize,
-    /// From opening the store to every resumed run scheduled again (committed).
-    pub elapsed_ms: f64,
-}
-
-/// One attempt of a task, folded from its events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AttemptView {
-    pub attempt: u32,
-    /// "run" or "compensate".
-    pub phase: String,
-    /// running, waiting, succeeded, failed, interrupted, cancelled.
-    pub status: String,
-    pub started_at: i64,
-    pub ended_at: Option<i64>,
-    pub error: Option<String>,
-    pub output: Option<Value>,
-}
-
-/// A step or item with its attempts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskView {
-    #[serde(flatten)]
-    pub row: TaskRow,
-    pub attempts: Vec<AttemptView>,
-}
-
-/// A step of a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepView {
-    pub name: String,
-    pub action: Option<String>,
-    pub needs: Vec<String>,
-    #[serde(flatten)]
-    pub task: TaskView,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub items: Vec<TaskView>,
-}
-
-/// A run and every step, for operators.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunView {
-    #[serde(flatten)]
-    pub run: RunRow,
-    pub steps: Vec<StepView>,
-}
-
-impl RunView {
-    pub fn step(&self, name: &str) -> Option<&StepView> {
-        self.steps.iter().find(|s| s.name == name)
-    }
-}
-
 struct Inner {
     store: Store,
     actions: Actions,
@@ -201,7 +58,8 @@ struct Inner {
     fatal: Arc<OnceLock<String>>,
     workflows: RwLock<HashMap<(String, i64), Arc<Workflow>>>,
     resume: OnceLock<ResumeReport>,
-    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    keys: crate::keys::KeyTurns,
 }
 
 /// The durable workflow engine. Cheap to clone; every clone drives the same executor.
@@ -250,7 +108,8 @@ impl Engine {
                 fatal: fatal.clone(),
                 workflows: RwLock::new(HashMap::new()),
                 resume: OnceLock::new(),
-                tasks: std::sync::Mutex::new(Vec::new()),
+                tasks: Mutex::new(Vec::new()),
+                keys: Default::default(),
             }),
         };
 
@@ -489,9 +348,17 @@ impl Engine {
 
     // ---- runs -----------------------------------------------------------------------
 
-    /// Start a run of a registered workflow, pinned to `version` or the latest.
-    pub async fn submit(&self, run: NewRun, actor: Actor) -> Result<Submitted, EngineError> {
-        validate_new_run(&run)?;
+    /// Start a run of a registered workflow, pinned to `version` or the latest. This is
+    /// the one way in for a new run: its names, targets and key are checked, a key used
+    /// before answers with its first run (whatever the workflow became since), and the
+    /// input is checked against the parameters of the version it is pinned to, with
+    /// defaults filled in.
+    pub async fn submit(&self, mut run: NewRun, actor: Actor) -> Result<Submitted, EngineError> {
+        run.check()?;
+        let _turn = match &run.idempotency_key {
+            Some(key) => Some(self.inner.keys.take(key).await),
+            None => None,
+        };
         if let Some(key) = &run.idempotency_key
             && let Some(existing) = self.inner.store.run_by_key(key).await?
         {
@@ -501,6 +368,18 @@ impl Engine {
             });
         }
         let wf = self.workflow(&run.workflow, run.version).await?;
+        let refused = |problems: Vec<String>| EngineError::InvalidParameters {
+            workflow: run.workflow.clone(),
+            problems,
+        };
+        let params = wf
+            .parameters
+            .as_ref()
+            .map_err(|e| refused(e.problems.clone()))?;
+        if !params.0.is_empty() {
+            run.input = params.apply(&run.input).map_err(|e| refused(e.problems))?;
+        }
+        run.version = Some(wf.version);
         self.call(|reply| Command::Submit {
             wf,
             run,
@@ -708,149 +587,6 @@ impl Engine {
     pub async fn apply_remote(&self, events: &[Event]) -> Result<ApplyReport, EngineError> {
         Ok(self.inner.store.apply_remote(self.owner(), events).await?)
     }
-}
-
-/// The checks `submit` makes of a new run before anything else: names, targets, key, version.
-pub fn validate_new_run(r: &NewRun) -> Result<(), EngineError> {
-    if r.workflow.trim().is_empty() {
-        return Err(EngineError::InvalidInput("`workflow` is required".into()));
-    }
-    if r.targets.len() > 100_000 {
-        return Err(EngineError::InvalidInput(format!(
-            "{} targets; at most 100000 per run",
-            r.targets.len()
-        )));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for t in &r.targets {
-        if t.is_empty() || t.len() > 253 || t.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(EngineError::InvalidInput(format!(
-                "target '{}' is not a host name (1 to 253 characters, no spaces)",
-                t.escape_default()
-            )));
-        }
-        if !seen.insert(t) {
-            return Err(EngineError::InvalidInput(format!(
-                "target '{t}' is listed twice"
-            )));
-        }
-    }
-    if let Some(k) = &r.idempotency_key
-        && (k.is_empty() || k.len() > 200 || k.starts_with('\u{0}'))
-    {
-        return Err(EngineError::InvalidInput(
-            "idempotency_key must be 1 to 200 characters".into(),
-        ));
-    }
-    if r.version.is_some_and(|v| v < 1) {
-        return Err(EngineError::InvalidInput("version starts at 1".into()));
-    }
-    Ok(())
-}
-
-fn is_open(list: &[AttemptView], n: u32) -> bool {
-    list.iter()
-        .rev()
-        .find(|a| a.attempt == n)
-        .is_some_and(|a| a.ended_at.is_none())
-}
-
-/// Fold a run's events into per-task attempts and assemble the view.
-pub fn build_view(
-    run: RunRow,
-    tasks: Vec<TaskRow>,
-    events: &[Event],
-    wf: Option<&Workflow>,
-) -> RunView {
-    let mut attempts: HashMap<(String, Option<u32>), Vec<AttemptView>> = HashMap::new();
-    for e in events {
-        let (Some(step), Some(n)) = (&e.step, e.attempt) else {
-            continue;
-        };
-        let list = attempts.entry((step.to_string(), e.item)).or_default();
-        let open = |list: &mut Vec<AttemptView>, phase: &str| {
-            list.push(AttemptView {
-                attempt: n,
-                phase: phase.into(),
-                status: "running".into(),
-                started_at: e.at,
-                ended_at: None,
-                error: None,
-                output: None,
-            });
-        };
-        let close = |list: &mut Vec<AttemptView>, status: &str, output: Option<Value>| {
-            if let Some(a) = list.iter_mut().rev().find(|a| a.attempt == n) {
-                a.status = status.into();
-                a.ended_at = Some(e.at);
-                a.error = e.error.clone();
-                if output.is_some() {
-                    a.output = output;
-                }
-            }
-        };
-        match &e.kind {
-            EventKind::Started => open(list, "run"),
-            EventKind::Compensating => open(list, "compensate"),
-            EventKind::Waiting { .. } => {
-                if let Some(a) = list.iter_mut().rev().find(|a| a.attempt == n) {
-                    a.status = "waiting".into();
-                }
-            }
-            EventKind::Succeeded { output } | EventKind::Signalled { payload: output } => {
-                close(list, "succeeded", Some(output.clone()))
-            }
-            EventKind::Compensated { output } => close(list, "succeeded", Some(output.clone())),
-            EventKind::Retrying { .. }
-            | EventKind::Failed
-            | EventKind::CompensationRetrying { .. }
-            | EventKind::CompensationFailed
-                if is_open(list, n) =>
-            {
-                close(list, "failed", None)
-            }
-            EventKind::Interrupted => close(list, "interrupted", None),
-            EventKind::Cancelled if is_open(list, n) => close(list, "cancelled", None),
-            _ => {}
-        }
-    }
-    let mut steps_rows: Vec<TaskRow> = Vec::new();
-    let mut items: HashMap<String, Vec<TaskRow>> = HashMap::new();
-    for t in tasks {
-        match t.item {
-            None => steps_rows.push(t),
-            Some(_) => items.entry(t.step.to_string()).or_default().push(t),
-        }
-    }
-    let order = |name: &str| wf.and_then(|w| w.step_index(name)).unwrap_or(usize::MAX);
-    steps_rows.sort_by(|a, b| {
-        order(&a.step)
-            .cmp(&order(&b.step))
-            .then(a.step.cmp(&b.step))
-    });
-    let mut take = |row: TaskRow| {
-        let a = attempts
-            .remove(&(row.step.to_string(), row.item))
-            .unwrap_or_default();
-        TaskView { row, attempts: a }
-    };
-    let steps = steps_rows
-        .into_iter()
-        .map(|row| {
-            let name = row.step.to_string();
-            let def = wf.and_then(|w| w.step_index(&name).map(|i| w.step(i)));
-            let mut its = items.remove(&name).unwrap_or_default();
-            its.sort_by_key(|t| t.item);
-            StepView {
-                action: def.map(|d| d.action.clone()),
-                needs: def.map(|d| d.needs.clone()).unwrap_or_default(),
-                task: take(row),
-                items: its.into_iter().map(&mut take).collect(),
-                name,
-            }
-        })
-        .collect();
-    RunView { run, steps }
 }
 
 /// Wait up to `timeout` for a run to reach one of `statuses`, by polling the store.

@@ -9,19 +9,24 @@
 
 pub mod action;
 pub mod engine;
+pub mod error;
 pub mod event;
+mod keys;
 pub mod model;
+pub mod params;
+pub mod request;
 mod scheduler;
 pub mod store;
+pub mod view;
 pub mod windows;
 
 pub use action::{Action, Actions, Output, StepContext, StepError};
-pub use engine::{
-    AttemptView, Engine, EngineConfig, EngineError, NewRun, Registered, ResumeReport, RunView,
-    StepView, Submitted, TaskView, validate_new_run, wait_for_status,
-};
+pub use engine::{Engine, EngineConfig, wait_for_status};
+pub use error::EngineError;
 pub use event::{Actor, Event, EventKind, RunRow, RunStatus, StepStatus, TaskRow, WaitFor};
 pub use model::{DefinitionError, Format, Problem, Workflow};
+pub use request::{NewRun, Registered, ResumeReport, Submitted};
 pub use scheduler::SchedulerStats;
 pub use store::{Durability, RunQuery, Store, StoreError, StoreOptions};
+pub use view::{AttemptView, RunView, StepView, TaskView};
 pub use windows::{AlwaysOpen, ManualWindows, WindowGate};

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::action::Actions;
+use crate::params::{ParamError, Parameters};
 
 /// Largest number of steps one workflow may have; a guard against runaway documents.
 pub const MAX_STEPS: usize = 500;
@@ -45,11 +46,18 @@ pub struct WorkflowDef {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// The run parameters the workflow declares. The engine keeps them with the version
-    /// and never reads them; whoever submits runs checks input against them.
+    /// The run parameters the workflow declares ([`Parameters`]); every run's input is
+    /// checked against those of the version it is pinned to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
     pub steps: Vec<StepDef>,
+}
+
+impl WorkflowDef {
+    /// The run parameters it declares, read.
+    pub fn parameters(&self) -> Result<Parameters, ParamError> {
+        Parameters::read(&self.name, self.parameters.as_ref())
+    }
 }
 
 /// One node of the DAG.
@@ -267,6 +275,10 @@ pub struct Workflow {
     pub topo: Vec<usize>,
     /// Step names by index, shared with every event that names them.
     pub step_names: Vec<Arc<str>>,
+    /// The run parameters the definition declares, read once. `Err` only for a stored
+    /// version whose declarations no longer read: its runs are refused at submit, with
+    /// the reason.
+    pub parameters: Result<Parameters, ParamError>,
     index: HashMap<String, usize>,
 }
 
@@ -436,6 +448,19 @@ fn check(
             message: format!("workflow '{}' has no steps", def.name),
         });
     }
+    let parameters = def.parameters();
+    // New definitions must declare their parameters well; stored ones load regardless.
+    if actions.is_some() {
+        let declared = match &parameters {
+            Ok(p) => p.declaration_problems(),
+            Err(e) => e.problems.clone(),
+        };
+        problems.extend(
+            declared
+                .into_iter()
+                .map(|message| Problem::Document { message }),
+        );
+    }
     if def.steps.len() > MAX_STEPS {
         problems.push(Problem::Document {
             message: format!(
@@ -574,6 +599,7 @@ fn check(
         deps,
         dependents,
         topo,
+        parameters,
         index,
     })
 }

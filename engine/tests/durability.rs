@@ -338,3 +338,44 @@ steps:
         kinds(&events)
     );
 }
+
+#[tokio::test]
+async fn two_runs_never_share_an_idempotency_key_in_the_store() {
+    // Two executors each start a run under the same key; the mirror of one cannot take
+    // the other's run in: the key's unique index refuses it, and nothing of it is kept.
+    let a = Harness::with(|c| c.executor_id = "site-a".into()).await;
+    let b = Harness::with(|c| c.executor_id = "site-b".into()).await;
+    let def = "name: one\nsteps:\n  - {name: a, action: noop}\n";
+    a.register(def).await;
+    b.register(def).await;
+    let new = lariat_engine::NewRun {
+        workflow: "one".into(),
+        idempotency_key: Some("order-7".into()),
+        ..Default::default()
+    };
+    let ra = a
+        .engine
+        .submit(new.clone(), lariat_engine::Actor::system())
+        .await
+        .unwrap();
+    let rb = b
+        .engine
+        .submit(new, lariat_engine::Actor::system())
+        .await
+        .unwrap();
+    a.wait(ra.run_id, &[RunStatus::Succeeded]).await;
+    b.wait(rb.run_id, &[RunStatus::Succeeded]).await;
+    let theirs = b.engine.events_after(0, 1000).await.unwrap();
+    let err = a.engine.apply_remote(&theirs).await.unwrap_err();
+    assert!(err.to_string().contains("UNIQUE"), "{err}");
+    assert!(a.engine.store().run(rb.run_id).await.unwrap().is_none());
+    assert_eq!(
+        a.engine
+            .store()
+            .run_by_key("order-7")
+            .await
+            .unwrap()
+            .map(|r| r.id),
+        Some(ra.run_id)
+    );
+}

@@ -2,7 +2,6 @@
 //! parameters and fan-outs are what an operator reads in the YAML.
 
 use lariat_engine::model::{ItemSource, compile};
-use lariat_workflows::template::Parameters;
 
 fn actions() -> lariat_engine::Actions {
     let mut a = lariat_engine::Actions::new();
@@ -17,7 +16,9 @@ fn every_builtin_compiles() {
         let (text, format) = b.definition().unwrap_or_else(|e| panic!("{}: {e}", b.name));
         let wf = compile(&text, format, 1, &actions).unwrap_or_else(|e| panic!("{}: {e}", b.name));
         assert_eq!(wf.name, b.name);
-        Parameters::of(&wf.def).unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        wf.def
+            .parameters()
+            .unwrap_or_else(|e| panic!("{}: {e}", b.name));
     }
 }
 
@@ -50,7 +51,7 @@ fn provision_fans_out_per_host_after_the_shared_steps() {
         let shared = matches!(s.name.as_str(), "validate_design" | "stage_assets");
         assert_eq!(per_host, !shared, "{}", s.name);
     }
-    let params = Parameters::of(&wf.def).unwrap();
+    let params = wf.def.parameters().unwrap();
     assert!(params.0["root_password"].sensitive);
     let filled = params.apply(&serde_json::json!({})).unwrap();
     assert_eq!(filled["callback_timeout"], "30m");
@@ -67,7 +68,7 @@ fn firmware_upgrade_works_only_inside_its_window() {
     for s in wf.def.steps.iter().filter(|s| s.name != "validate_design") {
         assert_eq!(s.window.as_deref(), Some("firmware"), "{}", s.name);
     }
-    let params = Parameters::of(&wf.def).unwrap();
+    let params = wf.def.parameters().unwrap();
     let err = params.apply(&serde_json::json!({})).unwrap_err();
     assert!(err.to_string().contains("'image_url' is required"), "{err}");
 }

@@ -8,8 +8,6 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lariat_engine::{EngineError, NewRun, RunQuery, RunStatus as EngineRunStatus};
-use lariat_workflows::template::Parameters;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -74,34 +72,13 @@ pub async fn submit_run(
             hosts
         }
     };
-    let mut run = NewRun {
+    let run = NewRun {
         workflow: req.workflow,
         version: req.version,
         input: req.input,
         targets,
         idempotency_key: req.idempotency_key,
     };
-    lariat_engine::validate_new_run(&run)?;
-    // A repeated key answers with its first run, even if the workflow changed since.
-    if let Some(key) = &run.idempotency_key
-        && let Some(first) = st
-            .engine
-            .store()
-            .run_by_key(key)
-            .await
-            .map_err(|e| HttpError::from(EngineError::from(e)))?
-    {
-        return Ok((StatusCode::OK, Json(Run::from(first))).into_response());
-    }
-    // The input is checked against the parameters of the version the run will be pinned to.
-    let wf = st.engine.workflow(&run.workflow, run.version).await?;
-    run.input = Parameters::of(&wf.def)
-        .and_then(|p| p.apply(&run.input))
-        .map_err(|e| {
-            HttpError::bad_request("invalid_input", format!("workflow {}: {e}", run.workflow))
-                .with_details(json!({ "problems": e.problems }))
-        })?;
-    run.version = Some(wf.version);
     let sub = st.engine.submit(run, caller.actor()).await?;
     let run: Run = st.engine.run_row(sub.run_id).await?.into();
     if !sub.created {
