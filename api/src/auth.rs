@@ -2,65 +2,26 @@
 //! tokens themselves are kept by [`TokenStore`].
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use lariat_engine::Actor;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::error::HttpError;
-use crate::tokens::{TokenStore, hash_token};
-use crate::{AppState, Auth};
+use crate::tokens::{Role, TokenStore, hash_token};
 
-/// What a token may do. Each role may do everything the roles below it may.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Read workflows, runs, events, metrics.
-    Viewer,
-    /// Submit runs and act on them: signal, retry, rollback, cancel, pause, resume.
-    Operator,
-    /// Register workflows, manage tokens.
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "viewer" => Ok(Role::Viewer),
-            "operator" => Ok(Role::Operator),
-            "admin" => Ok(Role::Admin),
-            _ => Err(format!(
-                "unknown role '{s}' (one of: viewer, operator, admin)"
-            )),
-        }
-    }
+/// How requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Bearer tokens with roles (viewer, operator, admin).
+    Tokens,
+    /// No authentication: every request acts as an admin named `insecure-no-auth`.
+    /// Development only; the server warns loudly at start.
+    InsecureNoAuth,
 }
 
 /// Who a token belongs to.
@@ -75,11 +36,13 @@ struct Principal {
 const CACHE_TTL: Duration = Duration::from_secs(30);
 const CACHE_MAX: usize = 10_000;
 
-/// Checks bearer tokens against the store.
-pub(crate) struct Authenticator {
+/// Checks bearer tokens against the store. Cheap to clone; handlers' state hands it to
+/// the role extractors through [`FromRef`].
+#[derive(Clone)]
+pub struct Authenticator {
     mode: Auth,
     tokens: TokenStore,
-    cache: Mutex<HashMap<String, (Principal, Instant)>>,
+    cache: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
 }
 
 impl Authenticator {
@@ -87,7 +50,7 @@ impl Authenticator {
         Authenticator {
             mode,
             tokens,
-            cache: Mutex::new(HashMap::new()),
+            cache: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -172,8 +135,8 @@ impl Caller {
     }
 }
 
-async fn authorize(parts: &Parts, state: &AppState, need: Role) -> Result<Caller, HttpError> {
-    let p = state.auth.principal(parts).await?;
+async fn authorize(parts: &Parts, auth: &Authenticator, need: Role) -> Result<Caller, HttpError> {
+    let p = auth.principal(parts).await?;
     if p.role < need {
         return Err(HttpError::forbidden(format!(
             "this route needs the {need} role; token '{}' has {}",
@@ -196,14 +159,19 @@ macro_rules! role_extractor {
         $(#[$doc])*
         pub struct $name(pub Caller);
 
-        impl FromRequestParts<Arc<AppState>> for $name {
+        impl<S> FromRequestParts<S> for $name
+        where
+            Authenticator: FromRef<S>,
+            S: Send + Sync,
+        {
             type Rejection = HttpError;
 
             async fn from_request_parts(
                 parts: &mut Parts,
-                state: &Arc<AppState>,
+                state: &S,
             ) -> Result<Self, Self::Rejection> {
-                authorize(parts, state, $role).await.map($name)
+                let auth = Authenticator::from_ref(state);
+                authorize(parts, &auth, $role).await.map($name)
             }
         }
     };

@@ -5,31 +5,9 @@ use axum::Json;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use lariat_api_types::{ErrorBody, ErrorInfo};
 use lariat_engine::EngineError;
-use serde::Serialize;
 use serde_json::{Value, json};
-use utoipa::ToSchema;
-
-/// The body of every error response: `{"error": {"code", "message", "details"}}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorInfo,
-}
-
-/// What went wrong, for people (`message`) and for programs (`code`, `details`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorInfo {
-    /// Stable, machine-readable: `malformed_json`, `invalid_body`, `invalid_path`,
-    /// `invalid_query`, `invalid_definition`, `invalid_input`, `unauthorized`, `forbidden`,
-    /// `not_found`, `method_not_allowed`, `invalid_state`, `not_waiting`, `step_not_failed`,
-    /// `payload_too_large`, `unsupported_media_type`, `unavailable`, `internal`.
-    pub code: String,
-    /// One sentence that says what to fix.
-    pub message: String,
-    /// Extra structure when there is some (the problems of a definition, a run's status);
-    /// `null` otherwise.
-    pub details: Value,
-}
 
 /// An error a handler answers with.
 #[derive(Debug)]

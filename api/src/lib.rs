@@ -23,13 +23,14 @@
 
 pub mod auth;
 mod cache;
-pub mod dto;
+mod convert;
 pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod node_tokens;
 pub mod nodes;
 mod routes;
+mod state;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -41,7 +42,6 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use lariat_engine::Engine;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -49,25 +49,17 @@ use utoipa::openapi::{RefOr, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::Role;
+pub use auth::Auth;
 pub use error::HttpError;
+pub use lariat_api_types as types;
 pub use node_tokens::NodeTokens;
-pub use tokens::{NewToken, TokenError, TokenInfo, TokenStore};
+pub use tokens::{NewToken, Role, TokenError, TokenInfo, TokenStore};
 pub use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::error::ErrorBody;
 use crate::routes::{designs, ops, runs, stream, workflows};
-
-/// How requests are authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Auth {
-    /// Bearer tokens with roles (viewer, operator, admin).
-    Tokens,
-    /// No authentication: every request acts as an admin named `insecure-no-auth`.
-    /// Development only; the server warns loudly at start.
-    InsecureNoAuth,
-}
+use crate::state::AppState;
+use lariat_api_types::ErrorBody;
 
 /// API settings.
 #[derive(Debug, Clone)]
@@ -111,17 +103,6 @@ pub enum ApiError {
     Engine(#[from] lariat_engine::EngineError),
     #[error("cannot encode the OpenAPI document: {0}")]
     OpenApi(#[from] serde_json::Error),
-}
-
-/// Shared by every handler.
-pub(crate) struct AppState {
-    pub(crate) engine: Engine,
-    pub(crate) auth: Authenticator,
-    pub(crate) metrics: Option<PrometheusHandle>,
-    pub(crate) openapi: String,
-    pub(crate) streams_stop: CancellationToken,
-    pub(crate) runs: Arc<cache::RunCache>,
-    pub(crate) design: lariat_source::DesignSource,
 }
 
 #[derive(OpenApi)]

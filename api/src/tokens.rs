@@ -3,12 +3,58 @@
 //! A token is 32 random bytes, shown once when created. The table keeps only its SHA-256,
 //! which is all a lookup needs: a high-entropy secret needs no salt or slow hash.
 
+use std::fmt;
+use std::str::FromStr;
+
 use lariat_db::{Db, DbError};
 use rand::RngCore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
-use crate::auth::Role;
+/// What a token may do. Each role may do everything the roles below it may.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read workflows, runs, events, metrics.
+    Viewer,
+    /// Submit runs and act on them: signal, retry, rollback, cancel, pause, resume.
+    Operator,
+    /// Register workflows, manage tokens.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            _ => Err(format!(
+                "unknown role '{s}' (one of: viewer, operator, admin)"
+            )),
+        }
+    }
+}
 
 /// Errors managing tokens.
 #[derive(Debug, thiserror::Error)]

@@ -8,16 +8,20 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use lariat_api_types::{
+    DesignFiles, DesignOverview, DesignSource, HostList, HostsQuery, PinSite, Revision,
+    RevisionFindings, RevisionsQuery, SitePin, ValidationReport, WebhookOutcome,
+};
 use lariat_source::{PushEvent, SourceError, Trigger, WebhookError};
 use lariat_workflows::design::{self, NodeFilter};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use utoipa::{IntoParams, ToSchema};
 
-use crate::AppState;
 use crate::auth::{Admin, Viewer};
-use crate::error::{ErrorBody, HttpError};
+use crate::convert::Dto;
+use crate::error::HttpError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, media_type};
+use crate::state::AppState;
+use lariat_api_types::ErrorBody;
 
 impl From<SourceError> for HttpError {
     fn from(e: SourceError) -> Self {
@@ -44,35 +48,6 @@ impl From<SourceError> for HttpError {
     }
 }
 
-/// The design source and every recorded revision.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DesignOverview {
-    /// Where the design comes from; `null` when no repository is configured.
-    #[schema(value_type = Object)]
-    pub source: Value,
-    /// The revision in force; `null` before one was accepted.
-    #[schema(value_type = Object)]
-    pub active: Value,
-    /// Newest first: status `active`, `accepted` or `rejected`, error and warning counts.
-    #[schema(value_type = Vec<Object>)]
-    pub revisions: Vec<Value>,
-    /// Sites held to a revision or tag.
-    #[schema(value_type = Vec<Object>)]
-    pub pins: Vec<Value>,
-}
-
-/// `GET /v1/designs` query.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct RevisionsQuery {
-    /// Revisions to list, newest first; 50 when absent, at most 500.
-    pub limit: Option<u32>,
-}
-
-fn to_value<T: Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
 /// The design source, the active revision, recorded revisions and site pins.
 #[utoipa::path(
     get,
@@ -97,13 +72,11 @@ pub async fn list_designs(
             ));
         }
     };
-    let source = st.design.config().map(|c| {
-        json!({
-            "repo": c.repo,
-            "branch": c.branch,
-            "poll_seconds": c.poll.map(|d| d.as_secs()),
-            "webhook": c.webhook_secret.is_some(),
-        })
+    let source = st.design.config().map(|c| DesignSource {
+        repo: c.repo.clone(),
+        branch: c.branch.clone(),
+        poll_seconds: c.poll.map(|d| d.as_secs()),
+        webhook: c.webhook_secret.is_some(),
     });
     let active = st.design.active();
     let revisions = match st.design.config() {
@@ -111,25 +84,11 @@ pub async fn list_designs(
         None => Vec::new(),
     };
     Ok(Json(DesignOverview {
-        source: source.unwrap_or(Value::Null),
-        active: active
-            .revision
-            .as_ref()
-            .map(to_value)
-            .unwrap_or(Value::Null),
-        revisions: revisions.iter().map(to_value).collect(),
-        pins: st.design.pins().await?.iter().map(to_value).collect(),
+        source,
+        active: active.revision.as_ref().map(Dto::dto),
+        revisions: revisions.iter().map(Dto::dto).collect(),
+        pins: st.design.pins().await?.iter().map(Dto::dto).collect(),
     }))
-}
-
-/// A revision and its findings.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RevisionFindings {
-    #[schema(value_type = Object)]
-    pub revision: Value,
-    /// Every finding: level, rule, message, kind, name, path, file.
-    #[schema(value_type = Vec<Object>)]
-    pub findings: Vec<Value>,
 }
 
 /// The findings of a recorded revision, by commit id (7 hex digits or more).
@@ -155,39 +114,9 @@ pub async fn revision_findings(
         )));
     };
     Ok(Json(RevisionFindings {
-        revision: to_value(&revision),
-        findings: findings.iter().map(to_value).collect(),
+        revision: (&revision).dto(),
+        findings: findings.iter().map(Dto::dto).collect(),
     }))
-}
-
-/// A validation report.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ValidationReport {
-    /// No error finding (warnings allowed).
-    pub valid: bool,
-    pub errors: usize,
-    pub warnings: usize,
-    #[schema(value_type = Vec<Object>)]
-    pub findings: Vec<Value>,
-}
-
-impl ValidationReport {
-    fn of(report: &design::Report) -> Self {
-        ValidationReport {
-            valid: !report.has_errors(),
-            errors: report.errors().count(),
-            warnings: report.warnings().count(),
-            findings: report.findings.iter().map(to_value).collect(),
-        }
-    }
-}
-
-/// `POST /v1/designs/validate` as JSON: the design's files by path.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DesignFiles {
-    /// YAML text by file path (`sites/dc1.yaml`: "kind: Site ...").
-    pub files: BTreeMap<String, String>,
 }
 
 /// Validates a design without recording it: either JSON `{"files": {path: yaml}}`, or
@@ -231,7 +160,13 @@ pub async fn validate_design(
     let loaded = tokio::task::spawn_blocking(move || design::load_files(&files))
         .await
         .map_err(|e| HttpError::internal("validating a design", &e))?;
-    Ok(Json(ValidationReport::of(&loaded.report)))
+    let r = &loaded.report;
+    Ok(Json(ValidationReport {
+        valid: !r.has_errors(),
+        errors: r.errors().count(),
+        warnings: r.warnings().count(),
+        findings: r.findings.iter().map(Dto::dto).collect(),
+    }))
 }
 
 /// Fetches the design branch now, as a push webhook would.
@@ -240,7 +175,7 @@ pub async fn validate_design(
     path = "/v1/designs/sync",
     tag = "designs",
     responses(
-        (status = 200, description = "The head's revision: active, or rejected with its findings", body = Object),
+        (status = 200, description = "The head's revision: active, or rejected with its findings", body = Revision),
         (status = 409, description = "No design repository configured", body = ErrorBody),
         (status = 502, description = "The repository could not be fetched", body = ErrorBody),
     ),
@@ -249,18 +184,10 @@ pub async fn validate_design(
 pub async fn sync_design(
     Admin(caller): Admin,
     State(st): State<Arc<AppState>>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<Revision>, HttpError> {
     tracing::info!(by = %caller.name, "design sync requested");
     let rev = st.design.sync(Trigger::Manual).await?;
-    Ok(Json(to_value(&rev)))
-}
-
-/// `PUT /v1/sites/{site}/pin`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PinSite {
-    /// A commit id or a tag of the design repository, fetched and accepted.
-    pub rev: String,
+    Ok(Json((&rev).dto()))
 }
 
 /// Holds a site to a revision or tag: its boot services and runs use that design until
@@ -272,7 +199,7 @@ pub struct PinSite {
     params(("site" = String, Path, description = "Site name")),
     request_body = PinSite,
     responses(
-        (status = 200, description = "The pin", body = Object),
+        (status = 200, description = "The pin", body = SitePin),
         (status = 404, description = "No such revision or tag", body = ErrorBody),
         (status = 409, description = "The revision has errors, or no repository is configured", body = ErrorBody),
     ),
@@ -283,9 +210,9 @@ pub async fn pin_site(
     State(st): State<Arc<AppState>>,
     ApiPath(site): ApiPath<String>,
     ApiJson(req): ApiJson<PinSite>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<SitePin>, HttpError> {
     let pin = st.design.pin(&site, &req.rev, &caller.name).await?;
-    Ok(Json(to_value(&pin)))
+    Ok(Json((&pin).dto()))
 }
 
 /// Removes a site's pin: it follows the active design again.
@@ -312,51 +239,38 @@ pub async fn unpin_site(
     }
 }
 
-/// `GET /v1/hosts` query: a node filter. Comma-separated lists; `labels` as `k=v,k2=v2`.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct HostsQuery {
-    pub names: Option<String>,
-    pub labels: Option<String>,
-    pub racks: Option<String>,
-    pub sites: Option<String>,
-    /// `union` (any criterion) or `intersection` (every criterion); `intersection` when absent.
-    pub mode: Option<String>,
-}
-
-impl HostsQuery {
-    fn filter(&self) -> Result<NodeFilter, HttpError> {
-        let list = |s: &Option<String>| -> Vec<String> {
-            s.as_deref()
-                .map(|s| {
-                    s.split(',')
-                        .map(str::trim)
-                        .filter(|x| !x.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default()
+/// The node filter a `GET /v1/hosts` query spells.
+fn filter_of(q: &HostsQuery) -> Result<NodeFilter, HttpError> {
+    let list = |s: &Option<String>| -> Vec<String> {
+        s.as_deref()
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut labels = BTreeMap::new();
+    for pair in list(&q.labels) {
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(HttpError::bad_request(
+                "invalid_query",
+                format!("label {pair:?} must be key=value"),
+            ));
         };
-        let mut labels = BTreeMap::new();
-        for pair in list(&self.labels) {
-            let Some((k, v)) = pair.split_once('=') else {
-                return Err(HttpError::bad_request(
-                    "invalid_query",
-                    format!("label {pair:?} must be key=value"),
-                ));
-            };
-            labels.insert(k.trim().to_string(), v.trim().to_string());
-        }
-        let doc = json!({
-            "names": list(&self.names),
-            "labels": labels,
-            "racks": list(&self.racks),
-            "sites": list(&self.sites),
-            "mode": self.mode.as_deref().unwrap_or("intersection"),
-        });
-        serde_json::from_value(doc)
-            .map_err(|e| HttpError::bad_request("invalid_query", format!("node filter: {e}")))
+        labels.insert(k.trim().to_string(), v.trim().to_string());
     }
+    let doc = json!({
+        "names": list(&q.names),
+        "labels": labels,
+        "racks": list(&q.racks),
+        "sites": list(&q.sites),
+        "mode": q.mode.as_deref().unwrap_or("intersection"),
+    });
+    serde_json::from_value(doc)
+        .map_err(|e| HttpError::bad_request("invalid_query", format!("node filter: {e}")))
 }
 
 /// The active design's hosts a node filter selects, sorted by name.
@@ -366,7 +280,7 @@ impl HostsQuery {
     tag = "designs",
     params(HostsQuery),
     responses(
-        (status = 200, description = "`{\"revision\": commit or null, \"hosts\": [names]}`", body = Object),
+        (status = 200, body = HostList),
         (status = 400, description = "Bad filter", body = ErrorBody),
     ),
     security(("bearer" = ["viewer"])),
@@ -375,13 +289,13 @@ pub async fn list_hosts(
     Viewer(_caller): Viewer,
     State(st): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<HostsQuery>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<HostList>, HttpError> {
     let active = st.design.active();
-    let hosts = active.loaded.design.select(&q.filter()?);
-    Ok(Json(json!({
-        "revision": active.revision.as_ref().map(|r| r.commit.clone()),
-        "hosts": hosts,
-    })))
+    let hosts = active.loaded.design.select(&filter_of(&q)?);
+    Ok(Json(HostList {
+        revision: active.revision.as_ref().map(|r| r.commit.clone()),
+        hosts,
+    }))
 }
 
 /// A host as the active design defines it after profile inheritance.
@@ -413,7 +327,9 @@ pub async fn resolved_host(
         .design
         .resolved_host(&name)
         .map_err(|e| HttpError::new(StatusCode::CONFLICT, "unresolvable", e.to_string()))?;
-    Ok(Json(to_value(&host)))
+    serde_json::to_value(&host)
+        .map(Json)
+        .map_err(|e| HttpError::internal("encoding a resolved host", &e))
 }
 
 impl From<WebhookError> for HttpError {
@@ -436,7 +352,7 @@ impl From<WebhookError> for HttpError {
     tag = "designs",
     request_body(content = Object, description = "A GitHub or Gitea push payload (`ref`, `after`)"),
     responses(
-        (status = 200, description = "`{\"revision\": …}` after a fetch, or `{\"ignored\": reason}`", body = Object),
+        (status = 200, description = "The revision fetched, or why the push was ignored", body = WebhookOutcome),
         (status = 401, description = "Missing or wrong signature", body = ErrorBody),
         (status = 403, description = "No webhook secret configured", body = ErrorBody),
         (status = 502, description = "The repository could not be fetched", body = ErrorBody),
@@ -446,7 +362,7 @@ pub async fn git_webhook(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<WebhookOutcome>, HttpError> {
     let cfg = st.design.config();
     let secret = cfg.and_then(|c| c.webhook_secret.as_deref());
     let signature = headers
@@ -459,15 +375,22 @@ pub async fn git_webhook(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("push");
     if event == "ping" {
-        return Ok(Json(json!({ "ignored": "ping" })));
+        return Ok(Json(WebhookOutcome::Ignored {
+            ignored: "ping".into(),
+        }));
     }
     let push = PushEvent::parse(&body)?;
     let branch = cfg.map(|c| c.branch.as_str()).unwrap_or("");
     if !push.concerns(branch) {
-        return Ok(Json(json!({
-            "ignored": format!("{} is not the design branch {branch} or a tag", push.git_ref)
-        })));
+        return Ok(Json(WebhookOutcome::Ignored {
+            ignored: format!(
+                "{} is not the design branch {branch} or a tag",
+                push.git_ref
+            ),
+        }));
     }
     let rev = st.design.sync(Trigger::Webhook).await?;
-    Ok(Json(json!({ "revision": rev })))
+    Ok(Json(WebhookOutcome::Fetched {
+        revision: (&rev).dto(),
+    }))
 }

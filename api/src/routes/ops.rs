@@ -7,10 +7,11 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::AppState;
 use crate::auth::Viewer;
-use crate::dto::Health;
-use crate::error::{ErrorBody, HttpError};
+use crate::error::HttpError;
+use crate::state::AppState;
+use lariat_api_types::ErrorBody;
+use lariat_api_types::Health;
 
 /// Liveness: the process answers HTTP. No token needed.
 #[utoipa::path(

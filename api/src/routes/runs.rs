@@ -10,14 +10,16 @@ use axum::response::{IntoResponse, Response};
 use lariat_engine::{EngineError, NewRun, RunQuery, RunStatus as EngineRunStatus};
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::auth::{Operator, Viewer};
-use crate::dto::{
-    EventPage, EventsQuery, ListRunsQuery, RetryStep, Run, RunDetail, RunEvent, RunPage,
-    SignalStep, SubmitRun, Targets,
-};
-use crate::error::{ErrorBody, HttpError};
+use crate::convert::Dto;
+use crate::error::HttpError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
+use crate::state::AppState;
+use lariat_api_types::ErrorBody;
+use lariat_api_types::{
+    EventPage, EventsQuery, ListRunsQuery, RetryStep, Run, RunDetail, RunPage, SignalStep,
+    SubmitRun, Targets,
+};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
@@ -62,7 +64,7 @@ pub async fn submit_run(
         Targets::Names(names) => names,
         Targets::Filter(f) => {
             let active = st.design.active();
-            let hosts = active.loaded.design.select(&f);
+            let hosts = active.loaded.design.select(&f.dto());
             if hosts.is_empty() {
                 return Err(HttpError::bad_request(
                     "invalid_input",
@@ -80,7 +82,7 @@ pub async fn submit_run(
         idempotency_key: req.idempotency_key,
     };
     let sub = st.engine.submit(run, caller.actor()).await?;
-    let run: Run = st.engine.run_row(sub.run_id).await?.into();
+    let run = st.engine.run_row(sub.run_id).await?.dto();
     if !sub.created {
         return Ok((StatusCode::OK, Json(run)).into_response());
     }
@@ -131,7 +133,7 @@ pub async fn list_runs(
         .then(|| rows.last().map(|r| r.id.to_string()))
         .flatten();
     Ok(Json(RunPage {
-        runs: rows.into_iter().map(Run::from).collect(),
+        runs: rows.into_iter().map(Dto::dto).collect(),
         next_cursor,
     }))
 }
@@ -159,7 +161,7 @@ pub async fn get_run(
         return Ok(json_bytes(body));
     }
     let ticket = st.runs.ticket();
-    let detail = RunDetail::from(st.engine.run_view(id).await?);
+    let detail = st.engine.run_view(id).await?.dto();
     let body = Bytes::from(
         serde_json::to_vec(&detail).map_err(|e| HttpError::internal("encoding a run", &e))?,
     );
@@ -216,7 +218,7 @@ pub async fn list_events(
     events.truncate(limit as usize);
     let next_after = more.then(|| events.last().map(|e| e.seq)).flatten();
     Ok(Json(EventPage {
-        events: events.iter().map(RunEvent::from).collect(),
+        events: events.iter().map(Dto::dto).collect(),
         next_after,
     }))
 }
@@ -228,7 +230,7 @@ async fn after_verb(
 ) -> Result<Json<Run>, HttpError> {
     res?;
     st.runs.invalidate(id);
-    Ok(Json(st.engine.run_row(id).await?.into()))
+    Ok(Json(st.engine.run_row(id).await?.dto()))
 }
 
 macro_rules! run_verb {
@@ -333,7 +335,7 @@ pub async fn signal_step(
     ApiPath((id, step)): ApiPath<(Uuid, String)>,
     OptionalJson(req): OptionalJson<SignalStep>,
 ) -> Result<Json<Run>, HttpError> {
-    let item = req.item.as_ref().map(|i| i.to_engine());
+    let item = req.item.as_ref().map(|i| i.to_string());
     let res = st
         .engine
         .signal(id, &step, item.as_deref(), req.payload, caller.actor())

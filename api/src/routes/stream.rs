@@ -20,11 +20,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::auth::Viewer;
-use crate::dto::{RunEvent, StreamQuery};
-use crate::error::{ErrorBody, HttpError};
+use crate::convert::Dto;
+use crate::error::HttpError;
 use crate::extract::{ApiPath, ApiQuery};
+use crate::state::AppState;
+use lariat_api_types::ErrorBody;
+use lariat_api_types::{RunEvent, StreamQuery};
 
 const REPLAY_PAGE: u32 = 1000;
 
@@ -183,7 +185,7 @@ async fn catch_up(engine: &Engine, id: Uuid, last: &mut i64, tx: &Tx) -> Result<
 }
 
 async fn send(tx: &Tx, e: &Event) -> bool {
-    let data = match serde_json::to_string(&RunEvent::from(e)) {
+    let data = match serde_json::to_string(&e.dto()) {
         Ok(d) => d,
         Err(err) => {
             tracing::error!("cannot encode event {}/{}: {err}", e.run_id, e.seq);

@@ -10,11 +10,14 @@ use lariat_engine::Format;
 use lariat_engine::store::StoredWorkflow;
 use serde_json::Value;
 
-use crate::AppState;
 use crate::auth::{Admin, Viewer};
-use crate::dto::{Registered, WorkflowDetail, WorkflowList, WorkflowSummary, WorkflowVersion};
-use crate::error::{ErrorBody, HttpError};
+use crate::error::HttpError;
 use crate::extract::{ApiPath, media_type};
+use crate::state::AppState;
+use lariat_api_types::ErrorBody;
+use lariat_api_types::{
+    Registered, WorkflowDetail, WorkflowList, WorkflowSummary, WorkflowVersion,
+};
 
 /// A definition body: its text and the format its Content-Type names. The body is read
 /// before a wrong content type is refused, so that the connection stays usable.

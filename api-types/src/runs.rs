@@ -1,9 +1,8 @@
-//! The API's request and response bodies. They mirror the engine's rows but are the API's
-//! own contract: the engine may change its internals without changing what clients see,
-//! and the OpenAPI document is derived from these types. Timestamps are milliseconds
-//! since the Unix epoch.
+//! Runs: their state, steps, attempts and history, and what operators send to start and
+//! steer them.
 
-use lariat_engine as eng;
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -25,21 +24,6 @@ pub enum RunStatus {
     CompensationFailed,
 }
 
-impl From<eng::RunStatus> for RunStatus {
-    fn from(s: eng::RunStatus) -> Self {
-        match s {
-            eng::RunStatus::Running => RunStatus::Running,
-            eng::RunStatus::Paused => RunStatus::Paused,
-            eng::RunStatus::Failed => RunStatus::Failed,
-            eng::RunStatus::Succeeded => RunStatus::Succeeded,
-            eng::RunStatus::Cancelled => RunStatus::Cancelled,
-            eng::RunStatus::RollingBack => RunStatus::RollingBack,
-            eng::RunStatus::RolledBack => RunStatus::RolledBack,
-            eng::RunStatus::CompensationFailed => RunStatus::CompensationFailed,
-        }
-    }
-}
-
 /// Where a step (or one fan-out item of it) is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -57,24 +41,6 @@ pub enum StepStatus {
     Cancelled,
     Compensating,
     Compensated,
-}
-
-impl From<eng::StepStatus> for StepStatus {
-    fn from(s: eng::StepStatus) -> Self {
-        match s {
-            eng::StepStatus::Pending => StepStatus::Pending,
-            eng::StepStatus::Ready => StepStatus::Ready,
-            eng::StepStatus::Running => StepStatus::Running,
-            eng::StepStatus::Waiting => StepStatus::Waiting,
-            eng::StepStatus::Retrying => StepStatus::Retrying,
-            eng::StepStatus::Succeeded => StepStatus::Succeeded,
-            eng::StepStatus::Failed => StepStatus::Failed,
-            eng::StepStatus::Skipped => StepStatus::Skipped,
-            eng::StepStatus::Cancelled => StepStatus::Cancelled,
-            eng::StepStatus::Compensating => StepStatus::Compensating,
-            eng::StepStatus::Compensated => StepStatus::Compensated,
-        }
-    }
 }
 
 /// A run, without its steps.
@@ -97,25 +63,6 @@ pub struct Run {
     pub ended_at: Option<i64>,
 }
 
-impl From<eng::RunRow> for Run {
-    fn from(r: eng::RunRow) -> Self {
-        Run {
-            id: r.id,
-            workflow: r.workflow,
-            version: r.version,
-            owner: r.owner.to_string(),
-            status: r.status.into(),
-            input: std::sync::Arc::unwrap_or_clone(r.input),
-            targets: std::sync::Arc::unwrap_or_clone(r.targets),
-            idempotency_key: r.idempotency_key,
-            error: r.error,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            ended_at: r.ended_at,
-        }
-    }
-}
-
 /// A run with every step, its attempts, and what waiting steps wait for.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunDetail {
@@ -123,15 +70,6 @@ pub struct RunDetail {
     pub run: Run,
     /// In definition order.
     pub steps: Vec<Step>,
-}
-
-impl From<eng::RunView> for RunDetail {
-    fn from(v: eng::RunView) -> Self {
-        RunDetail {
-            run: v.run.into(),
-            steps: v.steps.into_iter().map(Step::from).collect(),
-        }
-    }
 }
 
 /// One step of a run.
@@ -147,18 +85,6 @@ pub struct Step {
     /// The fan-out items of a `for_each` step; empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<Task>,
-}
-
-impl From<eng::StepView> for Step {
-    fn from(s: eng::StepView) -> Self {
-        Step {
-            name: s.name,
-            action: s.action,
-            needs: s.needs,
-            task: s.task.into(),
-            items: s.items.into_iter().map(Task::from).collect(),
-        }
-    }
 }
 
 /// The state of a step, or of one fan-out item of it.
@@ -191,35 +117,6 @@ pub struct Task {
     pub attempts: Vec<Attempt>,
 }
 
-impl From<eng::TaskView> for Task {
-    fn from(t: eng::TaskView) -> Self {
-        let attempts_used = t.row.attempts_used();
-        let r = t.row;
-        let retrying = matches!(r.status, eng::StepStatus::Retrying);
-        let waiting_for = match (&r.status, r.waiting_for) {
-            (eng::StepStatus::Waiting, Some(w)) => Some(Waiting::new(w, r.wake_at)),
-            _ => None,
-        };
-        Task {
-            item: r.item,
-            item_value: r.item_value,
-            status: r.status.into(),
-            attempt: r.attempt,
-            attempts_used,
-            input: r.input,
-            output: r.output,
-            error: r.error,
-            waiting_for,
-            next_retry_at: if retrying { r.wake_at } else { None },
-            started_at: r.started_at,
-            ended_at: r.ended_at,
-            compensating: r.compensating,
-            updated_at: r.updated_at,
-            attempts: t.attempts.into_iter().map(Attempt::from).collect(),
-        }
-    }
-}
-
 /// What a waiting step waits for.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Waiting {
@@ -231,23 +128,6 @@ pub struct Waiting {
     pub window: Option<String>,
     /// When the wait times out, if it does.
     pub until: Option<i64>,
-}
-
-impl Waiting {
-    fn new(w: eng::WaitFor, until: Option<i64>) -> Self {
-        match w {
-            eng::WaitFor::Signal => Waiting {
-                for_: "signal".into(),
-                window: None,
-                until,
-            },
-            eng::WaitFor::Window { window } => Waiting {
-                for_: "window".into(),
-                window: Some(window),
-                until,
-            },
-        }
-    }
 }
 
 /// One attempt of a task.
@@ -262,20 +142,6 @@ pub struct Attempt {
     pub ended_at: Option<i64>,
     pub error: Option<String>,
     pub output: Option<Value>,
-}
-
-impl From<eng::AttemptView> for Attempt {
-    fn from(a: eng::AttemptView) -> Self {
-        Attempt {
-            attempt: a.attempt,
-            phase: a.phase,
-            status: a.status,
-            started_at: a.started_at,
-            ended_at: a.ended_at,
-            error: a.error,
-            output: a.output,
-        }
-    }
 }
 
 /// One entry of a run's history.
@@ -300,23 +166,6 @@ pub struct RunEvent {
     pub data: Option<Value>,
     /// The executor that wrote the event.
     pub owner: String,
-}
-
-impl From<&eng::Event> for RunEvent {
-    fn from(e: &eng::Event) -> Self {
-        RunEvent {
-            run_id: e.run_id,
-            seq: e.seq,
-            at: e.at,
-            kind: e.kind.name().to_string(),
-            step: e.step.as_deref().map(str::to_string),
-            item: e.item,
-            attempt: e.attempt,
-            error: e.error.clone(),
-            data: e.kind.data(),
-            owner: e.owner.to_string(),
-        }
-    }
 }
 
 /// `POST /v1/runs`.
@@ -348,7 +197,39 @@ pub struct SubmitRun {
 #[serde(untagged)]
 pub enum Targets {
     Names(Vec<String>),
-    Filter(lariat_workflows::design::NodeFilter),
+    Filter(NodeFilter),
+}
+
+/// A selection of hosts of the active design. A criterion left empty is not given; a
+/// filter with no criterion selects no host (say `all: true` to mean every host).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFilter {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Hosts carrying every one of these labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub racks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
+    #[serde(default)]
+    pub mode: FilterMode,
+    /// Every host of the design, whatever the other criteria say.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+}
+
+/// How the criteria of a node filter combine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FilterMode {
+    /// Hosts matched by any given criterion.
+    Union,
+    /// Hosts matched by every given criterion.
+    #[default]
+    Intersection,
 }
 
 impl Default for Targets {
@@ -386,11 +267,11 @@ pub enum ItemRef {
     Name(String),
 }
 
-impl ItemRef {
-    pub fn to_engine(&self) -> String {
+impl std::fmt::Display for ItemRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ItemRef::Index(i) => i.to_string(),
-            ItemRef::Name(n) => n.clone(),
+            ItemRef::Index(i) => write!(f, "{i}"),
+            ItemRef::Name(n) => f.write_str(n),
         }
     }
 }
@@ -412,7 +293,7 @@ pub struct EventPage {
 }
 
 /// Query of `GET /v1/runs`.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListRunsQuery {
@@ -428,7 +309,7 @@ pub struct ListRunsQuery {
 }
 
 /// Query of `GET /v1/runs/{id}/events`.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
@@ -439,62 +320,10 @@ pub struct EventsQuery {
 }
 
 /// Query of `GET /v1/runs/{id}/events/stream`.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Start after this seq, for clients that cannot set `Last-Event-ID` (the header wins).
     pub after: Option<i64>,
-}
-
-/// A registered workflow version.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Registered {
-    pub name: String,
-    pub version: i64,
-    /// False when the definition equals the latest version, so no version was made.
-    pub created: bool,
-}
-
-/// The latest version of a workflow, in a list.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WorkflowSummary {
-    pub name: String,
-    /// The latest version.
-    pub version: i64,
-    pub description: Option<String>,
-    pub steps: usize,
-    pub created_at: i64,
-}
-
-/// Registered workflows.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WorkflowList {
-    pub workflows: Vec<WorkflowSummary>,
-}
-
-/// One version of a workflow, with its definition.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WorkflowVersion {
-    pub name: String,
-    pub version: i64,
-    pub created_at: i64,
-    /// The definition in canonical JSON form.
-    pub definition: Value,
-}
-
-/// A workflow: its latest version and the numbers of every version.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WorkflowDetail {
-    #[serde(flatten)]
-    pub latest: WorkflowVersion,
-    /// Every version, oldest first.
-    pub versions: Vec<i64>,
-}
-
-/// `GET /healthz` and `GET /readyz`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Health {
-    /// `ok`.
-    pub status: String,
 }

@@ -1,0 +1,16 @@
+//! The REST API's request and response bodies: the server (`lariat-api`) answers with them
+//! and the client (`lariat-client`) reads them, so the two cannot drift apart. They mirror
+//! the engine's rows but are the API's own contract; the OpenAPI document is derived from
+//! them. Timestamps are milliseconds since the Unix epoch.
+
+mod designs;
+mod error;
+mod ops;
+mod runs;
+mod workflows;
+
+pub use designs::*;
+pub use error::*;
+pub use ops::*;
+pub use runs::*;
+pub use workflows::*;

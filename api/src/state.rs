@@ -1,0 +1,28 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use lariat_engine::Engine;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::cache::RunCache;
+
+/// Shared by every handler.
+pub(crate) struct AppState {
+    pub(crate) engine: Engine,
+    pub(crate) auth: Authenticator,
+    pub(crate) metrics: Option<PrometheusHandle>,
+    pub(crate) openapi: String,
+    pub(crate) streams_stop: CancellationToken,
+    pub(crate) runs: Arc<RunCache>,
+    pub(crate) design: lariat_source::DesignSource,
+}
+
+impl FromRef<Arc<AppState>> for Authenticator {
+    fn from_ref(state: &Arc<AppState>) -> Self {
+        state.auth.clone()
+    }
+}

@@ -1,0 +1,418 @@
+//! A typed client of Lariat's REST API: the CLI, the benchmarks and the end-to-end tests
+//! talk to a server through it, in the request and response types the server itself
+//! answers with ([`lariat_api_types`]).
+//!
+//! Every call returns the route's documented body, or a [`ClientError`] that carries the
+//! server's message, status and code as it sent them.
+
+mod error;
+mod sse;
+
+use std::time::Duration;
+
+use lariat_api_types::{
+    DesignFiles, DesignOverview, ErrorBody, EventPage, EventsQuery, Health, HostList, HostsQuery,
+    ListRunsQuery, PinSite, Registered, ResolvedHost, RetryStep, Revision, RevisionFindings, Run,
+    RunDetail, RunEvent, RunPage, SignalStep, SitePin, SubmitRun, ValidationReport, WorkflowDetail,
+    WorkflowList, WorkflowVersion,
+};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+pub use error::ClientError;
+pub use lariat_api_types as types;
+pub use sse::EventStream;
+
+/// The text format of a workflow definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefinitionFormat {
+    Yaml,
+    Json,
+}
+
+/// What a submit did: started `run`, or found the run its idempotency key started before.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub run: Run,
+    pub created: bool,
+}
+
+/// A client of one server. Cheap to clone: clones share connections.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// For event streams, which must not time out.
+    streaming: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+/// Percent-encode one path segment.
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    /// A client of the server at `base` (`http://host:port`), sending `token` as a bearer
+    /// token when given. Requests time out after 60 s, event streams never.
+    pub fn new(base: &str, token: Option<String>) -> Result<Client, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        Self::with_http(base, token, http)
+    }
+
+    /// As [`new`](Self::new), over a `reqwest` client of the caller's (a benchmark's pool
+    /// and timeouts).
+    pub fn with_http(
+        base: &str,
+        token: Option<String>,
+        http: reqwest::Client,
+    ) -> Result<Client, ClientError> {
+        let base = base.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(ClientError::BadUrl(base));
+        }
+        let streaming = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        Ok(Client {
+            http,
+            streaming,
+            base,
+            token: token
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+        })
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Whether requests carry a token.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request_on(&self.http, method, path)
+    }
+
+    fn request_on(&self, http: &reqwest::Client, method: Method, path: &str) -> RequestBuilder {
+        let rb = http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> ClientError {
+        ClientError::Unreachable {
+            base: self.base.clone(),
+            detail: error::innermost(&e),
+        }
+    }
+
+    /// Send; an error answer becomes [`ClientError::Api`] (or `Http` without the API's
+    /// error body). Returns the status and the body's text.
+    async fn exchange(&self, rb: RequestBuilder) -> Result<(StatusCode, String), ClientError> {
+        let res = rb.send().await.map_err(|e| self.unreachable(e))?;
+        let status = res.status();
+        let text = res.text().await.map_err(|e| self.unreachable(e))?;
+        if status.is_success() {
+            return Ok((status, text));
+        }
+        Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) => ClientError::Api {
+                status: status.as_u16(),
+                code: b.error.code,
+                message: b.error.message,
+                details: b.error.details,
+            },
+            Err(_) => ClientError::Http {
+                status: status.to_string(),
+                body: text.trim().to_string(),
+            },
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        rb: RequestBuilder,
+    ) -> Result<(StatusCode, T), ClientError> {
+        let (status, text) = self.exchange(rb).await?;
+        let v = serde_json::from_str(&text).map_err(|e| ClientError::Decode {
+            status: status.as_u16(),
+            what: std::any::type_name::<T>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("the documented body"),
+            detail: e.to_string(),
+        })?;
+        Ok((status, v))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        Ok(self.call(self.request(Method::GET, path)).await?.1)
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(StatusCode, T), ClientError> {
+        let rb = self.request(Method::POST, path);
+        let rb = match body {
+            Some(b) => rb.json(b),
+            None => rb,
+        };
+        self.call(rb).await
+    }
+
+    // ---- workflows ----------------------------------------------------------------
+
+    /// Register a definition; a change makes a new version (`created`).
+    pub async fn register_workflow(
+        &self,
+        text: String,
+        format: DefinitionFormat,
+    ) -> Result<Registered, ClientError> {
+        let ct = match format {
+            DefinitionFormat::Yaml => "application/yaml",
+            DefinitionFormat::Json => "application/json",
+        };
+        let rb = self
+            .request(Method::POST, "/v1/workflows")
+            .header(reqwest::header::CONTENT_TYPE, ct)
+            .body(text);
+        Ok(self.call(rb).await?.1)
+    }
+
+    /// The latest version of every workflow.
+    pub async fn workflows(&self) -> Result<WorkflowList, ClientError> {
+        self.get("/v1/workflows").await
+    }
+
+    /// A workflow's latest version and the numbers of all its versions.
+    pub async fn workflow(&self, name: &str) -> Result<WorkflowDetail, ClientError> {
+        self.get(&format!("/v1/workflows/{}", encode(name))).await
+    }
+
+    /// One version of a workflow.
+    pub async fn workflow_version(
+        &self,
+        name: &str,
+        version: i64,
+    ) -> Result<WorkflowVersion, ClientError> {
+        self.get(&format!(
+            "/v1/workflows/{}/versions/{version}",
+            encode(name)
+        ))
+        .await
+    }
+
+    // ---- runs ---------------------------------------------------------------------
+
+    /// Start a run.
+    pub async fn submit(&self, req: &SubmitRun) -> Result<Submitted, ClientError> {
+        let (status, run) = self.post("/v1/runs", Some(req)).await?;
+        Ok(Submitted {
+            run,
+            created: status == StatusCode::CREATED,
+        })
+    }
+
+    /// A page of runs, newest first.
+    pub async fn runs(&self, q: &ListRunsQuery) -> Result<RunPage, ClientError> {
+        let rb = self.request(Method::GET, "/v1/runs").query(q);
+        Ok(self.call(rb).await?.1)
+    }
+
+    /// A run with every step and attempt.
+    pub async fn run(&self, id: Uuid) -> Result<RunDetail, ClientError> {
+        self.get(&format!("/v1/runs/{id}")).await
+    }
+
+    /// A page of a run's history after `q.after`.
+    pub async fn events(&self, id: Uuid, q: &EventsQuery) -> Result<EventPage, ClientError> {
+        let rb = self
+            .request(Method::GET, &format!("/v1/runs/{id}/events"))
+            .query(q);
+        Ok(self.call(rb).await?.1)
+    }
+
+    /// A run's whole history, page by page.
+    pub async fn all_events(&self, id: Uuid) -> Result<Vec<RunEvent>, ClientError> {
+        let mut all = Vec::new();
+        let mut q = EventsQuery {
+            after: Some(0),
+            limit: Some(1000),
+        };
+        loop {
+            let page = self.events(id, &q).await?;
+            all.extend(page.events);
+            match page.next_after {
+                Some(n) => q.after = Some(n),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Follow a run's events live, after the event with seq `after` (0: from the start).
+    pub async fn follow(&self, id: Uuid, after: i64) -> Result<EventStream, ClientError> {
+        let rb = self
+            .request_on(
+                &self.streaming,
+                Method::GET,
+                &format!("/v1/runs/{id}/events/stream"),
+            )
+            .header("Last-Event-ID", after.to_string())
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        let res = rb.send().await.map_err(|e| self.unreachable(e))?;
+        if !res.status().is_success() {
+            // The error answer is a plain JSON body: read it as any other.
+            let status = res.status();
+            let text = res.text().await.unwrap_or_default();
+            return Err(match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(b) => ClientError::Api {
+                    status: status.as_u16(),
+                    code: b.error.code,
+                    message: b.error.message,
+                    details: b.error.details,
+                },
+                Err(_) => ClientError::Http {
+                    status: status.to_string(),
+                    body: text.trim().to_string(),
+                },
+            });
+        }
+        Ok(EventStream::new(res, &self.base))
+    }
+
+    async fn verb(&self, id: Uuid, verb: &str) -> Result<Run, ClientError> {
+        Ok(self
+            .post::<(), _>(&format!("/v1/runs/{id}/{verb}"), None)
+            .await?
+            .1)
+    }
+
+    /// Stop a run: running attempts are told to stop, nothing more starts.
+    pub async fn cancel(&self, id: Uuid) -> Result<Run, ClientError> {
+        self.verb(id, "cancel").await
+    }
+
+    /// Start no new attempts until resumed.
+    pub async fn pause(&self, id: Uuid) -> Result<Run, ClientError> {
+        self.verb(id, "pause").await
+    }
+
+    pub async fn resume(&self, id: Uuid) -> Result<Run, ClientError> {
+        self.verb(id, "resume").await
+    }
+
+    /// Run the compensations of the succeeded steps, in reverse order.
+    pub async fn rollback(&self, id: Uuid) -> Result<Run, ClientError> {
+        self.verb(id, "rollback").await
+    }
+
+    /// Retry a failed step and everything after it, with new input when given.
+    pub async fn retry(
+        &self,
+        id: Uuid,
+        step: &str,
+        req: Option<&RetryStep>,
+    ) -> Result<Run, ClientError> {
+        let path = format!("/v1/runs/{id}/steps/{}/retry", encode(step));
+        Ok(self.post(&path, req).await?.1)
+    }
+
+    /// Deliver a signal to a step waiting for one.
+    pub async fn signal(&self, id: Uuid, step: &str, req: &SignalStep) -> Result<Run, ClientError> {
+        let path = format!("/v1/runs/{id}/steps/{}/signal", encode(step));
+        Ok(self.post(&path, Some(req)).await?.1)
+    }
+
+    // ---- design -------------------------------------------------------------------
+
+    /// The design source, its newest `limit` revisions and the site pins.
+    pub async fn designs(&self, limit: u32) -> Result<DesignOverview, ClientError> {
+        self.get(&format!("/v1/designs?limit={limit}")).await
+    }
+
+    /// A recorded revision (7 hex digits or more) and its findings.
+    pub async fn findings(&self, rev: &str) -> Result<RevisionFindings, ClientError> {
+        self.get(&format!("/v1/designs/{}/findings", encode(rev)))
+            .await
+    }
+
+    /// Validate a design without recording it.
+    pub async fn validate_design(
+        &self,
+        files: &DesignFiles,
+    ) -> Result<ValidationReport, ClientError> {
+        Ok(self.post("/v1/designs/validate", Some(files)).await?.1)
+    }
+
+    /// Fetch the design branch now; answers the head's revision.
+    pub async fn sync_design(&self) -> Result<Revision, ClientError> {
+        Ok(self.post::<(), _>("/v1/designs/sync", None).await?.1)
+    }
+
+    /// Hold `site` to a revision or tag.
+    pub async fn pin(&self, site: &str, rev: &str) -> Result<SitePin, ClientError> {
+        let rb = self
+            .request(Method::PUT, &format!("/v1/sites/{}/pin", encode(site)))
+            .json(&PinSite {
+                rev: rev.to_string(),
+            });
+        Ok(self.call(rb).await?.1)
+    }
+
+    /// Let `site` follow the active design again.
+    pub async fn unpin(&self, site: &str) -> Result<(), ClientError> {
+        let rb = self.request(Method::DELETE, &format!("/v1/sites/{}/pin", encode(site)));
+        self.exchange(rb).await.map(|_| ())
+    }
+
+    /// The hosts of the active design a node filter selects.
+    pub async fn hosts(&self, q: &HostsQuery) -> Result<HostList, ClientError> {
+        let rb = self.request(Method::GET, "/v1/hosts").query(q);
+        Ok(self.call(rb).await?.1)
+    }
+
+    /// A host of the active design after profile inheritance.
+    pub async fn resolved_host(&self, name: &str) -> Result<ResolvedHost, ClientError> {
+        self.get(&format!("/v1/hosts/{}/resolved", encode(name)))
+            .await
+    }
+
+    // ---- operations ---------------------------------------------------------------
+
+    /// Readiness: the executor answers and the store can be read.
+    pub async fn ready(&self) -> Result<Health, ClientError> {
+        self.get("/readyz").await
+    }
+
+    /// The Prometheus metrics text.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        Ok(self
+            .exchange(self.request(Method::GET, "/metrics"))
+            .await?
+            .1)
+    }
+}
