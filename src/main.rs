@@ -1,10 +1,7 @@
-//! `lariat`: one binary for the central server, site agents, benchmarks and the
-//! operator's command line. `anyhow` lives here, at the edge; crates below use typed errors.
+//! `lariat`: one binary for the central server, site agents and the operator's command
+//! line. `anyhow` lives here, at the edge; crates below use typed errors.
 
-mod bench;
-mod bench_api;
 mod cli;
-mod cli_design;
 mod server;
 mod site;
 
@@ -25,9 +22,6 @@ struct Cli {
 enum Cmd {
     /// Run the central node: the workflow engine and the REST API.
     Server(server::ServerArgs),
-    /// Benchmarks that print their figures as JSON.
-    #[command(subcommand)]
-    Bench(bench::BenchCmd),
     #[command(flatten)]
     Client(cli::ClientCmd),
 }
@@ -54,13 +48,16 @@ fn main() {
     let code = rt.block_on(async move {
         let res = match cli.cmd {
             Cmd::Server(a) => server::run(a).await.map(|_| 0),
-            Cmd::Bench(b) => bench::run(b).await.map(|_| 0),
             Cmd::Client(c) => cli::run(c).await,
         };
         match res {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                let hint = e
+                    .downcast_ref::<lariat_client::ClientError>()
+                    .and_then(cli::hint)
+                    .unwrap_or_default();
+                eprintln!("error: {e:#}{hint}");
                 1
             }
         }

@@ -327,3 +327,59 @@ pub struct StreamQuery {
     /// Start after this seq, for clients that cannot set `Last-Event-ID` (the header wins).
     pub after: Option<i64>,
 }
+
+impl RunStatus {
+    /// The status as the API spells it (`rolling_back`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Paused => "paused",
+            RunStatus::Failed => "failed",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::RollingBack => "rolling_back",
+            RunStatus::RolledBack => "rolled_back",
+            RunStatus::CompensationFailed => "compensation_failed",
+        }
+    }
+
+    /// A status nothing changes by itself: succeeded, or stopped for good or for an
+    /// operator (failed, cancelled, rolled back, compensation failed).
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            RunStatus::Running | RunStatus::Paused | RunStatus::RollingBack
+        )
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl StepStatus {
+    /// The status as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Ready => "ready",
+            StepStatus::Running => "running",
+            StepStatus::Waiting => "waiting",
+            StepStatus::Retrying => "retrying",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+            StepStatus::Compensating => "compensating",
+            StepStatus::Compensated => "compensated",
+        }
+    }
+}
+
+impl std::fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

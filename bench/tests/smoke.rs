@@ -1,4 +1,4 @@
-//! `lariat bench engine` keeps working and prints every figure the engine issue asks for.
+//! `lariat-bench engine` keeps working and prints every figure the engine issue asks for.
 //! A tiny run: the figures themselves are only printed, never judged here.
 
 use std::process::Command;
@@ -7,9 +7,8 @@ use serde_json::Value;
 
 #[test]
 fn bench_engine_prints_every_figure() {
-    let out = Command::new(env!("CARGO_BIN_EXE_lariat"))
+    let out = Command::new(env!("CARGO_BIN_EXE_lariat-bench"))
         .args([
-            "bench",
             "engine",
             "--runs",
             "60",
@@ -23,7 +22,7 @@ fn bench_engine_prints_every_figure() {
         ])
         .env("LARIAT_LOG", "warn")
         .output()
-        .expect("the lariat binary runs");
+        .expect("the lariat-bench binary runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -1,14 +1,18 @@
 //! `lariat design …`: validate a design folder locally, and read a server's design
 //! revisions, findings, resolved hosts and site pins.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
-use lariat_workflows::design::{self, Finding, Level};
-use serde_json::{Value, json};
+use lariat_client::Client;
+use lariat_client::types::{FilterMode, FindingLevel, HostsQuery, NodeFilter, RevisionStatus};
+use lariat_workflows::design::{self, Level};
+use serde_json::json;
 
-use crate::cli::{Client, Conn, encode, print_json, str_of, time};
+use super::conn::Conn;
+use super::output::{print_json, time};
 
 #[derive(Subcommand)]
 pub enum DesignCmd {
@@ -70,44 +74,39 @@ pub struct Select {
 
 impl Select {
     /// A node filter with `names`, when any criterion beyond names is given.
-    pub fn filter(&self, names: &[String]) -> anyhow::Result<Option<Value>> {
+    pub fn filter(&self, names: &[String]) -> anyhow::Result<Option<NodeFilter>> {
         if self.labels.is_empty() && self.racks.is_empty() && self.sites.is_empty() {
             return Ok(None);
         }
-        let mut labels = serde_json::Map::new();
+        let mut labels = BTreeMap::new();
         for pair in &self.labels {
             let Some((k, v)) = pair.split_once('=') else {
                 bail!("--labels {pair:?}: write key=value");
             };
-            labels.insert(k.trim().into(), json!(v.trim()));
+            labels.insert(k.trim().to_string(), v.trim().to_string());
         }
-        Ok(Some(json!({
-            "names": names,
-            "labels": labels,
-            "racks": self.racks,
-            "sites": self.sites,
-            "mode": if self.union { "union" } else { "intersection" },
-        })))
+        Ok(Some(NodeFilter {
+            names: names.to_vec(),
+            labels,
+            racks: self.racks.clone(),
+            sites: self.sites.clone(),
+            mode: if self.union {
+                FilterMode::Union
+            } else {
+                FilterMode::Intersection
+            },
+            all: false,
+        }))
     }
 
-    fn query(&self, names: &[String]) -> String {
-        let mut q = Vec::new();
-        let mut add = |k: &str, v: &[String]| {
-            if !v.is_empty() {
-                q.push(format!("{k}={}", encode(&v.join(","))));
-            }
-        };
-        add("names", names);
-        add("labels", &self.labels);
-        add("racks", &self.racks);
-        add("sites", &self.sites);
-        if self.union {
-            q.push("mode=union".into());
-        }
-        if q.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", q.join("&"))
+    fn query(&self, names: &[String]) -> HostsQuery {
+        let list = |v: &[String]| (!v.is_empty()).then(|| v.join(","));
+        HostsQuery {
+            names: list(names),
+            labels: list(&self.labels),
+            racks: list(&self.racks),
+            sites: list(&self.sites),
+            mode: self.union.then(|| "union".to_string()),
         }
     }
 }
@@ -116,78 +115,83 @@ pub async fn run(conn: &Conn, cmd: DesignCmd) -> anyhow::Result<i32> {
     if let DesignCmd::Validate { dir } = &cmd {
         return validate(conn, dir);
     }
-    let c = Client::new(conn)?;
+    let c = conn.client()?;
+    server(c, conn, cmd).await
+}
+
+async fn server(c: Client, conn: &Conn, cmd: DesignCmd) -> anyhow::Result<i32> {
     match cmd {
-        DesignCmd::Validate { .. } => unreachable!("handled above"),
+        DesignCmd::Validate { .. } => unreachable!("validated locally by run()"),
         DesignCmd::List { limit } => {
-            let v = c.get(&format!("/v1/designs?limit={limit}")).await?;
+            let v = c.designs(limit).await?;
             if conn.json {
                 print_json(&v);
                 return Ok(0);
             }
-            match v["source"].as_object() {
-                Some(s) => println!(
-                    "source  {} (branch {})",
-                    str_of(&s["repo"]),
-                    str_of(&s["branch"])
-                ),
+            match &v.source {
+                Some(s) => println!("source  {} (branch {})", s.repo, s.branch),
                 None => println!("source  none (start the server with --design-repo)"),
             }
-            for r in v["revisions"].as_array().into_iter().flatten() {
+            for r in &v.revisions {
                 println!(
                     "{:.12}  {:<8}  {:>3} errors {:>3} warnings  {}  {}  {}",
-                    str_of(&r["commit"]),
-                    str_of(&r["status"]),
-                    r["errors"],
-                    r["warnings"],
-                    time(r["fetched_at"].as_i64()),
-                    str_of(&r["trigger"]),
-                    str_of(&r["summary"]),
+                    r.commit,
+                    status(r.status),
+                    r.errors,
+                    r.warnings,
+                    time(Some(r.fetched_at)),
+                    r.trigger,
+                    r.summary,
                 );
             }
-            for p in v["pins"].as_array().into_iter().flatten() {
+            for p in &v.pins {
                 println!(
                     "pin  site {} -> {} ({:.12}) by {}",
-                    str_of(&p["site"]),
-                    str_of(&p["rev"]),
-                    str_of(&p["commit"]),
-                    str_of(&p["pinned_by"])
+                    p.site, p.rev, p.commit, p.pinned_by
                 );
             }
             Ok(0)
         }
         DesignCmd::Findings { rev } => {
-            let v = c
-                .get(&format!("/v1/designs/{}/findings", encode(&rev)))
-                .await?;
+            let v = c.findings(&rev).await?;
             if conn.json {
                 print_json(&v);
             } else {
-                let findings: Vec<Finding> = serde_json::from_value(v["findings"].clone())
-                    .context("the server's findings are not in the expected shape")?;
-                print_findings(&findings);
+                for f in &v.findings {
+                    let level = match f.level {
+                        FindingLevel::Error => "error",
+                        FindingLevel::Warning => "warning",
+                    };
+                    print_finding(
+                        level,
+                        &f.rule,
+                        &f.kind,
+                        &f.name,
+                        &f.path,
+                        &f.message,
+                        f.file.as_deref(),
+                    );
+                }
             }
             Ok(0)
         }
         DesignCmd::Sync => {
-            let (_, v) = c.post("/v1/designs/sync", None).await?;
+            let r = c.sync_design().await?;
             if conn.json {
-                print_json(&v);
+                print_json(&r);
             } else {
                 println!(
                     "{:.12}  {}  {} errors, {} warnings",
-                    str_of(&v["commit"]),
-                    str_of(&v["status"]),
-                    v["errors"],
-                    v["warnings"]
+                    r.commit,
+                    status(r.status),
+                    r.errors,
+                    r.warnings
                 );
             }
-            Ok(if v["accepted"] == json!(true) { 0 } else { 1 })
+            Ok(if r.accepted { 0 } else { 1 })
         }
         DesignCmd::Show(ShowCmd::Host { name }) => {
-            let v = c
-                .get(&format!("/v1/hosts/{}/resolved", encode(&name)))
-                .await?;
+            let v = c.resolved_host(&name).await?;
             if conn.json {
                 print_json(&v);
             } else {
@@ -196,41 +200,40 @@ pub async fn run(conn: &Conn, cmd: DesignCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
         DesignCmd::Hosts { select, names } => {
-            let v = c.get(&format!("/v1/hosts{}", select.query(&names))).await?;
+            let v = c.hosts(&select.query(&names)).await?;
             if conn.json {
                 print_json(&v);
             } else {
-                for h in v["hosts"].as_array().into_iter().flatten() {
-                    println!("{}", str_of(h));
+                for h in &v.hosts {
+                    println!("{h}");
                 }
             }
             Ok(0)
         }
         DesignCmd::Pin { site, rev } => {
-            let rb_body = json!({ "rev": rev });
-            let v = c
-                .put(&format!("/v1/sites/{}/pin", encode(&site)), &rb_body)
-                .await?;
+            let p = c.pin(&site, &rev).await?;
             if conn.json {
-                print_json(&v);
+                print_json(&p);
             } else {
-                println!(
-                    "site {} pinned to {} ({:.12})",
-                    site,
-                    str_of(&v["rev"]),
-                    str_of(&v["commit"])
-                );
+                println!("site {} pinned to {} ({:.12})", site, p.rev, p.commit);
             }
             Ok(0)
         }
         DesignCmd::Unpin { site } => {
-            c.delete(&format!("/v1/sites/{}/pin", encode(&site)))
-                .await?;
+            c.unpin(&site).await?;
             if !conn.json {
                 println!("site {site} follows the active design");
             }
             Ok(0)
         }
+    }
+}
+
+fn status(s: RevisionStatus) -> &'static str {
+    match s {
+        RevisionStatus::Active => "active",
+        RevisionStatus::Accepted => "accepted",
+        RevisionStatus::Rejected => "rejected",
     }
 }
 
@@ -248,7 +251,21 @@ fn validate(conn: &Conn, dir: &Path) -> anyhow::Result<i32> {
             "findings": r.findings,
         }));
     } else {
-        print_findings(&r.findings);
+        for f in &r.findings {
+            let level = match f.level {
+                Level::Error => "error",
+                Level::Warning => "warning",
+            };
+            print_finding(
+                level,
+                &f.rule,
+                &f.kind,
+                &f.name,
+                &f.path,
+                &f.message,
+                f.file.as_deref(),
+            );
+        }
         eprintln!(
             "{}: {} error(s), {} warning(s)",
             dir.display(),
@@ -259,25 +276,20 @@ fn validate(conn: &Conn, dir: &Path) -> anyhow::Result<i32> {
     Ok(if r.has_errors() { 1 } else { 0 })
 }
 
-fn print_findings(findings: &[Finding]) {
-    for f in findings {
-        let level = match f.level {
-            Level::Error => "error",
-            Level::Warning => "warning",
-        };
-        let at = if f.path.is_empty() {
-            String::new()
-        } else {
-            format!(" {}", f.path)
-        };
-        let file = f
-            .file
-            .as_deref()
-            .map(|p| format!("  ({p})"))
-            .unwrap_or_default();
-        println!(
-            "{level:<7}  {:<24}  {}/{}{at}: {}{file}",
-            f.rule, f.kind, f.name, f.message
-        );
-    }
+fn print_finding(
+    level: &str,
+    rule: &str,
+    kind: &str,
+    name: &str,
+    path: &str,
+    message: &str,
+    file: Option<&str>,
+) {
+    let at = if path.is_empty() {
+        String::new()
+    } else {
+        format!(" {path}")
+    };
+    let file = file.map(|p| format!("  ({p})")).unwrap_or_default();
+    println!("{level:<7}  {rule:<24}  {kind}/{name}{at}: {message}{file}");
 }

@@ -1,4 +1,4 @@
-//! `lariat bench engine`: the provision-7 workload on the real engine and a real SQLite
+//! `lariat-bench engine`: the provision-7 workload on the real engine and a real SQLite
 //! file, printing figures (never asserting them).
 //!
 //! Each phase runs in a fresh child process of this binary, so that peak RSS is the
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
 use lariat_engine::{
     Actions, Actor, Durability, Engine, EngineConfig, EventKind, Format, NewRun, RunStatus,
@@ -23,13 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-#[derive(Subcommand)]
-pub enum BenchCmd {
-    /// The engine on the provision-7 workload: throughput, latency, memory, resume.
-    Engine(EngineBench),
-    /// REST read and submit rates while the engine runs workflows.
-    Api(crate::bench_api::ApiBench),
-}
+use crate::work::{WorkDir, peak_rss_mb, round};
 
 #[derive(Args, Debug, Clone)]
 pub struct EngineBench {
@@ -67,67 +61,15 @@ pub enum Phase {
     Resume,
 }
 
-pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
-    match cmd {
-        BenchCmd::Engine(b) => match (b.phase, b.db.clone()) {
-            (Some(p), Some(db)) => {
-                let out = phase(p, &db, &b).await?;
-                println!("{out}");
-                Ok(())
-            }
-            (Some(_), None) => bail!("--phase needs --db"),
-            (None, _) => orchestrate(b).await,
-        },
-        BenchCmd::Api(a) => crate::bench_api::run(a).await,
-    }
-}
-
-/// Peak resident set size of this process, in MB (kB / 1000, as the peer scripts count).
-pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map(|kb| kb / 1000.0)
-        .unwrap_or(0.0)
-}
-
-/// Where a benchmark keeps its databases: the folder the operator named, or a temporary
-/// one that is removed when the benchmark ends, however it ends.
-pub struct WorkDir {
-    path: PathBuf,
-    temporary: bool,
-}
-
-impl WorkDir {
-    pub fn new(named: Option<&Path>, prefix: &str) -> anyhow::Result<WorkDir> {
-        let (path, temporary) = match named {
-            Some(d) => (d.to_path_buf(), false),
-            None => (
-                std::env::temp_dir().join(format!("{prefix}-{}", Uuid::now_v7())),
-                true,
-            ),
-        };
-        std::fs::create_dir_all(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(WorkDir { path, temporary })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if self.temporary {
-            let _ = std::fs::remove_dir_all(&self.path);
+pub async fn run(b: EngineBench) -> anyhow::Result<()> {
+    match (b.phase, b.db.clone()) {
+        (Some(p), Some(db)) => {
+            let out = phase(p, &db, &b).await?;
+            println!("{out}");
+            Ok(())
         }
+        (Some(_), None) => bail!("--phase needs --db"),
+        (None, _) => orchestrate(b).await,
     }
 }
 
@@ -137,7 +79,7 @@ async fn orchestrate(b: EngineBench) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let child = |p: Phase, db: &Path| {
         let mut c = tokio::process::Command::new(&exe);
-        c.args(["bench", "engine", "--phase"])
+        c.args(["engine", "--phase"])
             .arg(format!("{p:?}").to_lowercase())
             .arg("--db")
             .arg(db)
@@ -233,11 +175,6 @@ async fn run_child(mut c: tokio::process::Command) -> anyhow::Result<Value> {
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().context("bench phase printed nothing")?;
     serde_json::from_str(line).with_context(|| format!("bench phase printed {line}"))
-}
-
-fn round(x: f64, digits: i32) -> f64 {
-    let m = 10f64.powi(digits);
-    (x * m).round() / m
 }
 
 /// Runs of the bench engine, completed as the events say: signalled when

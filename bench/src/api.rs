@@ -1,6 +1,8 @@
-//! `lariat bench api`: REST read and submit rates while the engine is busy.
+//! `lariat-bench api`: REST read and submit rates while the engine is busy, measured
+//! through the typed client an operator's tools use.
 //!
-//! Starts `lariat server` as a child process on a fresh database with an operator token,
+//! Starts `lariat server` (the `lariat` binary beside this one, or `--lariat`) as a child
+//! process on a fresh database with an operator token,
 //! keeps `--inflight` provision-noop runs in flight (each waits at `await_callback`; a
 //! driver signals `--churn` of them per second over the API and submits a replacement for
 //! each, so the engine keeps executing steps and committing), then measures, one phase
@@ -11,7 +13,7 @@
 //!
 //! Prints one JSON object. Figures are reported, never asserted.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,9 +21,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use lariat_client::types::{SignalStep, SubmitRun};
+use lariat_client::{Client, ClientError};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use crate::work::{WorkDir, round};
 
 #[derive(Args, Debug, Clone)]
 pub struct ApiBench {
@@ -43,6 +50,51 @@ pub struct ApiBench {
     /// Folder for the bench database (a temporary one, removed afterwards, by default).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// The `lariat` binary to start as the server; the one beside this binary by default.
+    #[arg(long, env = "LARIAT_BIN")]
+    pub lariat: Option<PathBuf>,
+}
+
+/// The `lariat` binary: `--lariat`, or the one `cargo build` put beside this one.
+fn lariat_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()
+            .context("cannot find this binary")?
+            .with_file_name("lariat"),
+    };
+    if !path.is_file() {
+        bail!(
+            "no lariat binary at {}: build it first (cargo build --release) or give --lariat",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// An operator token in `db`, made by `lariat token create` as an operator would.
+async fn create_token(exe: &Path, db: &Path) -> anyhow::Result<String> {
+    let out = Command::new(exe)
+        .args([
+            "token", "create", "--json", "--role", "operator", "--name", "bench",
+        ])
+        .arg("--db")
+        .arg(db)
+        .env("LARIAT_LOG", "warn")
+        .output()
+        .await
+        .context("cannot run lariat token create")?;
+    if !out.status.success() {
+        bail!(
+            "lariat token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("lariat token create --json")?;
+    v["token"]
+        .as_str()
+        .map(str::to_string)
+        .context("lariat token create printed no token")
 }
 
 /// The server child; killed when dropped.
@@ -53,8 +105,7 @@ struct ServerChild {
 }
 
 impl ServerChild {
-    async fn start(db: &std::path::Path, durability: &str) -> anyhow::Result<ServerChild> {
-        let exe = std::env::current_exe().context("cannot find this binary")?;
+    async fn start(exe: &Path, db: &Path, durability: &str) -> anyhow::Result<ServerChild> {
         let mut child = Command::new(exe)
             .args([
                 "server",
@@ -163,29 +214,23 @@ fn summary(name: &str, mut s: Sample, elapsed: Duration) -> Value {
     })
 }
 
-fn round(x: f64, digits: i32) -> f64 {
-    let m = 10f64.powi(digits);
-    (x * m).round() / m
+/// The requests the benchmark makes, through the typed client.
+struct Api {
+    client: Client,
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    auth: String,
+fn noop_run() -> SubmitRun {
+    SubmitRun {
+        workflow: "provision-noop".into(),
+        ..Default::default()
+    }
 }
 
 impl Api {
     /// The server's run-detail cache counters: (hits, misses).
     async fn cache_counts(&self) -> (f64, f64) {
-        let text = match self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .header("authorization", &self.auth)
-            .send()
-            .await
-        {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => return (0.0, 0.0),
+        let Ok(text) = self.client.metrics().await else {
+            return (0.0, 0.0);
         };
         let count = |result: &str| {
             let prefix = format!("lariat_api_run_cache_total{{result=\"{result}\"}} ");
@@ -197,44 +242,27 @@ impl Api {
         (count("hit"), count("miss"))
     }
 
-    async fn submit(&self) -> anyhow::Result<String> {
-        let r = self
-            .http
-            .post(format!("{}/v1/runs", self.base))
-            .header("authorization", &self.auth)
-            .json(&json!({"workflow": "provision-noop"}))
-            .send()
-            .await?;
-        let status = r.status();
-        let v: Value = r.json().await?;
-        if status != reqwest::StatusCode::CREATED {
-            bail!("submit answered {status}: {v}");
+    async fn submit(&self) -> anyhow::Result<Uuid> {
+        let sub = self.client.submit(&noop_run()).await?;
+        if !sub.created {
+            bail!(
+                "submit found an earlier run {} instead of starting one",
+                sub.run.id
+            );
         }
-        v["id"]
-            .as_str()
-            .map(str::to_string)
-            .context("submit answered without an id")
+        Ok(sub.run.id)
     }
 
     /// Signal a run's `await_callback`; false while the step is not waiting yet.
-    async fn signal(&self, id: &str) -> anyhow::Result<bool> {
-        let r = self
-            .http
-            .post(format!(
-                "{}/v1/runs/{id}/steps/await_callback/signal",
-                self.base
-            ))
-            .header("authorization", &self.auth)
-            .json(&json!({"payload": {"bench": true}}))
-            .send()
-            .await?;
-        match r.status() {
-            s if s.is_success() => Ok(true),
-            reqwest::StatusCode::CONFLICT => Ok(false),
-            s => bail!(
-                "signal answered {s}: {}",
-                r.text().await.unwrap_or_default()
-            ),
+    async fn signal(&self, id: Uuid) -> anyhow::Result<bool> {
+        let req = SignalStep {
+            payload: json!({"bench": true}),
+            item: None,
+        };
+        match self.client.signal(id, "await_callback", &req).await {
+            Ok(_) => Ok(true),
+            Err(ClientError::Api { status: 409, .. }) => Ok(false),
+            Err(e) => bail!("signal: {e}"),
         }
     }
 }
@@ -243,7 +271,7 @@ impl Api {
 /// replacement. Returns the runs completed.
 async fn churn(
     api: Arc<Api>,
-    runs: Arc<Mutex<std::collections::VecDeque<String>>>,
+    runs: Arc<Mutex<std::collections::VecDeque<Uuid>>>,
     per_s: u32,
     done: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -265,7 +293,7 @@ async fn churn(
         let (api, runs, done) = (api.clone(), runs.clone(), done.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            match api.signal(&id).await {
+            match api.signal(id).await {
                 Ok(true) => {
                     done.fetch_add(1, Ordering::Relaxed);
                     if let Ok(new) = api.submit().await {
@@ -289,7 +317,7 @@ enum Phase {
 
 async fn measure(
     api: Arc<Api>,
-    ids: Arc<Vec<String>>,
+    ids: Arc<Vec<Uuid>>,
     phase: Phase,
     concurrency: usize,
     length: Duration,
@@ -313,39 +341,12 @@ async fn measure(
                         x ^= x >> 7;
                         x ^= x << 17;
                         let i = (x % ids.len() as u64) as usize;
-                        api.http
-                            .get(format!("{}/v1/runs/{}", api.base, ids[i]))
-                            .header("authorization", &api.auth)
-                            .send()
-                            .await
+                        api.client.run(ids[i]).await.map(|_| ())
                     }
-                    Phase::Submits => {
-                        api.http
-                            .post(format!("{}/v1/runs", api.base))
-                            .header("authorization", &api.auth)
-                            .json(&json!({"workflow": "provision-noop"}))
-                            .send()
-                            .await
-                    }
+                    Phase::Submits => api.client.submit(&noop_run()).await.map(|_| ()),
                 };
                 let ok = match res {
-                    Ok(r) => {
-                        let status = r.status();
-                        let body = r.bytes().await;
-                        match (status.is_success(), body) {
-                            (true, Ok(_)) => true,
-                            (_, b) => {
-                                if s.first_error.is_none() {
-                                    s.first_error = Some(format!(
-                                        "{status}: {}",
-                                        b.map(|b| String::from_utf8_lossy(&b).into_owned())
-                                            .unwrap_or_default()
-                                    ));
-                                }
-                                false
-                            }
-                        }
-                    }
+                    Ok(()) => true,
                     Err(e) => {
                         if s.first_error.is_none() {
                             s.first_error = Some(e.to_string());
@@ -377,7 +378,7 @@ async fn measure(
 }
 
 pub async fn run(b: ApiBench) -> anyhow::Result<()> {
-    let work = crate::bench::WorkDir::new(b.dir.as_deref(), "lariat-bench-api")?;
+    let work = WorkDir::new(b.dir.as_deref(), "lariat-bench-api")?;
     let result = bench(&b, work.path()).await;
     drop(work);
     let out = result?;
@@ -386,23 +387,16 @@ pub async fn run(b: ApiBench) -> anyhow::Result<()> {
 }
 
 async fn bench(b: &ApiBench, dir: &std::path::Path) -> anyhow::Result<Value> {
+    let exe = lariat_binary(b.lariat.as_deref())?;
     let db = dir.join("bench-api.db");
-    let token = {
-        let tokens = crate::cli::open_tokens(&db).await?;
-        tokens
-            .create(lariat_api::Role::Operator, Some("bench"))
-            .await?
-            .token
-    };
-    let server = ServerChild::start(&db, &b.durability).await?;
+    let token = create_token(&exe, &db).await?;
+    let server = ServerChild::start(&exe, &db, &b.durability).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(b.concurrency.max(16) * 2)
         .timeout(Duration::from_secs(30))
         .build()?;
     let api = Arc::new(Api {
-        http,
-        base: server.base.clone(),
-        auth: format!("Bearer {token}"),
+        client: Client::with_http(&server.base, Some(token), http)?,
     });
 
     eprintln!("starting {} runs in flight", b.inflight);

@@ -1,0 +1,59 @@
+//! `lariat-bench`: benchmarks that print their figures as JSON, never judge them. Kept out
+//! of the product binary; `bench/*.sh` beside this crate measure the boot services and
+//! BMC drivers against real peers.
+
+mod api;
+mod engine;
+mod work;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "lariat-bench",
+    version,
+    about = "Benchmarks that print their figures as JSON"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The engine on the provision-7 workload: throughput, latency, memory, resume.
+    Engine(engine::EngineBench),
+    /// REST read and submit rates while the engine runs workflows.
+    Api(api::ApiBench),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LARIAT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let res = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Engine(b) => engine::run(b).await,
+            Cmd::Api(a) => api::run(a).await,
+        }
+    });
+    if let Err(e) = res {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,58 @@
+//! The operator's commands: the same binary talking to a server's REST API through the
+//! typed client, a file per noun.
+//!
+//! Every command prints text for people by default and JSON with `--json`. The server's
+//! error messages are printed as they are, with the status and code they came with.
+
+mod conn;
+mod design;
+mod output;
+mod runs;
+mod show;
+mod tokens;
+mod watch;
+mod workflows;
+
+use clap::Subcommand;
+
+pub use conn::hint;
+
+#[derive(Subcommand)]
+pub enum ClientCmd {
+    /// Workflow definitions on a server (the token comes from LARIAT_TOKEN).
+    Workflow {
+        #[command(flatten)]
+        conn: conn::Conn,
+        #[command(subcommand)]
+        cmd: workflows::WorkflowCmd,
+    },
+    /// Runs on a server: submit, list, show, watch, and the operator verbs (the token
+    /// comes from LARIAT_TOKEN).
+    Run {
+        #[command(flatten)]
+        conn: conn::Conn,
+        #[command(subcommand)]
+        cmd: runs::RunCmd,
+    },
+    /// API tokens, kept in the server's database.
+    #[command(subcommand)]
+    Token(tokens::TokenCmd),
+    /// The site design: validate a folder here, or ask a server for revisions, findings,
+    /// hosts and pins (the token comes from LARIAT_TOKEN).
+    Design {
+        #[command(flatten)]
+        conn: conn::Conn,
+        #[command(subcommand)]
+        cmd: design::DesignCmd,
+    },
+}
+
+/// Run a client command; the value is the process's exit code.
+pub async fn run(cmd: ClientCmd) -> anyhow::Result<i32> {
+    match cmd {
+        ClientCmd::Workflow { conn, cmd } => workflows::run(conn.client()?, &conn, cmd).await,
+        ClientCmd::Run { conn, cmd } => runs::run(conn.client()?, &conn, cmd).await,
+        ClientCmd::Token(t) => tokens::run(t).await,
+        ClientCmd::Design { conn, cmd } => design::run(&conn, cmd).await,
+    }
+}
