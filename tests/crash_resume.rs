@@ -250,7 +250,7 @@ async fn runs_survive_repeated_sigkill() {
                         ));
                     }
                 }
-                let ev = all_events(&http, &base, &run).await;
+                let ev = all_events(&base, &run).await;
                 for e in ev.iter().rev().take(12).rev() {
                     report.push_str(&format!(
                         "  #{} {} {} {} {}\n",
@@ -292,7 +292,7 @@ async fn runs_survive_repeated_sigkill() {
         assert!(by_key.insert(run, key).is_none(), "two keys gave run {run}");
     }
     for run in &runs {
-        let events = all_events(&http, &base, run).await;
+        let events = all_events(&base, run).await;
         interrupted += check_run_log(run, &events, &acked);
         let detail = get_json(&http, &format!("{base}/v1/runs/{run}")).await;
         assert_eq!(detail["status"], "succeeded", "{detail:#}");
@@ -304,7 +304,7 @@ async fn runs_survive_repeated_sigkill() {
         }
     }
     // Idempotent submits across kills never made a second run for one key.
-    let listed = list_all_runs(&http, &base).await;
+    let listed = list_all_runs(&base).await;
     assert_eq!(listed, total, "runs in the store vs runs submitted");
     eprintln!("{interrupted} attempts were recorded as interrupted");
     assert!(interrupted > 0, "kills interrupted running attempts");
@@ -435,41 +435,31 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     r.json().await.unwrap()
 }
 
-async fn all_events(http: &reqwest::Client, base: &str, run: &str) -> Vec<Value> {
-    let mut out: Vec<Value> = Vec::new();
-    let mut after = 0;
-    loop {
-        let page: Value = http
-            .get(format!(
-                "{base}/v1/runs/{run}/events?after={after}&limit=1000"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let events = page["events"].as_array().unwrap().clone();
-        out.extend(events);
-        match page["next_after"].as_i64() {
-            Some(n) => after = n,
-            None => return out,
-        }
-    }
+/// A run's whole history, through the typed client, as JSON for the checks below.
+async fn all_events(base: &str, run: &str) -> Vec<Value> {
+    let c = lariat_client::Client::new(base, None).unwrap();
+    let id = run.parse().expect("a run id");
+    c.all_events(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect()
 }
 
-async fn list_all_runs(http: &reqwest::Client, base: &str) -> usize {
+/// How many runs the server lists, page by page.
+async fn list_all_runs(base: &str) -> usize {
+    let c = lariat_client::Client::new(base, None).unwrap();
+    let mut q = lariat_client::types::ListRunsQuery {
+        limit: Some(500),
+        ..Default::default()
+    };
     let mut n = 0;
-    let mut cursor: Option<String> = None;
     loop {
-        let mut url = format!("{base}/v1/runs?limit=500");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let page = get_json(http, &url).await;
-        n += page["runs"].as_array().unwrap().len();
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
+        let page = c.runs(&q).await.unwrap();
+        n += page.runs.len();
+        match page.next_cursor {
+            Some(cur) => q.cursor = Some(cur.parse().expect("a run id")),
             None => return n,
         }
     }

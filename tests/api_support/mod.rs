@@ -117,6 +117,11 @@ impl TestServer {
         }
     }
 
+    /// The typed client of this server, acting with `token`.
+    pub fn client(&self, token: &str) -> lariat_client::Client {
+        lariat_client::Client::new(&self.base, Some(token.to_string())).unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -181,47 +186,37 @@ impl TestServer {
 
     /// Pins `site` to `rev` (`Some`) or removes its pin (`None`), as admin.
     pub async fn pin(&self, site: &str, rev: Option<&str>) {
-        let path = format!("/v1/sites/{site}/pin");
-        let (st, v) = match rev {
-            Some(rev) => {
-                self.call(
-                    reqwest::Method::PUT,
-                    &path,
-                    Some(&self.admin),
-                    Some(&json!({ "rev": rev })),
-                )
-                .await
-            }
-            None => {
-                self.call(reqwest::Method::DELETE, &path, Some(&self.admin), None)
-                    .await
-            }
+        let c = self.client(&self.admin);
+        let res = match rev {
+            Some(rev) => c.pin(site, rev).await.map(|_| ()),
+            None => c.unpin(site).await,
         };
-        assert!(st.is_success(), "pin {site} {rev:?}: {st} {v}");
+        if let Err(e) = res {
+            panic!("pin {site} {rev:?}: {e}");
+        }
     }
 
     /// Register a YAML definition as admin; returns the version.
     pub async fn register(&self, yaml: &str) -> i64 {
-        let res = self
-            .http
-            .post(self.url("/v1/workflows"))
-            .bearer_auth(&self.admin)
-            .header("content-type", "application/yaml")
-            .body(yaml.to_string())
-            .send()
+        let r = self
+            .client(&self.admin)
+            .register_workflow(yaml.to_string(), lariat_client::DefinitionFormat::Yaml)
             .await
-            .unwrap();
-        let status = res.status();
-        let v: Value = res.json().await.unwrap();
-        assert!(status.is_success(), "register: {status} {v}");
-        v["version"].as_i64().unwrap()
+            .unwrap_or_else(|e| panic!("register: {e}"));
+        r.version
     }
 
     /// Submit as the operator; returns the run id.
     pub async fn submit(&self, body: Value) -> String {
-        let (status, v) = self.post(&self.operator, "/v1/runs", Some(body)).await;
-        assert_eq!(status, StatusCode::CREATED, "submit: {v}");
-        v["id"].as_str().unwrap().to_string()
+        let req: lariat_client::types::SubmitRun =
+            serde_json::from_value(body).expect("a submit body");
+        let sub = self
+            .client(&self.operator)
+            .submit(&req)
+            .await
+            .unwrap_or_else(|e| panic!("submit: {e}"));
+        assert!(sub.created, "submit: found run {} instead", sub.run.id);
+        sub.run.id.to_string()
     }
 
     pub async fn run(&self, id: &str) -> Value {
@@ -259,22 +254,13 @@ impl TestServer {
 
     /// Every event of a run, through the paged endpoint.
     pub async fn events(&self, id: &str) -> Vec<Value> {
-        let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            let (s, v) = self
-                .get(
-                    &self.viewer,
-                    &format!("/v1/runs/{id}/events?after={after}&limit=1000"),
-                )
-                .await;
-            assert_eq!(s, StatusCode::OK, "{v}");
-            out.extend(v["events"].as_array().unwrap().iter().cloned());
-            match v["next_after"].as_i64() {
-                Some(n) => after = n,
-                None => return out,
-            }
-        }
+        self.client(&self.viewer)
+            .all_events(id.parse().expect("a run id"))
+            .await
+            .unwrap_or_else(|e| panic!("events of {id}: {e}"))
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect()
     }
 
     /// The CLI against this server, with `token` (or none).
