@@ -3,7 +3,6 @@
 
 mod cli;
 mod server;
-mod site;
 
 use clap::{Parser, Subcommand};
 

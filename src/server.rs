@@ -1,14 +1,15 @@
-//! `lariat server`: the engine on an embedded SQLite file and the REST API in front of it.
+//! `lariat server`: its arguments, turned into the node's configuration. The process is
+//! assembled by `lariat-node` from the central and the site role.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use lariat_db::{Db, DbOptions};
-use lariat_engine::{Actions, Durability, Engine, EngineConfig};
-use lariat_source::{DesignSource, SourceConfig, Trigger};
+use lariat_db::Durability;
+use lariat_site::BootServicesConfig;
+use lariat_source::SourceConfig;
 
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
@@ -38,7 +39,7 @@ pub struct ServerArgs {
     #[command(flatten)]
     pub boot: BootArgs,
     #[command(flatten)]
-    pub site: crate::site::SiteArgs,
+    pub site: SiteArgs,
 }
 
 /// Single-site boot services run by this process.
@@ -69,11 +70,9 @@ pub struct BootArgs {
 impl BootArgs {
     /// The asset cache folder: `--boot-assets`, or `<db>.assets`.
     fn assets(&self, db: &Path) -> PathBuf {
-        self.boot_assets.clone().unwrap_or_else(|| {
-            let mut m = db.as_os_str().to_owned();
-            m.push(".assets");
-            PathBuf::from(m)
-        })
+        self.boot_assets
+            .clone()
+            .unwrap_or_else(|| beside(db, ".assets"))
     }
 }
 
@@ -126,11 +125,10 @@ impl DesignArgs {
         if self.design_poll.is_some_and(|d| d < Duration::from_secs(1)) {
             anyhow::bail!("--design-poll must be at least 1s");
         }
-        let mirror = self.design_mirror.clone().unwrap_or_else(|| {
-            let mut m = db.as_os_str().to_owned();
-            m.push(".design.git");
-            PathBuf::from(m)
-        });
+        let mirror = self
+            .design_mirror
+            .clone()
+            .unwrap_or_else(|| beside(db, ".design.git"));
         Ok(Some(SourceConfig {
             repo: repo.clone(),
             branch: self.design_branch.clone(),
@@ -142,247 +140,92 @@ impl DesignArgs {
     }
 }
 
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let design_cfg = args.design.config(&args.db)?;
-    if args.boot.bmc_max_in_flight == 0 {
-        anyhow::bail!("--bmc-max-in-flight must be at least 1");
-    }
-    let mut actions = Actions::new();
-    lariat_steps::register_builtin(&mut actions);
-    // The design source needs the engine's store, and the engine may resume runs (and
-    // dispatch their steps) as it starts: the actions wait for the source instead.
-    let (design_tx, design_rx) = tokio::sync::watch::channel(None);
-    let mut provisioning =
-        lariat_steps::Provisioning::new(std::sync::Arc::new(SourceView(design_rx)))
-            .with_connector(lariat_bmc::Connector::new(args.boot.bmc_max_in_flight));
-    if args.boot.http_boot {
-        provisioning = provisioning.with_asset_cache(args.boot.assets(&args.db));
-    }
-    if let Some(origin) = &args.boot.asset_origin {
-        provisioning = provisioning.with_asset_origin(origin.clone());
-    }
-    std::sync::Arc::new(provisioning).register(&mut actions);
-    let mut cfg = EngineConfig::new(&args.db);
-    cfg.executor_id = args.executor_id.clone();
-    cfg.store.durability = args.durability;
-    cfg.max_running = args.max_running;
-    cfg.max_interruptions = args.max_interruptions;
-    let engine = Engine::start(cfg, actions)
-        .await
-        .context("cannot start the engine")?;
-    let r = engine.resume_report();
-    tracing::info!(
-        db = %args.db.display(),
-        executor = engine.owner(),
-        resumed_runs = r.runs,
-        interrupted = r.interrupted,
-        timers = r.timers,
-        resume_ms = format!("{:.1}", r.elapsed_ms),
-        "engine started"
-    );
-    for b in lariat_workflows::LIBRARY {
-        let (text, format) = b
-            .definition()
-            .with_context(|| format!("built-in workflow {}", b.name))?;
-        engine
-            .register_workflow(&text, format)
-            .await
-            .with_context(|| format!("cannot register built-in workflow {}", b.name))?;
-    }
-    // The other crates' tables, beside the engine's, on a handle of their own.
-    let tables = Db::open(DbOptions {
-        durability: args.durability,
-        ..DbOptions::shared(&args.db)
-    })
-    .await
-    .context("cannot open the database for the API and design tables")?;
-    let tokens = lariat_api::TokenStore::open(tables.clone())
-        .await
-        .context("cannot open the API tokens")?;
-    let design = match design_cfg {
-        None => DesignSource::unconfigured(tables.clone())
-            .await
-            .context("cannot open the design records")?,
-        Some(c) => {
-            let d = DesignSource::open(tables.clone(), c.clone())
-                .await
-                .with_context(|| format!("cannot open the design mirror {}", c.mirror.display()))?;
-            // An unreachable repository at start is not fatal: the last active design stays
-            // in force, and the next poll or webhook tries again.
-            match d.sync(Trigger::Startup).await {
-                Ok(r) => tracing::info!(commit = %r.commit, status = ?r.status, "design fetched"),
-                Err(e) => tracing::warn!("design fetch at start failed: {e}"),
-            }
-            d
-        }
-    };
-    let _ = design_tx.send(Some(design.clone()));
-    let stop_poller = lariat_api::CancellationToken::new();
-    let poller = design.spawn_poller(stop_poller.clone());
-    tokio::spawn(register_design_templates(
-        engine.clone(),
-        design.subscribe(),
-    ));
-    let auth = if args.insecure_no_auth {
-        tracing::warn!(
-            "!!! --insecure-no-auth: the API accepts every request without a token. Never use this outside a development machine. !!!"
-        );
-        lariat_api::Auth::InsecureNoAuth
-    } else {
-        lariat_api::Auth::Tokens
-    };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let local = listener.local_addr()?;
-    let boot = if args.boot.http_boot {
-        let assets = args.boot.assets(&args.db);
-        std::fs::create_dir_all(&assets).with_context(|| {
-            format!("cannot create the boot assets folder {}", assets.display())
-        })?;
-        let base_url = args
-            .boot
-            .boot_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{local}"));
-        tracing::info!(%base_url, assets = %assets.display(), "HTTP boot on");
-        let tokens = lariat_api::NodeTokens::open(tables.clone())
-            .await
-            .context("cannot open the node tokens")?;
-        Some(lariat_api::BootHttp {
-            base_url,
-            assets,
-            tokens,
-        })
-    } else {
-        None
-    };
-    // iPXE chains to this server's script; without HTTP boot there is none to give.
-    let script_url = boot
-        .as_ref()
-        .map(|b| format!("{}/boot/ipxe?mac=${{net0/mac}}", b.base_url));
-    if args.site.dhcp && script_url.is_none() {
-        tracing::warn!("--dhcp without --http-boot: iPXE clients get no script URL");
-    }
-    let site = crate::site::Site::start(&args.site, &args.db, &design, script_url).await?;
-    let api_cfg = lariat_api::ApiConfig {
-        auth,
-        boot,
-        ..Default::default()
-    };
-    // Open event streams never end by themselves; graceful shutdown must end them.
-    let end_streams = api_cfg.shutdown.clone();
-    let app = lariat_api::router(engine.clone(), design, tokens, api_cfg).await?;
-    tracing::info!("listening on http://{local}");
-    let stop_engine = engine.clone();
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        tokio::select! {
-            _ = shutdown_signal() => tracing::info!("shutting down"),
-            reason = stop_engine.stopped_reason() => {
-                tracing::error!("engine stopped: {}", reason.as_deref().unwrap_or("unknown reason"));
-            }
-        }
-        end_streams.cancel();
-    })
-    .await;
-    site.shutdown().await;
-    stop_poller.cancel();
-    if let Some(p) = poller {
-        let _ = p.await;
-    }
-    let failure = engine.failure();
-    engine.shutdown().await;
-    tables.close().await;
-    served.context("the HTTP server failed")?;
-    match failure {
-        Some(f) => anyhow::bail!("engine stopped: {f}"),
-        None => Ok(()),
-    }
+/// The DHCP and TFTP of the site this server serves.
+#[derive(Args, Debug, Clone)]
+pub struct SiteArgs {
+    /// Serve DHCP (addresses from the design's reservations, PXE boot files, the iPXE
+    /// script URL) on --boot-interface.
+    #[arg(long)]
+    pub dhcp: bool,
+    /// `server` hands out addresses; `proxy` (proxyDHCP) gives boot information only,
+    /// beside a DHCP server the site keeps.
+    #[arg(long, default_value = "server")]
+    pub dhcp_mode: String,
+    /// Answer unknown MACs from the networks' dhcp ranges and record them as discovered.
+    #[arg(long)]
+    pub dhcp_discovery: bool,
+    /// Serve TFTP (iPXE binaries and --tftp-root) on --boot-address, port 69.
+    #[arg(long)]
+    pub tftp: bool,
+    /// The site's TFTP root, looked up before the iPXE binaries.
+    #[arg(long)]
+    pub tftp_root: Option<PathBuf>,
+    /// Where the iPXE binaries are (Debian's `ipxe` package).
+    #[arg(long, default_value = lariat_boot::tftp::DEBIAN_IPXE_DIR)]
+    pub ipxe_dir: PathBuf,
+    /// The interface nodes PXE-boot on.
+    #[arg(long)]
+    pub boot_interface: Option<String>,
+    /// This server's IPv4 address on --boot-interface (DHCP server id, next-server, TFTP).
+    #[arg(long)]
+    pub boot_address: Option<Ipv4Addr>,
 }
 
-/// The design the step actions see: the source's active design, once the source is open.
-struct SourceView(tokio::sync::watch::Receiver<Option<DesignSource>>);
-
-impl SourceView {
-    async fn source(&self) -> Option<DesignSource> {
-        let mut rx = self.0.clone();
-        match rx.wait_for(Option::is_some).await {
-            Ok(s) => s.clone(),
-            Err(_) => None,
-        }
-    }
+/// `<db><suffix>`: the files a server keeps beside its database.
+fn beside(db: &Path, suffix: &str) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
 }
 
-#[async_trait::async_trait]
-impl lariat_steps::DesignView for SourceView {
-    async fn for_host(&self, host: &str) -> Result<lariat_steps::CurrentDesign, String> {
-        let Some(source) = self.source().await else {
-            return Ok(self.current().await);
+impl ServerArgs {
+    fn config(&self) -> anyhow::Result<lariat_node::ServerConfig> {
+        let s = &self.site;
+        let dhcp_mode = match s.dhcp_mode.as_str() {
+            "server" => lariat_boot::dhcp::Mode::Server,
+            "proxy" => lariat_boot::dhcp::Mode::Proxy,
+            other => anyhow::bail!("--dhcp-mode {other:?}: use server or proxy"),
         };
-        let site = source
-            .design_for_host(host)
-            .await
-            .map_err(|e| format!("the design of its site cannot be loaded: {e}"))?;
-        Ok(match site.pin {
-            Some(pin) => lariat_steps::CurrentDesign {
-                revision: Some(format!("{} (site {} pinned)", pin.rev, pin.site)),
-                loaded: site.loaded,
+        Ok(lariat_node::ServerConfig {
+            db: self.db.clone(),
+            listen: self.listen,
+            executor_id: self.executor_id.clone(),
+            durability: self.durability,
+            max_running: self.max_running,
+            max_interruptions: self.max_interruptions,
+            central: lariat_node::CentralConfig {
+                design: self.design.config(&self.db)?,
+                auth: if self.insecure_no_auth {
+                    lariat_api::Auth::InsecureNoAuth
+                } else {
+                    lariat_api::Auth::Tokens
+                },
             },
-            None => self.current().await,
+            site: lariat_node::SiteConfig {
+                http_boot: self.boot.http_boot,
+                boot_url: self.boot.boot_url.clone(),
+                assets: self.boot.assets(&self.db),
+                asset_origin: self.boot.asset_origin.clone(),
+                bmc_max_in_flight: self.boot.bmc_max_in_flight,
+                services: BootServicesConfig {
+                    dhcp: s.dhcp,
+                    dhcp_mode,
+                    dhcp_discovery: s.dhcp_discovery,
+                    tftp: s.tftp,
+                    tftp_root: s.tftp_root.clone(),
+                    ipxe_dir: s.ipxe_dir.clone(),
+                    boot_interface: s.boot_interface.clone(),
+                    boot_address: s.boot_address,
+                    lease_db: beside(&self.db, ".leases"),
+                },
+            },
         })
-    }
-
-    async fn current(&self) -> lariat_steps::CurrentDesign {
-        match self.source().await {
-            Some(d) => {
-                let active = d.active();
-                lariat_steps::CurrentDesign {
-                    revision: active.revision.as_ref().map(|r| r.commit.clone()),
-                    loaded: active.loaded.clone(),
-                }
-            }
-            // The server is shutting down before its design was open.
-            None => lariat_steps::CurrentDesign {
-                revision: None,
-                loaded: std::sync::Arc::new(lariat_workflows::design::load_files(&[])),
-            },
-        }
     }
 }
 
-/// Registers the workflow templates of every design that becomes active. A template named
-/// like a built-in becomes that workflow's latest version.
-async fn register_design_templates(
-    engine: Engine,
-    mut designs: tokio::sync::watch::Receiver<std::sync::Arc<lariat_source::ActiveDesign>>,
-) {
-    loop {
-        let active = designs.borrow_and_update().clone();
-        for t in active.loaded.design.templates() {
-            let doc = lariat_workflows::template::TemplateDoc {
-                kind: "WorkflowTemplate".into(),
-                name: t.name.clone(),
-                spec: t.spec.clone(),
-            };
-            match engine
-                .register_workflow(&doc.definition_json(), lariat_engine::Format::Json)
-                .await
-            {
-                Ok(r) if r.created => {
-                    tracing::info!(workflow = %r.name, version = r.version, "workflow template of the design registered")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("workflow template {} of the design: {e}", t.name),
-            }
-        }
-        if designs.changed().await.is_err() {
-            return;
-        }
-    }
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    Ok(lariat_node::serve(cfg, shutdown_signal()).await?)
 }
 
 async fn shutdown_signal() {

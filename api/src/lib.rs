@@ -14,9 +14,9 @@
 //!
 //! The OpenAPI document is assembled from the handlers' `#[utoipa::path]` attributes by the
 //! same router that serves them, so a route cannot exist without being documented. The
-//! exception is HTTP boot (`/boot/*`, `/v1/state`, `/v1/metadata`, with `--http-boot`):
-//! those routes are for booting nodes, not operators, and `lariat_boot::http` documents
-//! them.
+//! exception is HTTP boot (`/boot/*`, `/v1/state`, `/v1/metadata`, with `--http-boot`),
+//! which the site role merges in ([`ApiConfig::extra`]): those routes are for booting
+//! nodes, not operators, and `lariat_boot::http` documents them.
 //!
 //! Run details are served from a cache that the engine's committed events invalidate
 //! (see `cache`), so polling a waiting run costs no store queries.
@@ -27,8 +27,6 @@ mod convert;
 pub mod error;
 pub mod extract;
 pub mod metrics;
-pub mod node_tokens;
-pub mod nodes;
 mod routes;
 mod state;
 pub mod tokens;
@@ -52,7 +50,6 @@ use utoipa_axum::routes;
 pub use auth::Auth;
 pub use error::HttpError;
 pub use lariat_api_types as types;
-pub use node_tokens::NodeTokens;
 pub use tokens::{NewToken, Role, TokenError, TokenInfo, TokenStore};
 pub use tokio_util::sync::CancellationToken;
 
@@ -70,19 +67,9 @@ pub struct ApiConfig {
     /// Cancel this to end every open event stream, so a graceful shutdown does not wait
     /// for clients that would otherwise follow a run forever.
     pub shutdown: CancellationToken,
-    /// Serve HTTP boot (iPXE scripts, assets, node callbacks) on this router too.
-    pub boot: Option<BootHttp>,
-}
-
-/// HTTP boot settings of a single-site server.
-#[derive(Debug, Clone)]
-pub struct BootHttp {
-    /// This server's URL as nodes reach it, e.g. `http://10.77.0.1:7300`.
-    pub base_url: String,
-    /// Staged boot assets, served under `/boot/assets/`.
-    pub assets: std::path::PathBuf,
-    /// The nodes' one-time callback tokens.
-    pub tokens: NodeTokens,
+    /// Routes of another role served on the same listener, under the same layers (a
+    /// site's HTTP boot); they are not part of the OpenAPI document.
+    pub extra: Option<Router>,
 }
 
 impl Default for ApiConfig {
@@ -91,7 +78,7 @@ impl Default for ApiConfig {
             auth: Auth::Tokens,
             body_limit: 1 << 20,
             shutdown: CancellationToken::new(),
-            boot: None,
+            extra: None,
         }
     }
 }
@@ -241,26 +228,12 @@ pub async fn router(
         runs,
         design,
     });
-    let boot = cfg.boot.as_ref().map(|b| {
-        let nodes = nodes::SiteNodes::new(
-            state.engine.clone(),
-            state.design.clone(),
-            b.tokens.clone(),
-            &b.base_url,
-        );
-        lariat_boot::http::router(
-            nodes,
-            &lariat_boot::http::HttpBootConfig {
-                assets: b.assets.clone(),
-            },
-        )
-    });
     let mut app: Router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
-    if let Some(boot) = boot {
-        app = app.merge(boot);
+    if let Some(extra) = cfg.extra {
+        app = app.merge(extra);
     }
     Ok(app
         .layer(axum::middleware::from_fn(metrics::track))

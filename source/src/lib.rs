@@ -311,7 +311,9 @@ impl DesignSource {
         }
     }
 
-    async fn site_design(&self, site: &str) -> Result<SiteDesign, SourceError> {
+    /// The design a site works from, with the pin that chose it (`None` for the active
+    /// design).
+    pub async fn site_design(&self, site: &str) -> Result<SiteDesign, SourceError> {
         let Some(pin) = revisions::pin_of(&self.inner.db, site).await? else {
             return Ok(SiteDesign {
                 pin: None,

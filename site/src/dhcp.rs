@@ -1,177 +1,11 @@
-//! Single-site boot services run by `lariat server`: DHCP and TFTP on one interface, fed
-//! by the active design and following its changes.
+//! The DHCP configuration a design implies: its networks with their options and ranges,
+//! and a reservation for every host interface with a MAC and an address.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr};
 
-use anyhow::Context;
-use clap::Args;
-use lariat_boot::dhcp::{
-    self, BootConfig, DhcpConfig, DhcpHandle, DhcpServer, Listen, MacAddr, OptionValue,
-    Reservation, ServerOptions, Subnet,
-};
-use lariat_boot::tftp::{self, TftpConfig, TftpServer};
-use lariat_source::{ActiveDesign, DesignSource};
+use lariat_boot::dhcp::{self, BootConfig, DhcpConfig, MacAddr, OptionValue, Reservation, Subnet};
 use lariat_workflows::design::{Design, RangeKind};
-use tokio_util::sync::CancellationToken;
-
-/// DHCP and TFTP for the nodes of this site.
-#[derive(Args, Debug, Clone)]
-pub struct SiteArgs {
-    /// Serve DHCP (addresses from the design's reservations, PXE boot files, the iPXE
-    /// script URL) on --boot-interface.
-    #[arg(long)]
-    pub dhcp: bool,
-    /// `server` hands out addresses; `proxy` (proxyDHCP) gives boot information only,
-    /// beside a DHCP server the site keeps.
-    #[arg(long, default_value = "server")]
-    pub dhcp_mode: String,
-    /// Answer unknown MACs from the networks' dhcp ranges and record them as discovered.
-    #[arg(long)]
-    pub dhcp_discovery: bool,
-    /// Serve TFTP (iPXE binaries and --tftp-root) on --boot-address, port 69.
-    #[arg(long)]
-    pub tftp: bool,
-    /// The site's TFTP root, looked up before the iPXE binaries.
-    #[arg(long)]
-    pub tftp_root: Option<PathBuf>,
-    /// Where the iPXE binaries are (Debian's `ipxe` package).
-    #[arg(long, default_value = tftp::DEBIAN_IPXE_DIR)]
-    pub ipxe_dir: PathBuf,
-    /// The interface nodes PXE-boot on.
-    #[arg(long)]
-    pub boot_interface: Option<String>,
-    /// This server's IPv4 address on --boot-interface (DHCP server id, next-server, TFTP).
-    #[arg(long)]
-    pub boot_address: Option<Ipv4Addr>,
-}
-
-/// Running site services.
-pub struct Site {
-    /// Owns the DHCP server: follows the design, shuts it down on stop.
-    dhcp: Option<tokio::task::JoinHandle<()>>,
-    tftp: Option<TftpServer>,
-    stop: CancellationToken,
-}
-
-impl Site {
-    /// Starts what the flags ask for. `script_url` is the iPXE script URL given to iPXE.
-    pub async fn start(
-        args: &SiteArgs,
-        db: &Path,
-        design: &DesignSource,
-        script_url: Option<String>,
-    ) -> anyhow::Result<Site> {
-        let stop = CancellationToken::new();
-        if !args.dhcp && !args.tftp {
-            return Ok(Site {
-                dhcp: None,
-                tftp: None,
-                stop,
-            });
-        }
-        let address = args
-            .boot_address
-            .context("--dhcp and --tftp need --boot-address (this server's IPv4 address on the boot network)")?;
-        let tftp = if args.tftp {
-            let cfg = TftpConfig {
-                root: args.tftp_root.clone(),
-                ipxe_dir: Some(args.ipxe_dir.clone()),
-                bind: SocketAddr::new(IpAddr::V4(address), 69),
-                ..TftpConfig::default()
-            };
-            let s = stop.clone();
-            let server = tftp::serve(cfg, async move { s.cancelled().await })
-                .await
-                .with_context(|| format!("cannot start TFTP on {address}:69"))?;
-            tracing::info!(addr = %server.local_addr(), "TFTP serving");
-            Some(server)
-        } else {
-            None
-        };
-        let dhcp = if args.dhcp {
-            let iface = args
-                .boot_interface
-                .clone()
-                .context("--dhcp needs --boot-interface")?;
-            let mut opts = ServerOptions::new(Listen::Interface(iface.clone()), address, {
-                let mut p = db.as_os_str().to_owned();
-                p.push(".leases");
-                PathBuf::from(p)
-            });
-            opts.mode = match args.dhcp_mode.as_str() {
-                "server" => dhcp::Mode::Server,
-                "proxy" => dhcp::Mode::Proxy,
-                other => anyhow::bail!("--dhcp-mode {other:?}: use server or proxy"),
-            };
-            let boot = BootConfig {
-                next_server: Some(address),
-                ipxe_script_url: script_url,
-                ..BootConfig::default()
-            };
-            let active = design.active();
-            let cfg = dhcp_config(&active.loaded.design, &boot, args.dhcp_discovery);
-            let handle = DhcpServer::start(opts, cfg)
-                .await
-                .with_context(|| format!("cannot start DHCP on {iface}"))?;
-            tracing::info!(interface = %iface, "DHCP serving");
-            Some(tokio::spawn(follow(
-                design.subscribe(),
-                handle,
-                boot,
-                args.dhcp_discovery,
-                stop.clone(),
-            )))
-        } else {
-            None
-        };
-        Ok(Site { dhcp, tftp, stop })
-    }
-
-    /// Stops the services and waits for them.
-    pub async fn shutdown(self) {
-        self.stop.cancel();
-        if let Some(d) = self.dhcp {
-            let _ = d.await;
-        }
-        if let Some(t) = self.tftp {
-            t.stopped().await;
-        }
-    }
-}
-
-/// Replaces the DHCP configuration each time the active design changes; shuts the
-/// server down when `stop` fires.
-async fn follow(
-    mut designs: tokio::sync::watch::Receiver<Arc<ActiveDesign>>,
-    dhcp: DhcpHandle,
-    boot: BootConfig,
-    discovery: bool,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            changed = designs.changed() => if changed.is_err() { break },
-        }
-        let active = designs.borrow_and_update().clone();
-        let cfg = dhcp_config(&active.loaded.design, &boot, discovery);
-        match dhcp.replace_config(cfg) {
-            Ok(()) => tracing::info!(
-                revision = active
-                    .revision
-                    .as_ref()
-                    .map(|r| r.commit.as_str())
-                    .unwrap_or("-"),
-                "DHCP follows the new design"
-            ),
-            Err(e) => tracing::error!("DHCP keeps its previous configuration: {e}"),
-        }
-    }
-    dhcp.shutdown().await;
-}
 
 /// The DHCP configuration a design implies: every IPv4 network with its options and
 /// dhcp ranges, and a reservation for every host interface with a MAC and an address.
@@ -324,7 +158,7 @@ mod tests {
 
     #[test]
     fn the_example_design_gives_reservations_for_pxe_macs_with_bond_addresses() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/design");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/design");
         let loaded = lariat_workflows::design::load_dir(&dir);
         assert!(!loaded.report.has_errors());
         let cfg = dhcp_config(&loaded.design, &BootConfig::default(), false);

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use lariat_boot::http::{BootDecision, BootPlan, Mac, NodeError, Nodes, StateReport};
 use lariat_engine::{Actor, Engine, EngineError};
-use lariat_source::DesignSource;
 use lariat_workflows::design::{Design, Loaded, UnattendedFormat, render_unattended};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::design::SiteDesign;
 use crate::node_tokens::{NodeToken, NodeTokens};
 
 /// The action whose steps wait for a node's callback.
@@ -20,7 +20,7 @@ const CALLBACK_ACTION: &str = "await_callback";
 /// [`Nodes`] for a site served by this process.
 pub struct SiteNodes {
     engine: Engine,
-    design: DesignSource,
+    design: Arc<dyn SiteDesign>,
     tokens: NodeTokens,
     /// This server's address as nodes reach it, e.g. `http://10.77.0.1:7300`.
     base_url: String,
@@ -29,7 +29,7 @@ pub struct SiteNodes {
 impl SiteNodes {
     pub fn new(
         engine: Engine,
-        design: DesignSource,
+        design: Arc<dyn SiteDesign>,
         tokens: NodeTokens,
         base_url: &str,
     ) -> Arc<SiteNodes> {
@@ -43,16 +43,18 @@ impl SiteNodes {
 
     /// The host whose interfaces carry `mac`, in the design the host's site works from.
     async fn host_of(&self, mac: Mac) -> Result<Option<(String, Arc<Loaded>)>, NodeError> {
-        let active = self.design.active().loaded.clone();
+        let active = self.design.current().loaded;
         let Some((host, site)) = find_mac(&active.design, mac) else {
             return Ok(None);
         };
         let loaded = match site {
-            Some(site) => self
-                .design
-                .design_for_site(&site)
-                .await
-                .map_err(|e| NodeError::Internal(format!("design of site {site}: {e}")))?,
+            Some(site) => {
+                self.design
+                    .for_site(&site)
+                    .await
+                    .map_err(|e| NodeError::Internal(format!("design of site {site}: {e}")))?
+                    .loaded
+            }
             None => active,
         };
         Ok(Some((host, loaded)))
@@ -61,7 +63,7 @@ impl SiteNodes {
     /// The design `host` works from: its site's pinned revision, or the active design.
     async fn design_of(&self, host: &str) -> Result<Arc<Loaded>, NodeError> {
         self.design
-            .design_for_host(host)
+            .for_host(host)
             .await
             .map(|d| d.loaded)
             .map_err(|e| NodeError::Internal(format!("design of host {host}'s site: {e}")))

@@ -5,7 +5,17 @@ use lariat_db::{Db, DbError};
 use rand::RngCore;
 use uuid::Uuid;
 
-use crate::tokens::hash_token;
+/// The migrations of the site's tables (`site/migrations/sqlite`).
+pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The stored form of a token: its SHA-256, in hex.
+fn hash_token(token: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// A token's row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +39,7 @@ pub struct NodeTokens {
 impl NodeTokens {
     /// The node tokens of `db`, their table brought up to date.
     pub async fn open(db: Db) -> Result<NodeTokens, DbError> {
-        db.migrate(&crate::tokens::MIGRATIONS).await?;
+        db.migrate(&MIGRATIONS).await?;
         Ok(NodeTokens { db })
     }
 

@@ -1,0 +1,37 @@
+//! Why a node cannot start or stopped. Each names what failed; causes follow as sources.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A node's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("--bmc-max-in-flight must be at least 1")]
+    NoBmcSlots,
+    #[error("cannot start the engine")]
+    Engine(#[source] lariat_engine::EngineError),
+    #[error("cannot register built-in workflow {0}")]
+    Library(String, #[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot open the database for the API, design and site tables")]
+    Tables(#[source] lariat_db::DbError),
+    #[error("cannot open the API tokens")]
+    Tokens(#[source] lariat_api::TokenError),
+    #[error("cannot open the node tokens")]
+    NodeTokens(#[source] lariat_db::DbError),
+    #[error("cannot open the design records")]
+    DesignRecords(#[source] lariat_source::SourceError),
+    #[error("cannot open the design mirror {}", .0.display())]
+    DesignMirror(PathBuf, #[source] lariat_source::SourceError),
+    #[error("cannot listen on {0}")]
+    Listen(SocketAddr, #[source] std::io::Error),
+    #[error("cannot create the boot assets folder {}", .0.display())]
+    BootAssets(PathBuf, #[source] std::io::Error),
+    #[error(transparent)]
+    Services(#[from] lariat_site::ServicesError),
+    #[error(transparent)]
+    Api(#[from] lariat_api::ApiError),
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+    #[error("engine stopped: {0}")]
+    Stopped(String),
+}

@@ -1,0 +1,223 @@
+//! The central role: the workflow library and the design's templates registered on the
+//! engine, the design source (fetched at start, by poll and by webhook), the API tokens,
+//! and the REST API.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::Router;
+use lariat_api::{ApiConfig, Auth, CancellationToken, TokenStore};
+use lariat_db::Db;
+use lariat_engine::Engine;
+use lariat_site::{CurrentDesign, SiteDesign};
+use lariat_source::{ActiveDesign, DesignSource, SourceConfig, Trigger};
+use tokio::sync::watch;
+
+use crate::error::NodeError;
+
+/// What the central role serves.
+#[derive(Debug, Clone)]
+pub struct CentralConfig {
+    /// Where the design comes from; none: an empty design that `sync` says is unconfigured.
+    pub design: Option<SourceConfig>,
+    pub auth: Auth,
+}
+
+/// The running central role.
+pub struct CentralRole {
+    engine: Engine,
+    design: DesignSource,
+    tokens: TokenStore,
+    auth: Auth,
+    stop_poller: CancellationToken,
+    poller: Option<tokio::task::JoinHandle<()>>,
+    /// Ends every open event stream, so that a graceful shutdown does not wait for them.
+    end_streams: CancellationToken,
+}
+
+impl CentralRole {
+    /// Registers the workflow library on `engine`, opens the design source on `tables`
+    /// (restoring the active revision, then fetching: an unreachable repository at start
+    /// leaves the last active design in force) and follows its templates.
+    pub async fn start(cfg: &CentralConfig, engine: Engine, tables: Db) -> Result<Self, NodeError> {
+        for b in lariat_workflows::LIBRARY {
+            let (text, format) = b
+                .definition()
+                .map_err(|e| NodeError::Library(b.name.to_string(), Box::new(e)))?;
+            engine
+                .register_workflow(&text, format)
+                .await
+                .map_err(|e| NodeError::Library(b.name.to_string(), Box::new(e)))?;
+        }
+        let tokens = TokenStore::open(tables.clone())
+            .await
+            .map_err(NodeError::Tokens)?;
+        let design = match &cfg.design {
+            None => DesignSource::unconfigured(tables)
+                .await
+                .map_err(NodeError::DesignRecords)?,
+            Some(c) => {
+                let d = DesignSource::open(tables, c.clone())
+                    .await
+                    .map_err(|e| NodeError::DesignMirror(c.mirror.clone(), e))?;
+                match d.sync(Trigger::Startup).await {
+                    Ok(r) => {
+                        tracing::info!(commit = %r.commit, status = ?r.status, "design fetched")
+                    }
+                    Err(e) => tracing::warn!("design fetch at start failed: {e}"),
+                }
+                d
+            }
+        };
+        let stop_poller = CancellationToken::new();
+        let poller = design.spawn_poller(stop_poller.clone());
+        tokio::spawn(register_design_templates(
+            engine.clone(),
+            design.subscribe(),
+        ));
+        Ok(CentralRole {
+            engine,
+            design,
+            tokens,
+            auth: cfg.auth,
+            stop_poller,
+            poller,
+            end_streams: CancellationToken::new(),
+        })
+    }
+
+    /// The design as the site role of this process sees it: the active revision, with
+    /// the site pins.
+    pub fn site_design(&self) -> Arc<dyn SiteDesign> {
+        SourceDesign::new(self.design.clone())
+    }
+
+    /// The REST API, with `extra` routes (the site's HTTP boot) under the same layers.
+    pub async fn router(&self, extra: Option<Router>) -> Result<Router, NodeError> {
+        let cfg = ApiConfig {
+            auth: self.auth,
+            shutdown: self.end_streams.clone(),
+            extra,
+            ..Default::default()
+        };
+        Ok(lariat_api::router(
+            self.engine.clone(),
+            self.design.clone(),
+            self.tokens.clone(),
+            cfg,
+        )
+        .await?)
+    }
+
+    /// Cancelled, it ends every open event stream: the first step of a graceful
+    /// shutdown.
+    pub fn stream_stop(&self) -> CancellationToken {
+        self.end_streams.clone()
+    }
+
+    /// Stops polling the design repository.
+    pub async fn shutdown(self) {
+        self.stop_poller.cancel();
+        if let Some(p) = self.poller {
+            let _ = p.await;
+        }
+    }
+}
+
+/// Registers the workflow templates of every design that becomes active. A template named
+/// like a built-in becomes that workflow's latest version.
+async fn register_design_templates(
+    engine: Engine,
+    mut designs: watch::Receiver<Arc<ActiveDesign>>,
+) {
+    loop {
+        let active = designs.borrow_and_update().clone();
+        for t in active.loaded.design.templates() {
+            let doc = lariat_workflows::template::TemplateDoc {
+                kind: "WorkflowTemplate".into(),
+                name: t.name.clone(),
+                spec: t.spec.clone(),
+            };
+            match engine
+                .register_workflow(&doc.definition_json(), lariat_engine::Format::Json)
+                .await
+            {
+                Ok(r) if r.created => {
+                    tracing::info!(workflow = %r.name, version = r.version, "workflow template of the design registered")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("workflow template {} of the design: {e}", t.name),
+            }
+        }
+        if designs.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The design source as a site sees it.
+struct SourceDesign {
+    source: DesignSource,
+    current: watch::Receiver<CurrentDesign>,
+}
+
+fn current_of(a: &ActiveDesign) -> CurrentDesign {
+    CurrentDesign {
+        revision: a.revision.as_ref().map(|r| r.commit.clone()),
+        loaded: a.loaded.clone(),
+    }
+}
+
+impl SourceDesign {
+    fn new(source: DesignSource) -> Arc<SourceDesign> {
+        let mut active = source.subscribe();
+        let (tx, current) = watch::channel(current_of(&active.borrow_and_update()));
+        tokio::spawn(async move {
+            while active.changed().await.is_ok() {
+                tx.send_replace(current_of(&active.borrow_and_update()));
+            }
+        });
+        Arc::new(SourceDesign { source, current })
+    }
+}
+
+#[async_trait]
+impl SiteDesign for SourceDesign {
+    fn current(&self) -> CurrentDesign {
+        current_of(&self.source.active())
+    }
+
+    fn subscribe(&self) -> watch::Receiver<CurrentDesign> {
+        self.current.clone()
+    }
+
+    async fn for_site(&self, site: &str) -> Result<CurrentDesign, String> {
+        let d = self
+            .source
+            .site_design(site)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(match d.pin {
+            Some(pin) => CurrentDesign {
+                revision: Some(format!("{} (site {} pinned)", pin.rev, pin.site)),
+                loaded: d.loaded,
+            },
+            None => self.current(),
+        })
+    }
+
+    async fn for_host(&self, host: &str) -> Result<CurrentDesign, String> {
+        let d = self
+            .source
+            .design_for_host(host)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(match d.pin {
+            Some(pin) => CurrentDesign {
+                revision: Some(format!("{} (site {} pinned)", pin.rev, pin.site)),
+                loaded: d.loaded,
+            },
+            None => self.current(),
+        })
+    }
+}

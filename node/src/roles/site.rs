@@ -1,0 +1,129 @@
+//! The site role: the provisioning actions over the site's BMCs and asset cache, the
+//! window gate, and, once the design is open, the boot services and HTTP boot.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use lariat_db::Db;
+use lariat_engine::{Actions, Engine, ManualWindows, WindowGate};
+use lariat_site::{
+    BootServices, BootServicesConfig, HttpBoot, LateDesign, NodeTokens, ProvisioningConfig,
+    SiteDesign,
+};
+
+use crate::error::NodeError;
+
+/// What the site role runs.
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    /// Serve HTTP boot on the API's listener.
+    pub http_boot: bool,
+    /// This server's URL as booting nodes reach it; the listener's address when absent.
+    pub boot_url: Option<String>,
+    /// The boot asset cache, served under `/boot/assets/` and filled by `stage_assets`.
+    pub assets: PathBuf,
+    /// Where `stage_assets` downloads assets without a URL of their own from.
+    pub asset_origin: Option<String>,
+    /// BMC operations in flight at once, across all hosts.
+    pub bmc_max_in_flight: usize,
+    /// DHCP and TFTP.
+    pub services: BootServicesConfig,
+}
+
+/// The site role before the engine starts: what the engine needs of it.
+pub struct SiteRole {
+    cfg: SiteConfig,
+    design: LateDesign,
+    gate: Arc<ManualWindows>,
+}
+
+/// The running site role.
+pub struct RunningSite {
+    services: BootServices,
+    routes: Option<Router>,
+}
+
+impl SiteRole {
+    pub fn new(cfg: SiteConfig) -> Result<SiteRole, NodeError> {
+        if cfg.bmc_max_in_flight == 0 {
+            return Err(NodeError::NoBmcSlots);
+        }
+        Ok(SiteRole {
+            cfg,
+            design: LateDesign::default(),
+            gate: Arc::new(ManualWindows::new()),
+        })
+    }
+
+    /// The actions this site's runs use. The provisioning actions wait for the site's
+    /// design (runs resumed as the engine starts must not see an empty one).
+    pub fn actions(&self) -> Actions {
+        let p = ProvisioningConfig {
+            asset_cache: self.cfg.http_boot.then(|| self.cfg.assets.clone()),
+            asset_origin: self.cfg.asset_origin.clone(),
+            bmc_max_in_flight: self.cfg.bmc_max_in_flight,
+        };
+        lariat_site::actions(Arc::new(self.design.clone()), &p)
+    }
+
+    /// The maintenance windows this site's steps wait for: opened by hand for now.
+    pub fn window_gate(&self) -> Arc<dyn WindowGate> {
+        self.gate.clone()
+    }
+
+    /// The design is open: the actions go on with it, and the boot services start. `api`
+    /// is the listener HTTP boot shares, for the default boot URL.
+    pub async fn start(
+        self,
+        engine: Engine,
+        design: Arc<dyn SiteDesign>,
+        tables: &Db,
+        api: SocketAddr,
+    ) -> Result<RunningSite, NodeError> {
+        self.design.set(design.clone());
+        let boot = if self.cfg.http_boot {
+            let assets = self.cfg.assets.clone();
+            std::fs::create_dir_all(&assets)
+                .map_err(|e| NodeError::BootAssets(assets.clone(), e))?;
+            let base_url = self
+                .cfg
+                .boot_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{api}"));
+            tracing::info!(%base_url, assets = %assets.display(), "HTTP boot on");
+            Some(HttpBoot { base_url, assets })
+        } else {
+            None
+        };
+        // iPXE chains to this server's script; without HTTP boot there is none to give.
+        let script_url = boot.as_ref().map(HttpBoot::script_url);
+        if self.cfg.services.dhcp && script_url.is_none() {
+            tracing::warn!("--dhcp without --http-boot: iPXE clients get no script URL");
+        }
+        let services = BootServices::start(&self.cfg.services, design.clone(), script_url).await?;
+        let routes = match boot {
+            Some(b) => {
+                let tokens = NodeTokens::open(tables.clone())
+                    .await
+                    .map_err(NodeError::NodeTokens)?;
+                Some(b.routes(engine, design, tokens))
+            }
+            None => None,
+        };
+        Ok(RunningSite { services, routes })
+    }
+}
+
+impl RunningSite {
+    /// HTTP boot's routes, for the listener the API serves on; once.
+    pub fn take_routes(&mut self) -> Option<Router> {
+        self.routes.take()
+    }
+
+    /// Stops the boot services.
+    pub async fn shutdown(self) {
+        self.services.shutdown().await;
+    }
+}
