@@ -68,7 +68,8 @@ impl SiteRole {
         lariat_site::actions(Arc::new(self.design.clone()), &p)
     }
 
-    /// The maintenance windows this site's steps wait for: opened by hand for now.
+    /// The maintenance windows this site's steps wait for. Nothing opens them yet:
+    /// windows from the design's `MaintenanceWindow` documents are still to come.
     pub fn window_gate(&self) -> Arc<dyn WindowGate> {
         self.gate.clone()
     }
