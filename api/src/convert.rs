@@ -242,3 +242,30 @@ impl Dto for types::NodeFilter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_filter_reads_as_the_design_reads_it() {
+        // api-types keeps its own copy of the filter's shape; the two must agree on JSON.
+        for doc in [
+            serde_json::json!({"racks": ["a"], "labels": {"role": "compute"}}),
+            serde_json::json!({"names": ["n1"], "sites": ["ams1"], "mode": "union"}),
+            serde_json::json!({"all": true}),
+        ] {
+            let ours: types::NodeFilter = serde_json::from_value(doc.clone()).unwrap();
+            let theirs: lariat_workflows::design::NodeFilter =
+                serde_json::from_value(doc.clone()).unwrap();
+            assert_eq!(ours.clone().dto(), theirs, "{doc}");
+            assert_eq!(
+                serde_json::to_value(&ours).unwrap(),
+                serde_json::to_value(&theirs).unwrap()
+            );
+        }
+        let bad = serde_json::json!({"rack": ["a"]});
+        assert!(serde_json::from_value::<types::NodeFilter>(bad.clone()).is_err());
+        assert!(serde_json::from_value::<lariat_workflows::design::NodeFilter>(bad).is_err());
+    }
+}

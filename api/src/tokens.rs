@@ -6,10 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use lariat_db::{Db, DbError};
-use rand::RngCore;
+use lariat_db::{Db, DbError, secret};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 /// What a token may do. Each role may do everything the roles below it may.
@@ -92,16 +90,7 @@ const TOKEN_PREFIX: &str = "lariat_";
 
 /// The stored form of a token: its SHA-256, in hex.
 pub fn hash_token(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    secret::hash(token)
 }
 
 fn valid_name(name: &str) -> bool {
@@ -130,13 +119,11 @@ impl TokenStore {
 
     /// Create a token with `role`, named `name` (or `<role>-<8 hex digits>`).
     pub async fn create(&self, role: Role, name: Option<&str>) -> Result<NewToken, TokenError> {
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut secret);
-        let token = format!("{TOKEN_PREFIX}{}", hex(&secret));
+        let token = secret::generate(TOKEN_PREFIX);
         let name = match name {
             Some(n) if valid_name(n) => n.to_string(),
             Some(n) => return Err(TokenError::InvalidName(n.escape_default().to_string())),
-            None => format!("{role}-{}", &hex(&secret[..4])),
+            None => format!("{role}-{}", &token[TOKEN_PREFIX.len()..][..8]),
         };
         let created_at = lariat_db::now_ms();
         let mut w = self.db.writer().await?;

@@ -49,6 +49,22 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// An error answer: the API's error body, or whatever else came.
+fn error_answer(status: StatusCode, text: &str) -> ClientError {
+    match serde_json::from_str::<ErrorBody>(text) {
+        Ok(b) => ClientError::Api {
+            status: status.as_u16(),
+            code: b.error.code,
+            message: b.error.message,
+            details: b.error.details,
+        },
+        Err(_) => ClientError::Http {
+            status: status.to_string(),
+            body: text.trim().to_string(),
+        },
+    }
+}
+
 /// Percent-encode one path segment.
 pub fn encode(s: &str) -> String {
     let mut out = String::new();
@@ -137,18 +153,7 @@ impl Client {
         if status.is_success() {
             return Ok((status, text));
         }
-        Err(match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(b) => ClientError::Api {
-                status: status.as_u16(),
-                code: b.error.code,
-                message: b.error.message,
-                details: b.error.details,
-            },
-            Err(_) => ClientError::Http {
-                status: status.to_string(),
-                body: text.trim().to_string(),
-            },
-        })
+        Err(error_answer(status, &text))
     }
 
     async fn call<T: DeserializeOwned>(
@@ -285,21 +290,9 @@ impl Client {
             .header(reqwest::header::ACCEPT, "text/event-stream");
         let res = rb.send().await.map_err(|e| self.unreachable(e))?;
         if !res.status().is_success() {
-            // The error answer is a plain JSON body: read it as any other.
             let status = res.status();
             let text = res.text().await.unwrap_or_default();
-            return Err(match serde_json::from_str::<ErrorBody>(&text) {
-                Ok(b) => ClientError::Api {
-                    status: status.as_u16(),
-                    code: b.error.code,
-                    message: b.error.message,
-                    details: b.error.details,
-                },
-                Err(_) => ClientError::Http {
-                    status: status.to_string(),
-                    body: text.trim().to_string(),
-                },
-            });
+            return Err(error_answer(status, &text));
         }
         Ok(EventStream::new(res, &self.base))
     }

@@ -4,7 +4,8 @@
 //! keeps its SQL in one repository type built on a [`Db`], and brings its tables up to
 //! date with its own migrations ([`Db::migrate`]). The engine opens its own [`Db`] with the
 //! executor lock (`<db>.lock`); the other crates' repositories share a second one, so that
-//! no crate but the engine ever uses the engine's connection.
+//! no crate but the engine writes through the engine's connection (others read the
+//! engine's tables only through its `Store`).
 //!
 //! Opening names what is wrong with a file an operator gave (in use, locked by another
 //! program, read-only, not SQLite, a missing folder) and says what to do about it.
@@ -110,11 +111,13 @@ impl DbOptions {
     }
 
     /// A handle for repositories beside an engine that holds the lock: no lock, two
-    /// readers.
+    /// readers, and a longer wait for the write lock, which the engine's group commits
+    /// hold in turn (a token write should wait, not fail).
     pub fn shared(path: impl Into<PathBuf>) -> Self {
         DbOptions {
             readers: 2,
             exclusive: false,
+            busy_timeout: Duration::from_secs(10),
             ..DbOptions::new(path)
         }
     }
@@ -366,5 +369,34 @@ impl std::fmt::Debug for Db {
         f.debug_struct("Db")
             .field("path", &self.inner.path)
             .finish()
+    }
+}
+
+/// Credentials kept in a table (API tokens, node tokens): a random secret shown once, and
+/// the form stored, its SHA-256 in hex. A high-entropy secret needs no salt or slow hash.
+pub mod secret {
+    use rand::RngCore;
+    use sha2::{Digest, Sha256};
+
+    /// 32 random bytes in hex, after `prefix` (which says what the secret is for).
+    pub fn generate(prefix: &str) -> String {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        format!("{prefix}{}", hex(&bytes))
+    }
+
+    /// The stored form of a secret.
+    pub fn hash(secret: &str) -> String {
+        hex(&Sha256::digest(secret.as_bytes()))
+    }
+
+    /// Bytes as lowercase hex.
+    pub fn hex(bytes: &[u8]) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            let _ = write!(s, "{b:02x}");
+        }
+        s
     }
 }

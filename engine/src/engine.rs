@@ -353,12 +353,28 @@ impl Engine {
     /// before answers with its first run (whatever the workflow became since), and the
     /// input is checked against the parameters of the version it is pinned to, with
     /// defaults filled in.
-    pub async fn submit(&self, mut run: NewRun, actor: Actor) -> Result<Submitted, EngineError> {
+    pub async fn submit(&self, run: NewRun, actor: Actor) -> Result<Submitted, EngineError> {
         run.check()?;
-        let _turn = match &run.idempotency_key {
-            Some(key) => Some(self.inner.keys.take(key).await),
-            None => None,
-        };
+        if run.idempotency_key.is_none() {
+            return self.submit_checked(run, actor).await;
+        }
+        // A keyed submit holds its key's turn until its run is committed, even if the
+        // caller goes away meanwhile: a retry must find that run, not start another.
+        let me = self.clone();
+        tokio::spawn(async move {
+            let key = run.idempotency_key.clone().unwrap_or_default();
+            let _turn = me.inner.keys.take(&key).await;
+            me.submit_checked(run, actor).await
+        })
+        .await
+        .map_err(|e| EngineError::Stopped(format!("a submit failed: {e}")))?
+    }
+
+    async fn submit_checked(
+        &self,
+        mut run: NewRun,
+        actor: Actor,
+    ) -> Result<Submitted, EngineError> {
         if let Some(key) = &run.idempotency_key
             && let Some(existing) = self.inner.store.run_by_key(key).await?
         {

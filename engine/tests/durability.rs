@@ -340,9 +340,10 @@ steps:
 }
 
 #[tokio::test]
-async fn two_runs_never_share_an_idempotency_key_in_the_store() {
-    // Two executors each start a run under the same key; the mirror of one cannot take
-    // the other's run in: the key's unique index refuses it, and nothing of it is kept.
+async fn an_idempotency_key_names_one_run_of_its_owner_and_mirrors_keep_both() {
+    // Two executors each start a run under the same key; a mirror of one takes the other's
+    // run in beside its own (replication never refuses a run), and the key stays unique
+    // among each owner's own runs: the store refuses a second run of site-a with it.
     let a = Harness::with(|c| c.executor_id = "site-a".into()).await;
     let b = Harness::with(|c| c.executor_id = "site-b".into()).await;
     let def = "name: one\nsteps:\n  - {name: a, action: noop}\n";
@@ -366,16 +367,25 @@ async fn two_runs_never_share_an_idempotency_key_in_the_store() {
     a.wait(ra.run_id, &[RunStatus::Succeeded]).await;
     b.wait(rb.run_id, &[RunStatus::Succeeded]).await;
     let theirs = b.engine.events_after(0, 1000).await.unwrap();
-    let err = a.engine.apply_remote(&theirs).await.unwrap_err();
+    a.engine.apply_remote(&theirs).await.unwrap();
+    assert!(a.engine.store().run(rb.run_id).await.unwrap().is_some());
+
+    // site-a's own events again, as if a second run of site-a had been created with the key.
+    let mine = a.engine.events_after(0, 1000).await.unwrap();
+    let mut dup = mine.clone();
+    let fresh = uuid::Uuid::now_v7();
+    let last = mine.iter().map(|e| e.owner_seq).max().unwrap_or(0);
+    for (i, e) in dup.iter_mut().enumerate() {
+        e.run_id = fresh;
+        e.owner = "site-a".into();
+        e.owner_seq = last + 1 + i as i64;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let central = Store::open(StoreOptions::new(dir.path().join("central.db")))
+        .await
+        .unwrap();
+    central.apply_remote("central", &mine).await.unwrap();
+    let err = central.apply_remote("central", &dup).await.unwrap_err();
     assert!(err.to_string().contains("UNIQUE"), "{err}");
-    assert!(a.engine.store().run(rb.run_id).await.unwrap().is_none());
-    assert_eq!(
-        a.engine
-            .store()
-            .run_by_key("order-7")
-            .await
-            .unwrap()
-            .map(|r| r.id),
-        Some(ra.run_id)
-    );
+    assert!(central.run(fresh).await.unwrap().is_none());
 }

@@ -593,6 +593,40 @@ async fn idempotency_key_returns_the_same_run() {
     assert_eq!(all.len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_given_up_by_its_caller_still_holds_its_key() {
+    // Callers that give up (a client timing out) at any moment, each retried at once with
+    // the same key: every key still names one run, and the executor keeps going.
+    let h = Harness::new().await;
+    h.register("name: one\nsteps:\n  - {name: a, action: noop}\n")
+        .await;
+    for i in 0..200u32 {
+        let new = lariat_engine::NewRun {
+            workflow: "one".into(),
+            idempotency_key: Some(format!("retried-{i}")),
+            ..Default::default()
+        };
+        let first = h.engine.submit(new.clone(), lariat_engine::Actor::system());
+        // Give up after a varying number of polls: before, during and after the commit.
+        let patience = std::time::Duration::from_micros(u64::from(i % 40) * 50);
+        let _ = tokio::time::timeout(patience, first).await;
+        h.engine
+            .submit(new, lariat_engine::Actor::system())
+            .await
+            .unwrap_or_else(|e| panic!("retry {i}: {e}"));
+    }
+    let all = h
+        .engine
+        .list_runs(&lariat_engine::RunQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 200, "one run per key");
+    assert!(h.engine.failure().is_none(), "{:?}", h.engine.failure());
+}
+
 #[tokio::test]
 async fn bad_submissions_are_rejected_without_a_run() {
     let h = Harness::new().await;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// A node's failure.
 #[derive(Debug, thiserror::Error)]
-pub enum NodeError {
+pub enum ProcessError {
     #[error("--bmc-max-in-flight must be at least 1")]
     NoBmcSlots,
     #[error("cannot start the engine")]

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use lariat_db::{Db, DbOptions, Durability};
 use lariat_engine::{Engine, EngineConfig};
 
-pub use error::NodeError;
+pub use error::ProcessError;
 pub use roles::central::{CentralConfig, CentralRole};
 pub use roles::site::{RunningSite, SiteConfig, SiteRole};
 
@@ -39,7 +39,7 @@ pub struct ServerConfig {
 pub async fn serve(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), NodeError> {
+) -> Result<(), ProcessError> {
     let site = SiteRole::new(cfg.site.clone())?;
     let mut ec = EngineConfig::new(&cfg.db);
     ec.executor_id = cfg.executor_id.clone();
@@ -48,7 +48,7 @@ pub async fn serve(
     ec.max_interruptions = cfg.max_interruptions;
     let engine = Engine::start_with_windows(ec, site.actions(), site.window_gate())
         .await
-        .map_err(NodeError::Engine)?;
+        .map_err(ProcessError::Engine)?;
     let r = engine.resume_report();
     tracing::info!(
         db = %cfg.db.display(),
@@ -65,17 +65,17 @@ pub async fn serve(
         ..DbOptions::shared(&cfg.db)
     })
     .await
-    .map_err(NodeError::Tables)?;
-    let central = CentralRole::start(&cfg.central, engine.clone(), tables.clone()).await?;
+    .map_err(ProcessError::Tables)?;
     if cfg.central.auth == lariat_api::Auth::InsecureNoAuth {
         tracing::warn!(
             "!!! --insecure-no-auth: the API accepts every request without a token. Never use this outside a development machine. !!!"
         );
     }
+    let central = CentralRole::start(&cfg.central, engine.clone(), tables.clone()).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .map_err(|e| NodeError::Listen(cfg.listen, e))?;
-    let local = listener.local_addr().map_err(NodeError::Serve)?;
+        .map_err(|e| ProcessError::Listen(cfg.listen, e))?;
+    let local = listener.local_addr().map_err(ProcessError::Serve)?;
     let mut site = site
         .start(engine.clone(), central.site_design(), &tables, local)
         .await?;
@@ -104,9 +104,9 @@ pub async fn serve(
     let failure = engine.failure();
     engine.shutdown().await;
     tables.close().await;
-    served.map_err(NodeError::Serve)?;
+    served.map_err(ProcessError::Serve)?;
     match failure {
-        Some(f) => Err(NodeError::Stopped(f)),
+        Some(f) => Err(ProcessError::Stopped(f)),
         None => Ok(()),
     }
 }

@@ -30,26 +30,21 @@ pub trait SiteDesign: Send + Sync + 'static {
 
 /// A site design that is set once the process has opened its design; until then the
 /// provisioning actions wait for it (runs resumed at start must not see an empty design).
+/// If the [`DesignSetter`] goes away unset (the process stops first), they get an empty
+/// design instead.
 #[derive(Clone)]
 pub struct LateDesign {
     rx: watch::Receiver<Option<Arc<dyn SiteDesign>>>,
-    tx: Arc<watch::Sender<Option<Arc<dyn SiteDesign>>>>,
 }
 
-impl Default for LateDesign {
-    fn default() -> Self {
-        let (tx, rx) = watch::channel(None);
-        LateDesign {
-            rx,
-            tx: Arc::new(tx),
-        }
-    }
-}
+/// Sets a [`LateDesign`], once.
+pub struct DesignSetter(watch::Sender<Option<Arc<dyn SiteDesign>>>);
 
 impl LateDesign {
-    /// The design is open: every waiting action goes on with it.
-    pub fn set(&self, design: Arc<dyn SiteDesign>) {
-        self.tx.send_replace(Some(design));
+    /// A design to come, and what sets it.
+    pub fn new() -> (DesignSetter, LateDesign) {
+        let (tx, rx) = watch::channel(None);
+        (DesignSetter(tx), LateDesign { rx })
     }
 
     async fn design(&self) -> Option<Arc<dyn SiteDesign>> {
@@ -58,6 +53,13 @@ impl LateDesign {
             Ok(d) => d.clone(),
             Err(_) => None,
         }
+    }
+}
+
+impl DesignSetter {
+    /// The design is open: every waiting action goes on with it.
+    pub fn set(self, design: Arc<dyn SiteDesign>) {
+        self.0.send_replace(Some(design));
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 use lariat_engine::Engine;
 
-pub use design::{LateDesign, SiteDesign};
+pub use design::{DesignSetter, LateDesign, SiteDesign};
 pub use lariat_steps::CurrentDesign;
 pub use node_tokens::{MIGRATIONS, NodeToken, NodeTokens};
 pub use nodes::SiteNodes;

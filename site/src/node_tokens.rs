@@ -1,21 +1,12 @@
 //! One-time node callback tokens (`node_tokens`): scoped to one host and the run step
 //! that waits for it, used up by the node's state report. Only their SHA-256 is kept.
 
+use lariat_db::secret::{self, hash as hash_token};
 use lariat_db::{Db, DbError};
-use rand::RngCore;
 use uuid::Uuid;
 
 /// The migrations of the site's tables (`site/migrations/sqlite`).
 pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// The stored form of a token: its SHA-256, in hex.
-fn hash_token(token: &str) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// A token's row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,11 +36,7 @@ impl NodeTokens {
 
     /// A new token for `host`'s callback to `step` of `run`; the secret is returned once.
     pub async fn issue(&self, host: &str, run: Uuid, step: &str) -> Result<String, DbError> {
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut secret);
-        let token: String = std::iter::once("nt_".to_string())
-            .chain(secret.iter().map(|b| format!("{b:02x}")))
-            .collect();
+        let token = secret::generate("nt_");
         let mut w = self.db.writer().await?;
         sqlx::query(
             "INSERT INTO node_tokens (hash, host, run_id, step, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -52,9 +52,9 @@ pub enum SourceError {
     #[error("stored design revision is unreadable: {0}")]
     Corrupt(String),
     #[error(transparent)]
-    Store(#[from] DbError),
+    Database(#[from] DbError),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Sql(#[from] sqlx::Error),
 }
 
 impl SourceError {
@@ -92,7 +92,7 @@ pub struct ActiveDesign {
 
 /// The design one site (or one host's site) works from.
 #[derive(Debug, Clone)]
-pub struct SiteDesign {
+pub struct PinnedDesign {
     /// The pin that chose it; `None` for the active design.
     pub pin: Option<Pin>,
     pub loaded: Arc<Loaded>,
@@ -295,7 +295,7 @@ impl DesignSource {
     /// The design `host` works from: that of its site (in the active design), with the
     /// pin that chose it, if any. A host without a site, or unknown to the active design,
     /// gets the active design.
-    pub async fn design_for_host(&self, host: &str) -> Result<SiteDesign, SourceError> {
+    pub async fn design_for_host(&self, host: &str) -> Result<PinnedDesign, SourceError> {
         let active = self.active();
         match active
             .loaded
@@ -304,7 +304,7 @@ impl DesignSource {
             .and_then(|h| h.spec.site.as_deref())
         {
             Some(site) => self.site_design(site).await,
-            None => Ok(SiteDesign {
+            None => Ok(PinnedDesign {
                 pin: None,
                 loaded: active.loaded.clone(),
             }),
@@ -313,9 +313,9 @@ impl DesignSource {
 
     /// The design a site works from, with the pin that chose it (`None` for the active
     /// design).
-    pub async fn site_design(&self, site: &str) -> Result<SiteDesign, SourceError> {
+    pub async fn site_design(&self, site: &str) -> Result<PinnedDesign, SourceError> {
         let Some(pin) = revisions::pin_of(&self.inner.db, site).await? else {
-            return Ok(SiteDesign {
+            return Ok(PinnedDesign {
                 pin: None,
                 loaded: self.active().loaded.clone(),
             });
@@ -327,7 +327,7 @@ impl DesignSource {
             Err(e) => return Err(e),
         };
         let loaded = self.loaded_for(&commit, None).await?;
-        Ok(SiteDesign {
+        Ok(PinnedDesign {
             pin: Some(pin),
             loaded,
         })

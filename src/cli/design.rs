@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use lariat_client::Client;
-use lariat_client::types::{FilterMode, FindingLevel, HostsQuery, NodeFilter, RevisionStatus};
-use lariat_workflows::design::{self, Level};
+use lariat_client::types::{
+    FilterMode, Finding, FindingLevel, HostsQuery, NodeFilter, RevisionStatus,
+};
+use lariat_workflows::design;
 use serde_json::json;
 
 use super::conn::Conn;
@@ -157,21 +159,7 @@ async fn server(c: Client, conn: &Conn, cmd: DesignCmd) -> anyhow::Result<i32> {
             if conn.json {
                 print_json(&v);
             } else {
-                for f in &v.findings {
-                    let level = match f.level {
-                        FindingLevel::Error => "error",
-                        FindingLevel::Warning => "warning",
-                    };
-                    print_finding(
-                        level,
-                        &f.rule,
-                        &f.kind,
-                        &f.name,
-                        &f.path,
-                        &f.message,
-                        f.file.as_deref(),
-                    );
-                }
+                v.findings.iter().for_each(print_finding);
             }
             Ok(0)
         }
@@ -251,21 +239,9 @@ fn validate(conn: &Conn, dir: &Path) -> anyhow::Result<i32> {
             "findings": r.findings,
         }));
     } else {
-        for f in &r.findings {
-            let level = match f.level {
-                Level::Error => "error",
-                Level::Warning => "warning",
-            };
-            print_finding(
-                level,
-                &f.rule,
-                &f.kind,
-                &f.name,
-                &f.path,
-                &f.message,
-                f.file.as_deref(),
-            );
-        }
+        // The same shape as the server's findings: print them the same way.
+        let findings: Vec<Finding> = serde_json::from_value(serde_json::to_value(&r.findings)?)?;
+        findings.iter().for_each(print_finding);
         eprintln!(
             "{}: {} error(s), {} warning(s)",
             dir.display(),
@@ -276,20 +252,23 @@ fn validate(conn: &Conn, dir: &Path) -> anyhow::Result<i32> {
     Ok(if r.has_errors() { 1 } else { 0 })
 }
 
-fn print_finding(
-    level: &str,
-    rule: &str,
-    kind: &str,
-    name: &str,
-    path: &str,
-    message: &str,
-    file: Option<&str>,
-) {
-    let at = if path.is_empty() {
+fn print_finding(f: &Finding) {
+    let level = match f.level {
+        FindingLevel::Error => "error",
+        FindingLevel::Warning => "warning",
+    };
+    let at = if f.path.is_empty() {
         String::new()
     } else {
-        format!(" {path}")
+        format!(" {}", f.path)
     };
-    let file = file.map(|p| format!("  ({p})")).unwrap_or_default();
-    println!("{level:<7}  {rule:<24}  {kind}/{name}{at}: {message}{file}");
+    let file = f
+        .file
+        .as_deref()
+        .map(|p| format!("  ({p})"))
+        .unwrap_or_default();
+    println!(
+        "{level:<7}  {:<24}  {}/{}{at}: {}{file}",
+        f.rule, f.kind, f.name, f.message
+    );
 }

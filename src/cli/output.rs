@@ -2,7 +2,7 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -39,12 +39,7 @@ pub fn print_json<T: Serialize + ?Sized>(v: &T) {
     }
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use lariat_db::now_ms;
 
 /// A timestamp in ms as RFC 3339 (UTC, seconds).
 pub fn time(ms: Option<i64>) -> String {

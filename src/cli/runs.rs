@@ -49,7 +49,7 @@ pub enum RunCmd {
         limit: u32,
         /// Continue after this run (the cursor printed under the previous page).
         #[arg(long)]
-        cursor: Option<Uuid>,
+        cursor: Option<String>,
     },
     /// A run and a table of its steps.
     Show {
@@ -159,6 +159,14 @@ pub async fn run(c: Client, conn: &Conn, cmd: RunCmd) -> anyhow::Result<i32> {
             limit,
             cursor,
         } => {
+            let cursor = match cursor {
+                Some(c) => Some(c.parse::<Uuid>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "--cursor {c:?} is not a run id (give the cursor printed under the previous page)"
+                    )
+                })?),
+                None => None,
+            };
             let page = c
                 .runs(&ListRunsQuery {
                     status,

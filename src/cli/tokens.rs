@@ -37,8 +37,9 @@ pub enum TokenCmd {
     },
 }
 
-/// The API tokens of the database at `db`, next to a running server or not.
-async fn open_tokens(db: &Path) -> anyhow::Result<TokenStore> {
+/// The API tokens of the database at `db`, next to a running server or not; close the
+/// handle when done.
+async fn open_tokens(db: &Path) -> anyhow::Result<(Db, TokenStore)> {
     if !db.exists() {
         tracing::info!("creating database {}", db.display());
     }
@@ -50,9 +51,10 @@ async fn open_tokens(db: &Path) -> anyhow::Result<TokenStore> {
     let handle = Db::open(opts)
         .await
         .with_context(|| format!("cannot open database {}", db.display()))?;
-    TokenStore::open(handle)
+    let tokens = TokenStore::open(handle.clone())
         .await
-        .with_context(|| format!("cannot open the API tokens of {}", db.display()))
+        .with_context(|| format!("cannot open the API tokens of {}", db.display()))?;
+    Ok((handle, tokens))
 }
 
 pub async fn run(cmd: TokenCmd) -> anyhow::Result<i32> {
@@ -63,10 +65,10 @@ pub async fn run(cmd: TokenCmd) -> anyhow::Result<i32> {
             db,
             json,
         } => {
-            let t = open_tokens(&db)
-                .await?
-                .create(role, name.as_deref())
-                .await?;
+            let (handle, tokens) = open_tokens(&db).await?;
+            let t = tokens.create(role, name.as_deref()).await;
+            handle.close().await;
+            let t = t?;
             if json {
                 print_json(&t);
             } else {
@@ -78,7 +80,10 @@ pub async fn run(cmd: TokenCmd) -> anyhow::Result<i32> {
             }
         }
         TokenCmd::List { db, json } => {
-            let list = open_tokens(&db).await?.list().await?;
+            let (handle, tokens) = open_tokens(&db).await?;
+            let list = tokens.list().await;
+            handle.close().await;
+            let list = list?;
             if json {
                 print_json(&list);
             } else {

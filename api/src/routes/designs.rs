@@ -41,7 +41,7 @@ impl From<SourceError> for HttpError {
             | SourceError::NotUtf8(_) => {
                 HttpError::new(StatusCode::BAD_GATEWAY, "design_fetch_failed", message)
             }
-            SourceError::Store(_) | SourceError::Db(_) | SourceError::Corrupt(_) => {
+            SourceError::Database(_) | SourceError::Sql(_) | SourceError::Corrupt(_) => {
                 HttpError::internal("reading or writing design revisions", &message)
             }
         }

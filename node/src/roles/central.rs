@@ -10,10 +10,10 @@ use lariat_api::{ApiConfig, Auth, CancellationToken, TokenStore};
 use lariat_db::Db;
 use lariat_engine::Engine;
 use lariat_site::{CurrentDesign, SiteDesign};
-use lariat_source::{ActiveDesign, DesignSource, SourceConfig, Trigger};
+use lariat_source::{ActiveDesign, DesignSource, PinnedDesign, SourceConfig, Trigger};
 use tokio::sync::watch;
 
-use crate::error::NodeError;
+use crate::error::ProcessError;
 
 /// What the central role serves.
 #[derive(Debug, Clone)]
@@ -39,27 +39,31 @@ impl CentralRole {
     /// Registers the workflow library on `engine`, opens the design source on `tables`
     /// (restoring the active revision, then fetching: an unreachable repository at start
     /// leaves the last active design in force) and follows its templates.
-    pub async fn start(cfg: &CentralConfig, engine: Engine, tables: Db) -> Result<Self, NodeError> {
+    pub async fn start(
+        cfg: &CentralConfig,
+        engine: Engine,
+        tables: Db,
+    ) -> Result<Self, ProcessError> {
         for b in lariat_workflows::LIBRARY {
             let (text, format) = b
                 .definition()
-                .map_err(|e| NodeError::Library(b.name.to_string(), Box::new(e)))?;
+                .map_err(|e| ProcessError::Library(b.name.to_string(), Box::new(e)))?;
             engine
                 .register_workflow(&text, format)
                 .await
-                .map_err(|e| NodeError::Library(b.name.to_string(), Box::new(e)))?;
+                .map_err(|e| ProcessError::Library(b.name.to_string(), Box::new(e)))?;
         }
         let tokens = TokenStore::open(tables.clone())
             .await
-            .map_err(NodeError::Tokens)?;
+            .map_err(ProcessError::Tokens)?;
         let design = match &cfg.design {
             None => DesignSource::unconfigured(tables)
                 .await
-                .map_err(NodeError::DesignRecords)?,
+                .map_err(ProcessError::DesignRecords)?,
             Some(c) => {
                 let d = DesignSource::open(tables, c.clone())
                     .await
-                    .map_err(|e| NodeError::DesignMirror(c.mirror.clone(), e))?;
+                    .map_err(|e| ProcessError::DesignMirror(c.mirror.clone(), e))?;
                 match d.sync(Trigger::Startup).await {
                     Ok(r) => {
                         tracing::info!(commit = %r.commit, status = ?r.status, "design fetched")
@@ -93,7 +97,7 @@ impl CentralRole {
     }
 
     /// The REST API, with `extra` routes (the site's HTTP boot) under the same layers.
-    pub async fn router(&self, extra: Option<Router>) -> Result<Router, NodeError> {
+    pub async fn router(&self, extra: Option<Router>) -> Result<Router, ProcessError> {
         let cfg = ApiConfig {
             auth: self.auth,
             shutdown: self.end_streams.clone(),
@@ -169,6 +173,21 @@ fn current_of(a: &ActiveDesign) -> CurrentDesign {
 }
 
 impl SourceDesign {
+    /// A pinned site's design, named after its pin; the design in force otherwise.
+    fn pinned(
+        &self,
+        d: Result<PinnedDesign, lariat_source::SourceError>,
+    ) -> Result<CurrentDesign, String> {
+        let d = d.map_err(|e| e.to_string())?;
+        Ok(match d.pin {
+            Some(pin) => CurrentDesign {
+                revision: Some(format!("{} (site {} pinned)", pin.rev, pin.site)),
+                loaded: d.loaded,
+            },
+            None => self.current(),
+        })
+    }
+
     fn new(source: DesignSource) -> Arc<SourceDesign> {
         let mut active = source.subscribe();
         let (tx, current) = watch::channel(current_of(&active.borrow_and_update()));
@@ -192,32 +211,12 @@ impl SiteDesign for SourceDesign {
     }
 
     async fn for_site(&self, site: &str) -> Result<CurrentDesign, String> {
-        let d = self
-            .source
-            .site_design(site)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(match d.pin {
-            Some(pin) => CurrentDesign {
-                revision: Some(format!("{} (site {} pinned)", pin.rev, pin.site)),
-                loaded: d.loaded,
-            },
-            None => self.current(),
-        })
+        let d = self.source.site_design(site).await;
+        self.pinned(d)
     }
 
     async fn for_host(&self, host: &str) -> Result<CurrentDesign, String> {
-        let d = self
-            .source
-            .design_for_host(host)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(match d.pin {
-            Some(pin) => CurrentDesign {
-                revision: Some(format!("{} (site {} pinned)", pin.rev, pin.site)),
-                loaded: d.loaded,
-            },
-            None => self.current(),
-        })
+        let d = self.source.design_for_host(host).await;
+        self.pinned(d)
     }
 }

@@ -9,11 +9,11 @@ use axum::Router;
 use lariat_db::Db;
 use lariat_engine::{Actions, Engine, ManualWindows, WindowGate};
 use lariat_site::{
-    BootServices, BootServicesConfig, HttpBoot, LateDesign, NodeTokens, ProvisioningConfig,
-    SiteDesign,
+    BootServices, BootServicesConfig, DesignSetter, HttpBoot, LateDesign, NodeTokens,
+    ProvisioningConfig, SiteDesign,
 };
 
-use crate::error::NodeError;
+use crate::error::ProcessError;
 
 /// What the site role runs.
 #[derive(Debug, Clone)]
@@ -36,6 +36,7 @@ pub struct SiteConfig {
 pub struct SiteRole {
     cfg: SiteConfig,
     design: LateDesign,
+    set_design: DesignSetter,
     gate: Arc<ManualWindows>,
 }
 
@@ -46,13 +47,15 @@ pub struct RunningSite {
 }
 
 impl SiteRole {
-    pub fn new(cfg: SiteConfig) -> Result<SiteRole, NodeError> {
+    pub fn new(cfg: SiteConfig) -> Result<SiteRole, ProcessError> {
         if cfg.bmc_max_in_flight == 0 {
-            return Err(NodeError::NoBmcSlots);
+            return Err(ProcessError::NoBmcSlots);
         }
+        let (set_design, design) = LateDesign::new();
         Ok(SiteRole {
             cfg,
-            design: LateDesign::default(),
+            design,
+            set_design,
             gate: Arc::new(ManualWindows::new()),
         })
     }
@@ -82,12 +85,12 @@ impl SiteRole {
         design: Arc<dyn SiteDesign>,
         tables: &Db,
         api: SocketAddr,
-    ) -> Result<RunningSite, NodeError> {
-        self.design.set(design.clone());
+    ) -> Result<RunningSite, ProcessError> {
+        self.set_design.set(design.clone());
         let boot = if self.cfg.http_boot {
             let assets = self.cfg.assets.clone();
             std::fs::create_dir_all(&assets)
-                .map_err(|e| NodeError::BootAssets(assets.clone(), e))?;
+                .map_err(|e| ProcessError::BootAssets(assets.clone(), e))?;
             let base_url = self
                 .cfg
                 .boot_url
@@ -108,7 +111,7 @@ impl SiteRole {
             Some(b) => {
                 let tokens = NodeTokens::open(tables.clone())
                     .await
-                    .map_err(NodeError::NodeTokens)?;
+                    .map_err(ProcessError::NodeTokens)?;
                 Some(b.routes(engine, design, tokens))
             }
             None => None,
