@@ -253,6 +253,23 @@ impl Client {
         self.get(&format!("/v1/runs/{id}")).await
     }
 
+    /// A run's detail as the server sent it, not decoded: for a caller that only passes
+    /// it on, or measures the server (decoding costs the caller, not the server; on a
+    /// shared machine it halves the read rate a benchmark sees).
+    pub async fn run_body(&self, id: Uuid) -> Result<bytes::Bytes, ClientError> {
+        let res = self
+            .request(Method::GET, &format!("/v1/runs/{id}"))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = res.status();
+        if !status.is_success() {
+            let text = res.text().await.map_err(|e| self.unreachable(e))?;
+            return Err(error_answer(status, &text));
+        }
+        res.bytes().await.map_err(|e| self.unreachable(e))
+    }
+
     /// A page of a run's history after `q.after`.
     pub async fn events(&self, id: Uuid, q: &EventsQuery) -> Result<EventPage, ClientError> {
         let rb = self
