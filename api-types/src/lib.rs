@@ -5,12 +5,14 @@
 
 mod designs;
 mod error;
+mod link;
 mod ops;
 mod runs;
 mod workflows;
 
 pub use designs::*;
 pub use error::*;
+pub use link::*;
 pub use ops::*;
 pub use runs::*;
 pub use workflows::*;

@@ -22,6 +22,9 @@ pub enum RunStatus {
     RolledBack,
     /// A compensation failed for good; the run waits for an operator.
     CompensationFailed,
+    /// Handed to its site's agent, which has not started it yet (the agent may be cut
+    /// off): it starts, and shows its steps, once the agent takes it.
+    Assigned,
 }
 
 /// Where a step (or one fan-out item of it) is.
@@ -61,6 +64,9 @@ pub struct Run {
     pub created_at: i64,
     pub updated_at: i64,
     pub ended_at: Option<i64>,
+    /// The runs one submit made, one per site, share it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<Uuid>,
 }
 
 /// A run with every step, its attempts, and what waiting steps wait for.
@@ -302,6 +308,9 @@ pub struct ListRunsQuery {
     pub status: Option<String>,
     /// Only runs of this workflow.
     pub workflow: Option<String>,
+    /// Only the runs of this group (the runs one submit made, one per site).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<Uuid>,
     /// Page size, 1 to 500 (default 50).
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
@@ -340,6 +349,7 @@ impl RunStatus {
             RunStatus::RollingBack => "rolling_back",
             RunStatus::RolledBack => "rolled_back",
             RunStatus::CompensationFailed => "compensation_failed",
+            RunStatus::Assigned => "assigned",
         }
     }
 
@@ -348,7 +358,7 @@ impl RunStatus {
     pub fn is_final(self) -> bool {
         !matches!(
             self,
-            RunStatus::Running | RunStatus::Paused | RunStatus::RollingBack
+            RunStatus::Running | RunStatus::Paused | RunStatus::RollingBack | RunStatus::Assigned
         )
     }
 }

@@ -131,6 +131,7 @@ impl Caller {
         Actor {
             who: self.name.to_string(),
             from: self.from.map(|a| a.to_string()),
+            command: None,
         }
     }
 }

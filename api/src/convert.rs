@@ -25,6 +25,7 @@ impl Dto for eng::RunStatus {
             eng::RunStatus::RollingBack => T::RollingBack,
             eng::RunStatus::RolledBack => T::RolledBack,
             eng::RunStatus::CompensationFailed => T::CompensationFailed,
+            eng::RunStatus::Assigned => T::Assigned,
         }
     }
 }
@@ -65,6 +66,7 @@ impl Dto for eng::RunRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
             ended_at: self.ended_at,
+            group: self.group,
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::event::{Actor, Event, RunRow, RunStatus};
 use crate::model::{self, Format, Workflow};
 use crate::request::{NewRun, Registered, ResumeReport, Submitted};
 use crate::scheduler::{self, Command, Env, Scheduler, SchedulerStats, Verb};
-use crate::store::{ApplyReport, RunQuery, Store, StoreOptions, StoredWorkflow};
+use crate::store::{ApplyReport, RunQuery, Store, StoreError, StoreOptions, StoredWorkflow};
 use crate::view::{RunView, build_view};
 use crate::windows::{ManualWindows, WindowGate};
 
@@ -375,6 +375,14 @@ impl Engine {
         mut run: NewRun,
         actor: Actor,
     ) -> Result<Submitted, EngineError> {
+        if let Some(id) = run.id
+            && self.inner.store.run(id).await?.is_some()
+        {
+            return Ok(Submitted {
+                run_id: id,
+                created: false,
+            });
+        }
         if let Some(key) = &run.idempotency_key
             && let Some(existing) = self.inner.store.run_by_key(key).await?
         {
@@ -384,17 +392,7 @@ impl Engine {
             });
         }
         let wf = self.workflow(&run.workflow, run.version).await?;
-        let refused = |problems: Vec<String>| EngineError::InvalidParameters {
-            workflow: run.workflow.clone(),
-            problems,
-        };
-        let params = wf
-            .parameters
-            .as_ref()
-            .map_err(|e| refused(e.problems.clone()))?;
-        if !params.0.is_empty() {
-            run.input = params.apply(&run.input).map_err(|e| refused(e.problems))?;
-        }
+        fit_input(&wf, &mut run)?;
         run.version = Some(wf.version);
         self.call(|reply| Command::Submit {
             wf,
@@ -539,6 +537,26 @@ impl Engine {
         .await
     }
 
+    /// Records in `run`'s log that a queued command (`actor.command`) asking for `verb`
+    /// was not carried out, and why; works on a finished run too.
+    pub async fn refuse(
+        &self,
+        run: Uuid,
+        verb: &str,
+        reason: &str,
+        actor: Actor,
+    ) -> Result<(), EngineError> {
+        self.verb(
+            run,
+            Verb::Refuse {
+                verb: verb.into(),
+                reason: reason.into(),
+            },
+            actor,
+        )
+        .await
+    }
+
     /// Run the compensations of succeeded steps in reverse dependency order.
     pub async fn rollback(&self, run: Uuid, actor: Actor) -> Result<(), EngineError> {
         self.verb(run, Verb::Rollback, actor).await
@@ -599,10 +617,70 @@ impl Engine {
             .await?)
     }
 
-    /// Mirror runs owned by other executors from their events (idempotent).
+    /// Mirror runs owned by other executors from their events (idempotent). What is
+    /// applied reaches subscribers like this executor's own events, once committed; a
+    /// gap in a run's events stops that run's part of the batch with an error after the
+    /// rest is applied.
     pub async fn apply_remote(&self, events: &[Event]) -> Result<ApplyReport, EngineError> {
-        Ok(self.inner.store.apply_remote(self.owner(), events).await?)
+        let done = self
+            .inner
+            .store
+            .apply_remote_batch(self.owner(), events)
+            .await?;
+        for ev in done.events {
+            let _ = self.inner.bus.send(Arc::new(ev));
+        }
+        match done.gap {
+            Some(g) => Err(StoreError::Replication(g).into()),
+            None => Ok(done.report),
+        }
     }
+
+    /// Records a run that executor `owner` (a site agent) will start: its row, with
+    /// status `assigned`, until the run's own events arrive. The run's input is checked
+    /// against the version it is pinned to, as a submit's is.
+    pub async fn assign(
+        &self,
+        owner: &str,
+        mut run: NewRun,
+        actor: &Actor,
+    ) -> Result<RunRow, EngineError> {
+        run.check()?;
+        let wf = self.workflow(&run.workflow, run.version).await?;
+        fit_input(&wf, &mut run)?;
+        let now = crate::event::now_ms();
+        let row = RunRow {
+            workflow: wf.name.clone(),
+            version: wf.version,
+            status: RunStatus::Assigned,
+            input: Arc::new(run.input),
+            targets: Arc::new(run.targets),
+            idempotency_key: run.idempotency_key,
+            created_at: now,
+            updated_at: now,
+            group: run.group,
+            ..RunRow::blank(run.id.unwrap_or_else(Uuid::now_v7), Arc::from(owner))
+        };
+        self.inner.store.assign(&row).await?;
+        tracing::info!(run = %row.id, owner, by = %actor.who, "run assigned");
+        Ok(row)
+    }
+}
+
+/// Check `run`'s input against the parameters `wf` declares, filling in defaults.
+fn fit_input(wf: &Workflow, run: &mut NewRun) -> Result<(), EngineError> {
+    let refused = |problems: Vec<String>| EngineError::InvalidParameters {
+        workflow: run.workflow.clone(),
+        problems,
+    };
+    let params = wf
+        .parameters
+        .as_ref()
+        .map_err(|e| refused(e.problems.clone()))?;
+    if !params.0.is_empty() {
+        run.input = params.apply(&run.input).map_err(|e| refused(e.problems))?;
+    }
+    Ok(())
 }
 
 /// Wait up to `timeout` for a run to reach one of `statuses`, by polling the store.

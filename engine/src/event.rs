@@ -26,6 +26,9 @@ pub enum RunStatus {
     RolledBack,
     /// A compensation failed for good; the run waits for an operator.
     CompensationFailed,
+    /// Handed to the executor of its site, which has not started it yet: on the central
+    /// node, the row of a run a site agent will own, until its first event arrives.
+    Assigned,
 }
 
 /// Where a step (or one fan-out item of it) is.
@@ -84,6 +87,7 @@ text_enum!(RunStatus {
     RollingBack = "rolling_back",
     RolledBack = "rolled_back",
     CompensationFailed = "compensation_failed",
+    Assigned = "assigned",
 });
 
 text_enum!(StepStatus {
@@ -165,6 +169,10 @@ pub struct Actor {
     pub who: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// The queued command the action came through, when an operator acted on a run of
+    /// another executor (a site agent's): the run's log acknowledges the command by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
 }
 
 impl Actor {
@@ -173,12 +181,13 @@ impl Actor {
         Actor {
             who: SYSTEM.into(),
             from: None,
+            command: None,
         }
     }
 
     /// Whether this is [`Actor::system`]: such actions are not audited in run history.
     pub fn is_system(&self) -> bool {
-        self.who == SYSTEM && self.from.is_none()
+        self.who == SYSTEM && self.from.is_none() && self.command.is_none()
     }
 }
 
@@ -197,6 +206,9 @@ pub enum EventKind {
         steps: Vec<Arc<str>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<String>,
+        /// The runs one submit made, one per site, share it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<Uuid>,
     },
     RunPaused,
     RunResumed,
@@ -208,6 +220,14 @@ pub enum EventKind {
     RollbackStarted,
     RunRolledBack,
     RunCompensationFailed,
+    /// A queued command the run's owner did not carry out, and why (the run had already
+    /// succeeded, say). Its acknowledgement in the run's log, as an `operator` event is
+    /// for a command carried out.
+    CommandRefused {
+        verb: String,
+        actor: Actor,
+        reason: String,
+    },
     /// An operator verb, recorded for audit before its effects.
     Operator {
         verb: String,
@@ -274,6 +294,7 @@ impl EventKind {
             EventKind::RunRolledBack => "run_rolled_back",
             EventKind::RunCompensationFailed => "run_compensation_failed",
             EventKind::Operator { .. } => "operator",
+            EventKind::CommandRefused { .. } => "command_refused",
             EventKind::Ready => "ready",
             EventKind::Started => "started",
             EventKind::Waiting { .. } => "waiting",
@@ -362,6 +383,9 @@ pub struct RunRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub ended_at: Option<i64>,
+    /// The runs one submit made, one per site, share it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<Uuid>,
     /// Seq of the last event applied.
     pub last_seq: i64,
 }
@@ -382,6 +406,7 @@ impl RunRow {
             created_at: 0,
             updated_at: 0,
             ended_at: None,
+            group: None,
             last_seq: 0,
         }
     }
@@ -601,8 +626,10 @@ fn apply_run(rows: &mut impl Rows, ev: &Event) {
             input,
             targets,
             idempotency_key,
+            group,
             ..
         } => {
+            run.group = *group;
             run.workflow = workflow.clone();
             run.version = *version;
             run.input = input.clone();

@@ -22,6 +22,13 @@ pub struct NewRun {
     /// Submitting again with the same key returns the first run instead of a second one.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The run's id, when another executor chose it: a site agent starting a run the
+    /// central node assigned to it. A submit of an id that exists starts nothing.
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    /// The runs one submit made, one per site, share it.
+    #[serde(default)]
+    pub group: Option<Uuid>,
 }
 
 /// The run a submit refers to.

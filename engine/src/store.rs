@@ -28,7 +28,7 @@ use crate::event::{
 // Each list is written once: run_row, task_row and event_row read columns by position.
 macro_rules! run_columns {
     () => {
-        "id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at"
+        "id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at, group_id"
     };
 }
 macro_rules! step_columns {
@@ -90,6 +90,8 @@ pub struct StoredWorkflow {
 pub struct RunQuery {
     pub status: Option<RunStatus>,
     pub workflow: Option<String>,
+    /// Only the runs of this group.
+    pub group: Option<Uuid>,
     /// Only runs older than this one (the cursor of the previous page).
     pub before: Option<Uuid>,
     pub limit: u32,
@@ -385,12 +387,14 @@ impl Store {
         let rows = sqlx::query(
             concat!("SELECT ", run_columns!(), " FROM runs
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2) AND (?3 IS NULL OR id < ?3)
+               AND (?5 IS NULL OR group_id = ?5)
              ORDER BY id DESC LIMIT ?4"),
         )
         .bind(q.status.map(|s| s.as_str()))
         .bind(q.workflow.as_deref())
         .bind(before)
         .bind(limit)
+        .bind(q.group.map(|g| g.to_string()))
         .fetch_all(self.reads())
         .await?;
         rows.iter().map(run_row).collect()
@@ -588,6 +592,20 @@ impl Store {
         local_owner: &str,
         events: &[Event],
     ) -> Result<ApplyReport, StoreError> {
+        let done = self.apply_remote_batch(local_owner, events).await?;
+        match done.gap {
+            Some(g) => Err(StoreError::Replication(g)),
+            None => Ok(done.report),
+        }
+    }
+
+    /// [`apply_remote`](Self::apply_remote), saying what it applied (to publish once
+    /// committed) and where a run's events had a gap, instead of failing on it.
+    pub async fn apply_remote_batch(
+        &self,
+        local_owner: &str,
+        events: &[Event],
+    ) -> Result<AppliedBatch, StoreError> {
         if let Some(e) = events.iter().find(|e| &*e.owner == local_owner) {
             return Err(StoreError::Replication(format!(
                 "event {}#{} is owned by this executor ({local_owner}); only the owner writes its runs",
@@ -649,11 +667,133 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        match gap {
-            Some(g) => Err(StoreError::Replication(g)),
-            None => Ok(report),
-        }
+        Ok(AppliedBatch {
+            report,
+            events: set.events,
+            gap,
+        })
     }
+
+    // ---- a central node's view of other executors' runs ---------------------------
+
+    /// Records a run that `owner` (a site agent) will start, before its first event: a
+    /// row with status `assigned` and no steps, which its `run_created` replaces.
+    pub async fn assign(&self, row: &RunRow) -> Result<(), StoreError> {
+        let set = WriteSet {
+            runs: vec![row.clone()],
+            ..Default::default()
+        };
+        let mut w = self.conn().await?;
+        let mut tx = Db::begin_write(&mut w).await?;
+        write_set(&mut tx, &set, false).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The runs assigned to `owner` that it has not started yet, oldest first.
+    pub async fn assigned(&self, owner: &str) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE owner = ?1 AND status = 'assigned' ORDER BY id"
+        ))
+        .bind(owner)
+        .fetch_all(self.reads())
+        .await?;
+        rows.iter().map(run_row).collect()
+    }
+
+    /// The runs that one submit made, one per site.
+    pub async fn group(&self, group: Uuid) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE group_id = ?1 ORDER BY id"
+        ))
+        .bind(group.to_string())
+        .fetch_all(self.reads())
+        .await?;
+        rows.iter().map(run_row).collect()
+    }
+
+    /// The event of `run`'s log that acknowledges queued command `command`: the verb it
+    /// carried out (`operator`) or its refusal (`command_refused`).
+    pub async fn command_ack(&self, run: Uuid, command: &str) -> Result<Option<Event>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE run_id = ?1 AND kind IN ('operator', 'command_refused')
+               AND data->'actor'->>'command' = ?2 ORDER BY seq LIMIT 1"
+        ))
+        .bind(run.to_string())
+        .bind(command)
+        .fetch_optional(self.reads())
+        .await?;
+        row.map(|r| event_row(&r)).transpose()
+    }
+
+    /// Store a version of a workflow as another executor numbered it (an agent mirrors
+    /// the centre's versions, so that a run pinned to one means the same everywhere).
+    /// Nothing changes when it is there already; a different definition under the same
+    /// name and version is refused.
+    pub async fn put_workflow_version(&self, w: &StoredWorkflow) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let mut tx = Db::begin_write(&mut c).await?;
+        let have: Option<String> = sqlx::query_scalar(
+            "SELECT definition FROM workflow_versions WHERE name = ?1 AND version = ?2",
+        )
+        .bind(&w.name)
+        .bind(w.version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match have {
+            Some(d) if d == w.definition => return Ok(false),
+            Some(_) => {
+                return Err(StoreError::Replication(format!(
+                    "workflow {} version {} here differs from the one sent; this store's versions must come from one place",
+                    w.name, w.version
+                )));
+            }
+            None => {}
+        }
+        sqlx::query(
+            "INSERT INTO workflow_versions (name, version, definition, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(&w.name)
+        .bind(w.version)
+        .bind(&w.definition)
+        .bind(w.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Every workflow version created at or after `since` (ms), oldest first: what a
+    /// mirror of this store's versions asks for.
+    pub async fn workflow_versions_since(
+        &self,
+        since: i64,
+    ) -> Result<Vec<StoredWorkflow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, version, definition, created_at FROM workflow_versions
+             WHERE created_at >= ?1 ORDER BY created_at, name, version",
+        )
+        .bind(since)
+        .fetch_all(self.reads())
+        .await?;
+        Ok(rows.iter().map(stored_workflow).collect())
+    }
+}
+
+/// What [`Store::apply_remote_batch`] did.
+#[derive(Debug, Default)]
+pub struct AppliedBatch {
+    pub report: ApplyReport,
+    /// The events applied, in the order committed.
+    pub events: Vec<Event>,
+    /// The first gap found, if any: that run's later events were not applied.
+    pub gap: Option<String>,
 }
 
 /// Rows of one run being rebuilt from remote events.
@@ -737,11 +877,15 @@ const INSERT_EVENTS: &str = "INSERT INTO events (run_id, seq, owner, owner_seq, 
 const INSERT_EVENTS_IGNORE: &str = "INSERT OR IGNORE INTO events (run_id, seq, owner, owner_seq, at, kind, step, item, attempt, error, data)
     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8, value->>9, value->>10
     FROM json_each(?1)";
-const UPSERT_RUNS: &str = "INSERT INTO runs (id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at)
-    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8, value->>9, value->>10, value->>11
+const UPSERT_RUNS: &str = "INSERT INTO runs (id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at, group_id)
+    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8, value->>9, value->>10, value->>11, value->>12
     FROM json_each(?1) WHERE true
     ON CONFLICT (id) DO UPDATE SET status = excluded.status, error = excluded.error,
-        updated_at = excluded.updated_at, ended_at = excluded.ended_at";
+        updated_at = excluded.updated_at, ended_at = excluded.ended_at,
+        workflow = excluded.workflow, version = excluded.version, owner = excluded.owner,
+        input = excluded.input, targets = excluded.targets,
+        idempotency_key = excluded.idempotency_key, created_at = excluded.created_at,
+        group_id = excluded.group_id";
 const UPSERT_STEPS: &str = "INSERT INTO steps (run_id, step, item, status, attempt, series_start, interruptions, item_value, input, output, error, waiting_for, wake_at, started_at, ended_at, compensating, updated_at)
     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, value->>14, value->>15, value->>16
     FROM json_each(?1) WHERE true
@@ -833,6 +977,7 @@ async fn write_set(
                     r.created_at,
                     r.updated_at,
                     r.ended_at,
+                    r.group.map(|g| g.to_string()),
                 )
             })
             .collect();
@@ -945,6 +1090,10 @@ fn run_row(r: &SqliteRow) -> Result<RunRow, StoreError> {
         created_at: r.get(9),
         updated_at: r.get(10),
         ended_at: r.get(11),
+        group: r
+            .get::<Option<String>, _>(12)
+            .map(|g| parse_uuid(&g))
+            .transpose()?,
         last_seq: 0,
     })
 }

@@ -318,6 +318,7 @@ async fn signal_completes_a_waiting_step_with_its_payload() {
             lariat_engine::Actor {
                 who: "bmc-callback".into(),
                 from: Some("10.0.0.5".into()),
+                ..Default::default()
             },
         )
         .await

@@ -11,6 +11,7 @@ fn alice() -> Actor {
     Actor {
         who: "alice".into(),
         from: Some("10.1.2.3".into()),
+        ..Default::default()
     }
 }
 

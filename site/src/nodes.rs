@@ -235,6 +235,7 @@ impl Nodes for SiteNodes {
         let actor = Actor {
             who: format!("node {}", row.host),
             from: None,
+            command: None,
         };
         let res = self
             .engine

@@ -333,6 +333,33 @@ impl DesignSource {
         })
     }
 
+    /// The commit `site` works from: its pin (a pin to a tag follows the tag as
+    /// fetched), or the active revision. `None` before any revision was accepted, or
+    /// without a repository.
+    pub async fn site_commit(&self, site: &str) -> Result<Option<String>, SourceError> {
+        if self.inner.cfg.is_none() {
+            return Ok(None);
+        }
+        match revisions::pin_of(&self.inner.db, site).await? {
+            Some(pin) => match self.resolve(&pin.rev).await {
+                Ok(c) => Ok(Some(c)),
+                Err(SourceError::UnknownRevision(_)) => Ok(Some(pin.commit)),
+                Err(e) => Err(e),
+            },
+            None => Ok(self.active().revision.as_ref().map(|r| r.commit.clone())),
+        }
+    }
+
+    /// The design files of a fetched commit, as the repository holds them: what a site
+    /// agent keeps so that it can restart cut off from the centre.
+    pub async fn files_of(&self, commit: &str) -> Result<Snapshot, SourceError> {
+        let (cfg, mirror) = match (&self.inner.cfg, &self.inner.mirror) {
+            (Some(c), Some(m)) => (c, m.clone()),
+            _ => return Err(SourceError::NotConfigured),
+        };
+        read_commit(&mirror, cfg.fetch_timeout, commit).await
+    }
+
     /// Fetches on every tick of the configured poll interval until `stop` fires.
     pub fn spawn_poller(&self, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
         let every = self.inner.cfg.as_ref()?.poll?;

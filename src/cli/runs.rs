@@ -173,6 +173,7 @@ pub async fn run(c: Client, conn: &Conn, cmd: RunCmd) -> anyhow::Result<i32> {
                     workflow,
                     limit: Some(limit),
                     cursor,
+                    ..Default::default()
                 })
                 .await?;
             if conn.json {

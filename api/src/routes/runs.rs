@@ -80,6 +80,7 @@ pub async fn submit_run(
         input: req.input,
         targets,
         idempotency_key: req.idempotency_key,
+        ..Default::default()
     };
     let sub = st.engine.submit(run, caller.actor()).await?;
     let run = st.engine.run_row(sub.run_id).await?.dto();
@@ -123,6 +124,7 @@ pub async fn list_runs(
         .list_runs(&RunQuery {
             status,
             workflow: q.workflow,
+            group: q.group,
             before: q.cursor,
             limit: limit + 1,
         })

@@ -20,8 +20,16 @@ pub(crate) enum Verb {
     Cancel,
     Pause,
     Resume,
-    Retry { step: String, input: Option<Value> },
+    Retry {
+        step: String,
+        input: Option<Value>,
+    },
     Rollback,
+    /// Record that a queued command for the run was not carried out, and why.
+    Refuse {
+        verb: String,
+        reason: String,
+    },
 }
 
 impl Verb {
@@ -32,6 +40,7 @@ impl Verb {
             Verb::Resume => "resume",
             Verb::Retry { .. } => "retry",
             Verb::Rollback => "rollback",
+            Verb::Refuse { .. } => "refuse",
         }
     }
 }

@@ -278,7 +278,7 @@ impl Scheduler {
     }
 
     fn submit(&mut self, wf: Arc<Workflow>, new: NewRun, actor: Actor, reply: Reply<Submitted>) {
-        let id = Uuid::now_v7();
+        let id = new.id.unwrap_or_else(Uuid::now_v7);
         let row = RunRow::blank(id, self.log.owner.clone());
         self.runs
             .insert(id, RunState::new(wf.clone(), row, Vec::new()));
@@ -294,6 +294,7 @@ impl Scheduler {
                 targets: Arc::new(new.targets),
                 steps: wf.step_names.clone(),
                 idempotency_key: new.idempotency_key,
+                group: new.group,
             },
         );
         if !actor.is_system() {

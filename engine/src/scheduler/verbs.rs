@@ -93,6 +93,20 @@ impl Cx<'_> {
     pub(crate) fn verb(&mut self, verb: Verb, actor: &Actor) -> Result<(), EngineError> {
         let status = self.run.row.status;
         match &verb {
+            Verb::Refuse { verb, reason } => {
+                self.emit(
+                    None,
+                    None,
+                    None,
+                    EventKind::CommandRefused {
+                        verb: verb.clone(),
+                        actor: actor.clone(),
+                        reason: reason.clone(),
+                    },
+                );
+                // A finished run was brought back only to record this.
+                self.sh.evict.push(self.id());
+            }
             Verb::Cancel => {
                 if !matches!(
                     status,
