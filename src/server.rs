@@ -34,6 +34,11 @@ pub struct ServerArgs {
     /// Serve the API without authentication. For development on a laptop only.
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// The sites this server provisions itself when no agent has registered for them:
+    /// `all`, `none`, or site names, comma-separated. A run for any other site without
+    /// an agent is refused.
+    #[arg(long, default_value = "all")]
+    pub local_sites: String,
     #[command(flatten)]
     pub design: DesignArgs,
     #[command(flatten)]
@@ -199,6 +204,16 @@ impl ServerArgs {
                     lariat_api::Auth::InsecureNoAuth
                 } else {
                     lariat_api::Auth::Tokens
+                },
+                local_sites: match self.local_sites.trim() {
+                    "all" => lariat_node::LocalSites::All,
+                    "none" | "" => lariat_node::LocalSites::Only(Default::default()),
+                    list => lariat_node::LocalSites::Only(
+                        list.split(',')
+                            .map(|s| s.trim().to_string())
+                            .filter(|s| !s.is_empty())
+                            .collect(),
+                    ),
                 },
             },
             site: lariat_node::SiteConfig {

@@ -63,13 +63,32 @@ fn crates_depend_on_each_other_only_along_the_arrows_of_design_md() {
         ),
         ("api-types", &[][..]),
         (
-            "api",
+            "central",
             &["db", "engine", "workflows", "source", "api-types"][..],
+        ),
+        (
+            "api",
+            &[
+                "db",
+                "engine",
+                "workflows",
+                "source",
+                "central",
+                "api-types",
+            ][..],
         ),
         ("client", &["api-types"][..]),
         (
             "node",
-            &["db", "engine", "workflows", "source", "site", "api"][..],
+            &[
+                "db",
+                "engine",
+                "workflows",
+                "source",
+                "site",
+                "central",
+                "api",
+            ][..],
         ),
         ("bench", &["engine", "workflows", "steps", "client"][..]),
         (

@@ -61,22 +61,11 @@ impl Authenticator {
                 role: Role::Admin,
             });
         }
-        let Some(value) = parts.headers.get(AUTHORIZATION) else {
-            return Err(HttpError::unauthorized(
+        let token = bearer(parts)?.ok_or_else(|| {
+            HttpError::unauthorized(
                 "this route needs a bearer token: send `Authorization: Bearer <token>` (create one with `lariat token create`)",
-            ));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                HttpError::unauthorized("the Authorization header must be `Bearer <token>`")
-            })?;
+            )
+        })?;
         let hash = hash_token(token);
         if let Some(p) = self.cached(&hash) {
             return Ok(p);
@@ -108,6 +97,61 @@ impl Authenticator {
             .filter(|(_, at)| at.elapsed() < CACHE_TTL)
             .map(|(p, _)| p.clone())
     }
+}
+
+/// Checks site agents' credentials (`lariat site token create`); none where the process
+/// is not a central node.
+#[derive(Clone)]
+pub struct AgentAuth(pub Option<lariat_central::Sites>);
+
+/// A site agent, by the credential it sent: the site it may speak for.
+pub struct AgentOf(pub String);
+
+impl<S> FromRequestParts<S> for AgentOf
+where
+    AgentAuth: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let AgentAuth(sites) = AgentAuth::from_ref(state);
+        let Some(sites) = sites else {
+            return Err(HttpError::not_found(
+                "this process is not a central node: site agents connect to the central node",
+            ));
+        };
+        let token = bearer(parts)?.ok_or_else(|| {
+            HttpError::unauthorized(
+                "a site agent sends its site's credential: `Authorization: Bearer <token>` (make one with `lariat site token create SITE`)",
+            )
+        })?;
+        match sites.site_of_token(token).await {
+            Ok(Some(site)) => Ok(AgentOf(site)),
+            Ok(None) => Err(HttpError::unauthorized(
+                "the bearer token is not a site agent's credential",
+            )),
+            Err(e) => Err(HttpError::internal("checking a site credential", &e)),
+        }
+    }
+}
+
+/// The bearer token of a request, if it has one; an Authorization header of another
+/// shape is refused.
+fn bearer(parts: &Parts) -> Result<Option<&str>, HttpError> {
+    let Some(value) = parts.headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .map(Some)
+        .ok_or_else(|| HttpError::unauthorized("the Authorization header must be `Bearer <token>`"))
 }
 
 /// The authenticated caller of a request.

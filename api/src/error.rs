@@ -184,3 +184,31 @@ impl From<QueryRejection> for HttpError {
         Self::bad_request("invalid_query", r.body_text())
     }
 }
+
+impl From<lariat_central::CentralError> for HttpError {
+    fn from(e: lariat_central::CentralError) -> Self {
+        use lariat_central::CentralError as C;
+        let message = e.to_string();
+        match e {
+            C::UnknownSite(site) => Self::not_found(message).with_details(json!({ "site": site })),
+            C::UnknownCommand(id) => {
+                Self::not_found(message).with_details(json!({ "command": id }))
+            }
+            C::SiteClaimed { .. }
+            | C::ExecutorTaken { .. }
+            | C::CentralExecutor(_)
+            | C::LogBehind { .. }
+            | C::NotRegistered(_)
+            | C::WrongExecutor { .. } => Self::new(StatusCode::CONFLICT, "agent_refused", message),
+            C::ForeignEvent { .. } | C::NotYourRun { .. } => Self::forbidden(message),
+            C::BadEvent { .. } => Self::bad_request("invalid_body", message),
+            C::NotServed(site) => {
+                Self::bad_request("site_not_served", message).with_details(json!({ "site": site }))
+            }
+            C::Engine(e) => e.into(),
+            C::Store(s) => Self::internal("reading or writing the store", &s),
+            C::Source(s) => Self::internal("reading the design", &s),
+            C::Db(s) => Self::internal("reading or writing the site tables", &s),
+        }
+    }
+}

@@ -54,7 +54,7 @@ pub use tokens::{NewToken, Role, TokenError, TokenInfo, TokenStore};
 pub use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::routes::{designs, ops, runs, stream, workflows};
+use crate::routes::{designs, ops, runs, sites, stream, workflows};
 use crate::state::AppState;
 use lariat_api_types::ErrorBody;
 
@@ -103,6 +103,7 @@ pub enum ApiError {
         (name = "workflows", description = "Workflow definitions and their versions"),
         (name = "runs", description = "Runs, their steps and history, and the operator verbs"),
         (name = "designs", description = "The site design: revisions from git, findings, validation, resolved hosts, site pins"),
+        (name = "sites", description = "Sites and their agents: the agents' link, site health, commands queued for agents"),
         (name = "ops", description = "Probes, metrics, this document"),
     )
 )]
@@ -135,6 +136,11 @@ fn documented() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(designs::list_hosts))
         .routes(routes!(designs::resolved_host))
         .routes(routes!(designs::git_webhook))
+        .routes(routes!(sites::agent_hello))
+        .routes(routes!(sites::agent_sync))
+        .routes(routes!(sites::agent_events))
+        .routes(routes!(sites::list_sites))
+        .routes(routes!(sites::get_command))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -213,6 +219,7 @@ pub async fn router(
     engine: Engine,
     design: lariat_source::DesignSource,
     tokens: TokenStore,
+    central: Option<lariat_central::Central>,
     cfg: ApiConfig,
 ) -> Result<Router, ApiError> {
     let (routes, mut doc) = documented();
@@ -227,6 +234,7 @@ pub async fn router(
         streams_stop: cfg.shutdown,
         runs,
         design,
+        central,
     });
     let mut app: Router = routes
         .fallback(not_found)

@@ -7,7 +7,7 @@ use lariat_engine::Engine;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Authenticator;
+use crate::auth::{AgentAuth, Authenticator};
 use crate::cache::RunCache;
 
 /// Shared by every handler.
@@ -19,6 +19,14 @@ pub(crate) struct AppState {
     pub(crate) streams_stop: CancellationToken,
     pub(crate) runs: Arc<RunCache>,
     pub(crate) design: lariat_source::DesignSource,
+    /// Placement and the site agents' link, on a central node; none on an agent.
+    pub(crate) central: Option<lariat_central::Central>,
+}
+
+impl FromRef<Arc<AppState>> for AgentAuth {
+    fn from_ref(state: &Arc<AppState>) -> Self {
+        AgentAuth(state.central.as_ref().map(|c| c.sites().clone()))
+    }
 }
 
 impl FromRef<Arc<AppState>> for Authenticator {

@@ -409,6 +409,18 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
+    /// Unfinished runs (assigned ones included) by owner.
+    pub async fn active_runs_by_owner(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT owner, count(*) FROM runs
+             WHERE status IN ('running', 'paused', 'failed', 'rolling_back', 'assigned')
+             GROUP BY owner",
+        )
+        .fetch_all(self.reads())
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// A run's events with `seq > after`, oldest first.
     pub async fn events(&self, id: Uuid, after: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(concat!(

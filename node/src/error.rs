@@ -16,6 +16,8 @@ pub enum ProcessError {
     Tables(#[source] lariat_db::DbError),
     #[error("cannot open the API tokens")]
     Tokens(#[source] lariat_api::TokenError),
+    #[error("cannot open the site agents' tables")]
+    Sites(#[source] lariat_db::DbError),
     #[error("cannot open the node tokens")]
     NodeTokens(#[source] lariat_db::DbError),
     #[error("cannot open the design records")]

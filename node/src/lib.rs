@@ -13,6 +13,7 @@ use lariat_db::{Db, DbOptions, Durability};
 use lariat_engine::{Engine, EngineConfig};
 
 pub use error::ProcessError;
+pub use lariat_central::LocalSites;
 pub use roles::central::{CentralConfig, CentralRole};
 pub use roles::site::{RunningSite, SiteConfig, SiteRole};
 

@@ -5,5 +5,6 @@
 pub mod designs;
 pub mod ops;
 pub mod runs;
+pub mod sites;
 pub mod stream;
 pub mod workflows;

@@ -17,8 +17,8 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use crate::state::AppState;
 use lariat_api_types::ErrorBody;
 use lariat_api_types::{
-    EventPage, EventsQuery, ListRunsQuery, RetryStep, Run, RunDetail, RunPage, SignalStep,
-    SubmitRun, Targets,
+    EventPage, EventsQuery, ListRunsQuery, QueuedCommand, RetryStep, Run, RunDetail, RunPage,
+    SignalStep, SubmitRun, Targets,
 };
 
 const DEFAULT_PAGE: u32 = 50;
@@ -82,13 +82,28 @@ pub async fn submit_run(
         idempotency_key: req.idempotency_key,
         ..Default::default()
     };
-    let sub = st.engine.submit(run, caller.actor()).await?;
-    let run = st.engine.run_row(sub.run_id).await?.dto();
-    if !sub.created {
+    // On a central node the run goes where its hosts are (one run per site with an
+    // agent, linked by a group); on an agent, and without agents, this is the engine's.
+    let (row, created) = match &st.central {
+        Some(c) => {
+            let placed = c.submit(run, caller.actor()).await?;
+            let first = placed.runs.into_iter().next().ok_or_else(|| {
+                HttpError::internal("placing a run", &"the placement made no run")
+            })?;
+            (first, placed.created)
+        }
+        None => {
+            let sub = st.engine.submit(run, caller.actor()).await?;
+            (st.engine.run_row(sub.run_id).await?, sub.created)
+        }
+    };
+    let id = row.id;
+    let run = row.dto();
+    if !created {
         return Ok((StatusCode::OK, Json(run)).into_response());
     }
     let mut res = (StatusCode::CREATED, Json(run)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("/v1/runs/{}", sub.run_id)) {
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/runs/{id}")) {
         res.headers_mut().insert(header::LOCATION, v);
     }
     Ok(res)
@@ -229,10 +244,35 @@ async fn after_verb(
     st: &AppState,
     id: Uuid,
     res: Result<(), EngineError>,
-) -> Result<Json<Run>, HttpError> {
+) -> Result<Response, HttpError> {
     res?;
     st.runs.invalidate(id);
-    Ok(Json(st.engine.run_row(id).await?.dto()))
+    Ok(Json(st.engine.run_row(id).await?.dto()).into_response())
+}
+
+/// A verb on a run a site agent owns is queued for the agent, which carries it out (or
+/// refuses it) in the run's log: 202 with the command. `None` for the runs of this
+/// executor.
+async fn for_agent(
+    st: &AppState,
+    id: Uuid,
+    verb: &str,
+    args: serde_json::Value,
+    caller: &crate::auth::Caller,
+) -> Result<Option<Response>, HttpError> {
+    let Some(central) = &st.central else {
+        return Ok(None);
+    };
+    let row = st.engine.run_row(id).await?;
+    let Some(site) = central.agent_site(&row.owner).await? else {
+        return Ok(None);
+    };
+    let actor = lariat_api_types::CommandActor {
+        who: caller.name.to_string(),
+        from: caller.from.map(|a| a.to_string()),
+    };
+    let queued = central.queue(&site, &row, verb, args, actor).await?;
+    Ok(Some((StatusCode::ACCEPTED, Json(queued)).into_response()))
 }
 
 macro_rules! run_verb {
@@ -245,6 +285,7 @@ macro_rules! run_verb {
             params(("id" = Uuid, Path, description = "Run id")),
             responses(
                 (status = 200, description = "Done; the run as it is now", body = Run),
+                (status = 202, description = "Queued for the run's site agent", body = QueuedCommand),
                 (status = 400, description = "The id is not a UUID", body = ErrorBody),
                 (status = 404, description = "No such run", body = ErrorBody),
                 (status = 409, description = "The run's state does not allow this", body = ErrorBody),
@@ -255,7 +296,12 @@ macro_rules! run_verb {
             Operator(caller): Operator,
             State(st): State<Arc<AppState>>,
             ApiPath(id): ApiPath<Uuid>,
-        ) -> Result<Json<Run>, HttpError> {
+        ) -> Result<Response, HttpError> {
+            if let Some(queued) =
+                for_agent(&st, id, stringify!($call), serde_json::Value::Null, &caller).await?
+            {
+                return Ok(queued);
+            }
             let res = st.engine.$call(id, caller.actor()).await;
             after_verb(&st, id, res).await
         }
@@ -292,6 +338,7 @@ run_verb!(
     request_body(content = Option<RetryStep>, content_type = "application/json"),
     responses(
         (status = 200, description = "Retrying; the run as it is now", body = Run),
+        (status = 202, description = "Queued for the run's site agent", body = QueuedCommand),
         (status = 400, description = "Bad id or body", body = ErrorBody),
         (status = 404, description = "No such run or step", body = ErrorBody),
         (status = 409, description = "The step has not failed, or the run's state does not allow it", body = ErrorBody),
@@ -305,7 +352,11 @@ pub async fn retry_step(
     State(st): State<Arc<AppState>>,
     ApiPath((id, step)): ApiPath<(Uuid, String)>,
     OptionalJson(req): OptionalJson<RetryStep>,
-) -> Result<Json<Run>, HttpError> {
+) -> Result<Response, HttpError> {
+    let args = serde_json::json!({ "step": step, "input": req.input });
+    if let Some(queued) = for_agent(&st, id, "retry", args, &caller).await? {
+        return Ok(queued);
+    }
     let res = st.engine.retry(id, &step, req.input, caller.actor()).await;
     after_verb(&st, id, res).await
 }
@@ -323,6 +374,7 @@ pub async fn retry_step(
     request_body(content = Option<SignalStep>, content_type = "application/json"),
     responses(
         (status = 200, description = "Delivered; the run as it is now", body = Run),
+        (status = 202, description = "Queued for the run's site agent", body = QueuedCommand),
         (status = 400, description = "Bad id or body", body = ErrorBody),
         (status = 404, description = "No such run, step or item", body = ErrorBody),
         (status = 409, description = "The step is not waiting for a signal", body = ErrorBody),
@@ -336,8 +388,12 @@ pub async fn signal_step(
     State(st): State<Arc<AppState>>,
     ApiPath((id, step)): ApiPath<(Uuid, String)>,
     OptionalJson(req): OptionalJson<SignalStep>,
-) -> Result<Json<Run>, HttpError> {
+) -> Result<Response, HttpError> {
     let item = req.item.as_ref().map(|i| i.to_string());
+    let args = serde_json::json!({ "step": step, "payload": req.payload, "item": item });
+    if let Some(queued) = for_agent(&st, id, "signal", args, &caller).await? {
+        return Ok(queued);
+    }
     let res = st
         .engine
         .signal(id, &step, item.as_deref(), req.payload, caller.actor())

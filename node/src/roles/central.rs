@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::Router;
 use lariat_api::{ApiConfig, Auth, CancellationToken, TokenStore};
+use lariat_central::{Central, LocalSites, Sites};
 use lariat_db::Db;
 use lariat_engine::Engine;
 use lariat_site::{CurrentDesign, SiteDesign};
@@ -21,6 +22,8 @@ pub struct CentralConfig {
     /// Where the design comes from; none: an empty design that `sync` says is unconfigured.
     pub design: Option<SourceConfig>,
     pub auth: Auth,
+    /// The sites this node serves itself when no agent has registered for them.
+    pub local_sites: LocalSites,
 }
 
 /// The running central role.
@@ -28,6 +31,7 @@ pub struct CentralRole {
     engine: Engine,
     design: DesignSource,
     tokens: TokenStore,
+    central: Central,
     auth: Auth,
     stop_poller: CancellationToken,
     poller: Option<tokio::task::JoinHandle<()>>,
@@ -57,11 +61,11 @@ impl CentralRole {
             .await
             .map_err(ProcessError::Tokens)?;
         let design = match &cfg.design {
-            None => DesignSource::unconfigured(tables)
+            None => DesignSource::unconfigured(tables.clone())
                 .await
                 .map_err(ProcessError::DesignRecords)?,
             Some(c) => {
-                let d = DesignSource::open(tables, c.clone())
+                let d = DesignSource::open(tables.clone(), c.clone())
                     .await
                     .map_err(|e| ProcessError::DesignMirror(c.mirror.clone(), e))?;
                 match d.sync(Trigger::Startup).await {
@@ -73,6 +77,13 @@ impl CentralRole {
                 d
             }
         };
+        let sites = Sites::open(tables).await.map_err(ProcessError::Sites)?;
+        let central = Central::new(
+            engine.clone(),
+            design.clone(),
+            sites,
+            cfg.local_sites.clone(),
+        );
         let stop_poller = CancellationToken::new();
         let poller = design.spawn_poller(stop_poller.clone());
         tokio::spawn(register_design_templates(
@@ -83,6 +94,7 @@ impl CentralRole {
             engine,
             design,
             tokens,
+            central,
             auth: cfg.auth,
             stop_poller,
             poller,
@@ -108,6 +120,7 @@ impl CentralRole {
             self.engine.clone(),
             self.design.clone(),
             self.tokens.clone(),
+            Some(self.central.clone()),
             cfg,
         )
         .await?)

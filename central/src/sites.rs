@@ -1,0 +1,306 @@
+//! The central node's tables about site agents (`sites`, `site_tokens`,
+//! `site_commands`): every statement on them is in this file.
+
+use lariat_api_types::{CommandActor, LinkCommand};
+use lariat_db::{Db, DbError, secret};
+use uuid::Uuid;
+
+/// The migrations of these tables (`central/migrations/sqlite`).
+pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A registered agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub site: String,
+    pub executor: String,
+    pub agent_version: String,
+    pub registered_at: i64,
+    pub last_seen: i64,
+    pub owner_seq: i64,
+    pub commands_seen: i64,
+}
+
+/// A site credential just made: `token` is shown once.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NewSiteToken {
+    pub site: String,
+    pub name: String,
+    pub token: String,
+    pub created_at: i64,
+}
+
+/// A command as queued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCommand {
+    pub site: String,
+    pub command: LinkCommand,
+}
+
+/// The site agents' tables. Cheap to clone.
+#[derive(Clone)]
+pub struct Sites {
+    db: Db,
+}
+
+type RegRow = (String, String, String, i64, i64, i64, i64);
+
+fn registration(
+    (site, executor, agent_version, registered_at, last_seen, owner_seq, commands_seen): RegRow,
+) -> Registration {
+    Registration {
+        site,
+        executor,
+        agent_version,
+        registered_at,
+        last_seen,
+        owner_seq,
+        commands_seen,
+    }
+}
+
+/// The columns [`registration`] decodes, in its order (a macro so queries stay `&'static str`).
+macro_rules! reg_columns {
+    () => {
+        "site, executor, agent_version, registered_at, last_seen, owner_seq, commands_seen"
+    };
+}
+
+type CmdRow = (i64, String, String, String, String, String, String, i64);
+
+fn command(
+    (seq, id, site, run, verb, args, actor, created_at): CmdRow,
+) -> Result<StoredCommand, DbError> {
+    let bad = |what: &str, e: String| {
+        DbError::Sql(sqlx::Error::Decode(
+            format!("site command {id}: {what}: {e}").into(),
+        ))
+    };
+    Ok(StoredCommand {
+        site,
+        command: LinkCommand {
+            seq,
+            run_id: Uuid::parse_str(&run).map_err(|e| bad("run id", e.to_string()))?,
+            verb,
+            args: serde_json::from_str(&args).map_err(|e| bad("args", e.to_string()))?,
+            actor: serde_json::from_str(&actor).map_err(|e| bad("actor", e.to_string()))?,
+            created_at,
+            id,
+        },
+    })
+}
+
+/// The columns [`command`] decodes, in its order.
+macro_rules! cmd_columns {
+    () => {
+        "seq, id, site, run_id, verb, args, actor, created_at"
+    };
+}
+
+impl Sites {
+    /// The tables of `db`, brought up to date.
+    pub async fn open(db: Db) -> Result<Sites, DbError> {
+        db.migrate(&MIGRATIONS).await?;
+        Ok(Sites { db })
+    }
+
+    /// Every registered agent, by site.
+    pub async fn registrations(&self) -> Result<Vec<Registration>, DbError> {
+        let rows: Vec<RegRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            reg_columns!(),
+            " FROM sites ORDER BY site"
+        ))
+        .fetch_all(self.db.readers())
+        .await?;
+        Ok(rows.into_iter().map(registration).collect())
+    }
+
+    /// The agent registered for `site`, if any.
+    pub async fn registration(&self, site: &str) -> Result<Option<Registration>, DbError> {
+        let row: Option<RegRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            reg_columns!(),
+            " FROM sites WHERE site = ?1"
+        ))
+        .bind(site)
+        .fetch_optional(self.db.readers())
+        .await?;
+        Ok(row.map(registration))
+    }
+
+    /// The site whose agent is `executor`, if any.
+    pub async fn site_of_executor(&self, executor: &str) -> Result<Option<String>, DbError> {
+        Ok(
+            sqlx::query_scalar("SELECT site FROM sites WHERE executor = ?1")
+                .bind(executor)
+                .fetch_optional(self.db.readers())
+                .await?,
+        )
+    }
+
+    /// Registers `executor` as `site`'s agent. `false` when the site or the executor is
+    /// taken already (the caller says which).
+    pub async fn register(
+        &self,
+        site: &str,
+        executor: &str,
+        version: &str,
+        owner_seq: i64,
+    ) -> Result<bool, DbError> {
+        let now = lariat_db::now_ms();
+        let mut w = self.db.writer().await?;
+        let done = sqlx::query(
+            "INSERT INTO sites (site, executor, agent_version, registered_at, last_seen, owner_seq, commands_seen)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, 0) ON CONFLICT DO NOTHING",
+        )
+        .bind(site)
+        .bind(executor)
+        .bind(version)
+        .bind(now)
+        .bind(owner_seq)
+        .execute(&mut *w)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records what the agent of `site` reported now.
+    pub async fn seen(
+        &self,
+        site: &str,
+        version: &str,
+        owner_seq: i64,
+        commands_seen: Option<i64>,
+    ) -> Result<(), DbError> {
+        let mut w = self.db.writer().await?;
+        sqlx::query(
+            "UPDATE sites SET last_seen = ?2, agent_version = ?3, owner_seq = ?4,
+               commands_seen = COALESCE(?5, commands_seen) WHERE site = ?1",
+        )
+        .bind(site)
+        .bind(lariat_db::now_ms())
+        .bind(version)
+        .bind(owner_seq)
+        .bind(commands_seen)
+        .execute(&mut *w)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets `site`'s agent, so that another may register (its database was lost).
+    /// `false` when none was registered.
+    pub async fn reset(&self, site: &str) -> Result<bool, DbError> {
+        let mut w = self.db.writer().await?;
+        let done = sqlx::query("DELETE FROM sites WHERE site = ?1")
+            .bind(site)
+            .execute(&mut *w)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A credential for `site`'s agent, named `name`.
+    pub async fn create_token(&self, site: &str, name: &str) -> Result<NewSiteToken, DbError> {
+        let token = secret::generate("lariat_site_");
+        let created_at = lariat_db::now_ms();
+        let mut w = self.db.writer().await?;
+        sqlx::query(
+            "INSERT INTO site_tokens (hash, site, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(secret::hash(&token))
+        .bind(site)
+        .bind(name)
+        .bind(created_at)
+        .execute(&mut *w)
+        .await?;
+        Ok(NewSiteToken {
+            site: site.to_string(),
+            name: name.to_string(),
+            token,
+            created_at,
+        })
+    }
+
+    /// The site a credential is for, if it is one.
+    pub async fn site_of_token(&self, token: &str) -> Result<Option<String>, DbError> {
+        Ok(
+            sqlx::query_scalar("SELECT site FROM site_tokens WHERE hash = ?1")
+                .bind(secret::hash(token))
+                .fetch_optional(self.db.readers())
+                .await?,
+        )
+    }
+
+    /// Queues `verb` on `run` for `site`'s agent.
+    pub async fn queue(
+        &self,
+        site: &str,
+        run: Uuid,
+        verb: &str,
+        args: &serde_json::Value,
+        actor: &CommandActor,
+    ) -> Result<StoredCommand, DbError> {
+        let id = Uuid::now_v7().to_string();
+        let created_at = lariat_db::now_ms();
+        let actor_json = serde_json::to_string(actor).unwrap_or_else(|_| "{}".into());
+        let mut w = self.db.writer().await?;
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO site_commands (id, site, run_id, verb, args, actor, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING seq",
+        )
+        .bind(&id)
+        .bind(site)
+        .bind(run.to_string())
+        .bind(verb)
+        .bind(args.to_string())
+        .bind(actor_json)
+        .bind(created_at)
+        .fetch_one(&mut *w)
+        .await?;
+        Ok(StoredCommand {
+            site: site.to_string(),
+            command: LinkCommand {
+                seq,
+                id,
+                run_id: run,
+                verb: verb.to_string(),
+                args: args.clone(),
+                actor: actor.clone(),
+                created_at,
+            },
+        })
+    }
+
+    /// `site`'s commands after `seq`, oldest first, at most `limit`.
+    pub async fn commands_after(
+        &self,
+        site: &str,
+        seq: i64,
+        limit: u32,
+    ) -> Result<Vec<LinkCommand>, DbError> {
+        let rows: Vec<CmdRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            cmd_columns!(),
+            " FROM site_commands WHERE site = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+        ))
+        .bind(site)
+        .bind(seq)
+        .bind(i64::from(limit))
+        .fetch_all(self.db.readers())
+        .await?;
+        rows.into_iter()
+            .map(|r| command(r).map(|c| c.command))
+            .collect()
+    }
+
+    /// A command by id.
+    pub async fn command(&self, id: &str) -> Result<Option<StoredCommand>, DbError> {
+        let row: Option<CmdRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            cmd_columns!(),
+            " FROM site_commands WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(self.db.readers())
+        .await?;
+        row.map(command).transpose()
+    }
+}
