@@ -1,6 +1,7 @@
 //! `lariat`: one binary for the central server, site agents and the operator's command
 //! line. `anyhow` lives here, at the edge; crates below use typed errors.
 
+mod agent;
 mod cli;
 mod server;
 
@@ -21,6 +22,9 @@ struct Cli {
 enum Cmd {
     /// Run the central node: the workflow engine and the REST API.
     Server(server::ServerArgs),
+    /// Run a site agent: it provisions its site's hosts and reports to the central node,
+    /// and keeps working while cut off from it.
+    Agent(agent::AgentArgs),
     #[command(flatten)]
     Client(cli::ClientCmd),
 }
@@ -47,6 +51,7 @@ fn main() {
     let code = rt.block_on(async move {
         let res = match cli.cmd {
             Cmd::Server(a) => server::run(a).await.map(|_| 0),
+            Cmd::Agent(a) => agent::run(a).await.map(|_| 0),
             Cmd::Client(c) => cli::run(c).await,
         };
         match res {

@@ -185,26 +185,18 @@ fn beside(db: &Path, suffix: &str) -> PathBuf {
 
 impl ServerArgs {
     fn config(&self) -> anyhow::Result<lariat_node::ServerConfig> {
-        let s = &self.site;
-        let dhcp_mode = match s.dhcp_mode.as_str() {
-            "server" => lariat_boot::dhcp::Mode::Server,
-            "proxy" => lariat_boot::dhcp::Mode::Proxy,
-            other => anyhow::bail!("--dhcp-mode {other:?}: use server or proxy"),
-        };
         Ok(lariat_node::ServerConfig {
-            db: self.db.clone(),
-            listen: self.listen,
-            executor_id: self.executor_id.clone(),
-            durability: self.durability,
-            max_running: self.max_running,
-            max_interruptions: self.max_interruptions,
+            executor: lariat_node::ExecutorConfig {
+                db: self.db.clone(),
+                listen: self.listen,
+                executor_id: self.executor_id.clone(),
+                durability: self.durability,
+                max_running: self.max_running,
+                max_interruptions: self.max_interruptions,
+            },
             central: lariat_node::CentralConfig {
                 design: self.design.config(&self.db)?,
-                auth: if self.insecure_no_auth {
-                    lariat_api::Auth::InsecureNoAuth
-                } else {
-                    lariat_api::Auth::Tokens
-                },
+                auth: auth(self.insecure_no_auth),
                 local_sites: match self.local_sites.trim() {
                     "all" => lariat_node::LocalSites::All,
                     "none" | "" => lariat_node::LocalSites::Only(Default::default()),
@@ -216,26 +208,48 @@ impl ServerArgs {
                     ),
                 },
             },
-            site: lariat_node::SiteConfig {
-                http_boot: self.boot.http_boot,
-                boot_url: self.boot.boot_url.clone(),
-                assets: self.boot.assets(&self.db),
-                asset_origin: self.boot.asset_origin.clone(),
-                bmc_max_in_flight: self.boot.bmc_max_in_flight,
-                services: BootServicesConfig {
-                    dhcp: s.dhcp,
-                    dhcp_mode,
-                    dhcp_discovery: s.dhcp_discovery,
-                    tftp: s.tftp,
-                    tftp_root: s.tftp_root.clone(),
-                    ipxe_dir: s.ipxe_dir.clone(),
-                    boot_interface: s.boot_interface.clone(),
-                    boot_address: s.boot_address,
-                    lease_db: beside(&self.db, ".leases"),
-                },
-            },
+            site: site_config(&self.db, &self.boot, &self.site)?,
         })
     }
+}
+
+pub fn auth(insecure_no_auth: bool) -> lariat_api::Auth {
+    if insecure_no_auth {
+        lariat_api::Auth::InsecureNoAuth
+    } else {
+        lariat_api::Auth::Tokens
+    }
+}
+
+/// The site role's configuration from its flags; its files beside `db`.
+pub fn site_config(
+    db: &Path,
+    boot: &BootArgs,
+    s: &SiteArgs,
+) -> anyhow::Result<lariat_node::SiteConfig> {
+    let dhcp_mode = match s.dhcp_mode.as_str() {
+        "server" => lariat_boot::dhcp::Mode::Server,
+        "proxy" => lariat_boot::dhcp::Mode::Proxy,
+        other => anyhow::bail!("--dhcp-mode {other:?}: use server or proxy"),
+    };
+    Ok(lariat_node::SiteConfig {
+        http_boot: boot.http_boot,
+        boot_url: boot.boot_url.clone(),
+        assets: boot.assets(db),
+        asset_origin: boot.asset_origin.clone(),
+        bmc_max_in_flight: boot.bmc_max_in_flight,
+        services: BootServicesConfig {
+            dhcp: s.dhcp,
+            dhcp_mode,
+            dhcp_discovery: s.dhcp_discovery,
+            tftp: s.tftp,
+            tftp_root: s.tftp_root.clone(),
+            ipxe_dir: s.ipxe_dir.clone(),
+            boot_interface: s.boot_interface.clone(),
+            boot_address: s.boot_address,
+            lease_db: beside(db, ".leases"),
+        },
+    })
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -243,7 +257,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     Ok(lariat_node::serve(cfg, shutdown_signal()).await?)
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

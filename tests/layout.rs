@@ -78,6 +78,7 @@ fn crates_depend_on_each_other_only_along_the_arrows_of_design_md() {
             ][..],
         ),
         ("client", &["api-types"][..]),
+        ("link", &["db", "engine", "workflows", "site", "client"][..]),
         (
             "node",
             &[
@@ -88,6 +89,8 @@ fn crates_depend_on_each_other_only_along_the_arrows_of_design_md() {
                 "site",
                 "central",
                 "api",
+                "client",
+                "link",
             ][..],
         ),
         ("bench", &["engine", "workflows", "steps", "client"][..]),
@@ -102,6 +105,7 @@ fn crates_depend_on_each_other_only_along_the_arrows_of_design_md() {
                 "api",
                 "client",
                 "node",
+                "central",
             ][..],
         ),
     ]);

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use lariat_engine::{Engine, EngineError};
 use lariat_source::{DesignSource, SourceError};
 
-pub use link::{command_actor, event_of, link_event};
+pub use link::event_of;
 pub use placement::Placed;
 pub use sites::{MIGRATIONS, NewSiteToken, Registration, Sites, StoredCommand};
 

@@ -333,29 +333,3 @@ pub fn event_of(e: LinkEvent) -> Result<Event, CentralError> {
         kind,
     })
 }
-
-/// An event of this executor's log, for the wire.
-pub fn link_event(e: &Event) -> LinkEvent {
-    LinkEvent {
-        run_id: e.run_id,
-        seq: e.seq,
-        owner: e.owner.to_string(),
-        owner_seq: e.owner_seq,
-        at: e.at,
-        kind: e.kind.name().to_string(),
-        step: e.step.as_deref().map(str::to_string),
-        item: e.item,
-        attempt: e.attempt,
-        error: e.error.clone(),
-        data: e.kind.data(),
-    }
-}
-
-/// Who a command came from, in the run's log.
-pub fn command_actor(c: &LinkCommand) -> lariat_engine::Actor {
-    lariat_engine::Actor {
-        who: c.actor.who.clone(),
-        from: c.actor.from.clone(),
-        command: Some(c.id.clone()),
-    }
-}

@@ -11,10 +11,11 @@ mod sse;
 use std::time::Duration;
 
 use lariat_api_types::{
-    DesignFiles, DesignOverview, ErrorBody, EventPage, EventsQuery, Health, HostList, HostsQuery,
-    ListRunsQuery, PinSite, Registered, ResolvedHost, RetryStep, Revision, RevisionFindings, Run,
-    RunDetail, RunEvent, RunPage, SignalStep, SitePin, SubmitRun, ValidationReport, WorkflowDetail,
-    WorkflowList, WorkflowVersion,
+    AgentHello, BatchAnswer, DesignFiles, DesignOverview, ErrorBody, EventBatch, EventPage,
+    EventsQuery, Health, HostList, HostsQuery, LinkCursor, ListRunsQuery, PinSite, QueuedCommand,
+    Registered, ResolvedHost, RetryStep, Revision, RevisionFindings, Run, RunDetail, RunEvent,
+    RunPage, SignalStep, SiteList, SitePin, SubmitRun, SyncAnswer, SyncRequest, ValidationReport,
+    WorkflowDetail, WorkflowList, WorkflowVersion,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
@@ -30,6 +31,14 @@ pub use sse::EventStream;
 pub enum DefinitionFormat {
     Yaml,
     Json,
+}
+
+/// What a verb did: done on a run of the server's own (the run as it is now), or queued
+/// for the site agent that owns the run (the command, to follow).
+#[derive(Debug, Clone)]
+pub enum Verbed {
+    Done(Run),
+    Queued(QueuedCommand),
 }
 
 /// What a submit did: started `run`, or found the run its idempotency key started before.
@@ -314,29 +323,54 @@ impl Client {
         Ok(EventStream::new(res, &self.base))
     }
 
-    async fn verb(&self, id: Uuid, verb: &str) -> Result<Run, ClientError> {
-        Ok(self
-            .post::<(), _>(&format!("/v1/runs/{id}/{verb}"), None)
-            .await?
-            .1)
+    async fn verb(&self, id: Uuid, verb: &str) -> Result<Verbed, ClientError> {
+        self.verb_with::<()>(&format!("/v1/runs/{id}/{verb}"), None)
+            .await
+    }
+
+    async fn verb_with<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Verbed, ClientError> {
+        let rb = self.request(Method::POST, path);
+        let rb = match body {
+            Some(b) => rb.json(b),
+            None => rb,
+        };
+        let (status, text) = self.exchange(rb).await?;
+        let decode = |what: &'static str, e: serde_json::Error| ClientError::Decode {
+            status: status.as_u16(),
+            what,
+            detail: e.to_string(),
+        };
+        if status == StatusCode::ACCEPTED {
+            serde_json::from_str(&text)
+                .map(Verbed::Queued)
+                .map_err(|e| decode("QueuedCommand", e))
+        } else {
+            serde_json::from_str(&text)
+                .map(Verbed::Done)
+                .map_err(|e| decode("Run", e))
+        }
     }
 
     /// Stop a run: running attempts are told to stop, nothing more starts.
-    pub async fn cancel(&self, id: Uuid) -> Result<Run, ClientError> {
+    pub async fn cancel(&self, id: Uuid) -> Result<Verbed, ClientError> {
         self.verb(id, "cancel").await
     }
 
     /// Start no new attempts until resumed.
-    pub async fn pause(&self, id: Uuid) -> Result<Run, ClientError> {
+    pub async fn pause(&self, id: Uuid) -> Result<Verbed, ClientError> {
         self.verb(id, "pause").await
     }
 
-    pub async fn resume(&self, id: Uuid) -> Result<Run, ClientError> {
+    pub async fn resume(&self, id: Uuid) -> Result<Verbed, ClientError> {
         self.verb(id, "resume").await
     }
 
     /// Run the compensations of the succeeded steps, in reverse order.
-    pub async fn rollback(&self, id: Uuid) -> Result<Run, ClientError> {
+    pub async fn rollback(&self, id: Uuid) -> Result<Verbed, ClientError> {
         self.verb(id, "rollback").await
     }
 
@@ -346,15 +380,20 @@ impl Client {
         id: Uuid,
         step: &str,
         req: Option<&RetryStep>,
-    ) -> Result<Run, ClientError> {
+    ) -> Result<Verbed, ClientError> {
         let path = format!("/v1/runs/{id}/steps/{}/retry", encode(step));
-        Ok(self.post(&path, req).await?.1)
+        self.verb_with(&path, req).await
     }
 
     /// Deliver a signal to a step waiting for one.
-    pub async fn signal(&self, id: Uuid, step: &str, req: &SignalStep) -> Result<Run, ClientError> {
+    pub async fn signal(
+        &self,
+        id: Uuid,
+        step: &str,
+        req: &SignalStep,
+    ) -> Result<Verbed, ClientError> {
         let path = format!("/v1/runs/{id}/steps/{}/signal", encode(step));
-        Ok(self.post(&path, Some(req)).await?.1)
+        self.verb_with(&path, Some(req)).await
     }
 
     // ---- design -------------------------------------------------------------------
@@ -409,6 +448,33 @@ impl Client {
     pub async fn resolved_host(&self, name: &str) -> Result<ResolvedHost, ClientError> {
         self.get(&format!("/v1/hosts/{}/resolved", encode(name)))
             .await
+    }
+
+    // ---- sites and the agents' link -------------------------------------------------
+
+    /// Every site, with its agent's health.
+    pub async fn sites(&self) -> Result<SiteList, ClientError> {
+        self.get("/v1/sites").await
+    }
+
+    /// A command queued for a site agent.
+    pub async fn command(&self, id: &str) -> Result<QueuedCommand, ClientError> {
+        self.get(&format!("/v1/commands/{}", encode(id))).await
+    }
+
+    /// A site agent says who it is (with its site's credential as the token).
+    pub async fn agent_hello(&self, hello: &AgentHello) -> Result<LinkCursor, ClientError> {
+        Ok(self.post("/v1/agent/hello", Some(hello)).await?.1)
+    }
+
+    /// What travels to a site agent.
+    pub async fn agent_sync(&self, req: &SyncRequest) -> Result<SyncAnswer, ClientError> {
+        Ok(self.post("/v1/agent/sync", Some(req)).await?.1)
+    }
+
+    /// A site agent's events, for the centre to apply.
+    pub async fn agent_events(&self, batch: &EventBatch) -> Result<BatchAnswer, ClientError> {
+        Ok(self.post("/v1/agent/events", Some(batch)).await?.1)
     }
 
     // ---- operations ---------------------------------------------------------------

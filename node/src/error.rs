@@ -18,6 +18,10 @@ pub enum ProcessError {
     Tokens(#[source] lariat_api::TokenError),
     #[error("cannot open the site agents' tables")]
     Sites(#[source] lariat_db::DbError),
+    #[error("cannot open the link's tables")]
+    Link(#[source] lariat_db::DbError),
+    #[error("the central node's URL {0} cannot be used")]
+    Central(String, #[source] lariat_client::ClientError),
     #[error("cannot open the node tokens")]
     NodeTokens(#[source] lariat_db::DbError),
     #[error("cannot open the design records")]

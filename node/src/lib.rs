@@ -1,25 +1,31 @@
-//! A Lariat process assembled from roles ([`roles`]): what `lariat server` runs, and
-//! where `lariat agent` (planned: the site role and a link to the centre) will be put
-//! together. The binary parses arguments into these configurations and dispatches.
+//! A Lariat process assembled from roles ([`roles`]): what `lariat server` and
+//! `lariat agent` run. The binary parses arguments into these configurations and
+//! dispatches.
 
 mod error;
 pub mod roles;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use axum::Router;
+use lariat_api::{ApiConfig, Auth, CancellationToken, TokenStore};
 use lariat_db::{Db, DbOptions, Durability};
-use lariat_engine::{Engine, EngineConfig};
+use lariat_engine::{Actions, Engine, EngineConfig, WindowGate};
+use lariat_source::DesignSource;
 
 pub use error::ProcessError;
 pub use lariat_central::LocalSites;
+pub use lariat_link::LinkConfig;
 pub use roles::central::{CentralConfig, CentralRole};
+pub use roles::link::{LinkRole, LinkSettings};
 pub use roles::site::{RunningSite, SiteConfig, SiteRole};
 
-/// `lariat server`: the central role and the site role for one site, in one process.
+/// What every executor process runs: its engine on its database.
 #[derive(Debug, Clone)]
-pub struct ServerConfig {
+pub struct ExecutorConfig {
     /// The SQLite database file (created if missing).
     pub db: PathBuf,
     /// Address of the REST API (and of HTTP boot, when on).
@@ -31,7 +37,23 @@ pub struct ServerConfig {
     pub max_running: usize,
     /// Restarts in a row that may interrupt one step before it fails.
     pub max_interruptions: u32,
+}
+
+/// `lariat server`: the central role and the site role for one site, in one process.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub executor: ExecutorConfig,
     pub central: CentralConfig,
+    pub site: SiteConfig,
+}
+
+/// `lariat agent`: the site role, the link to the centre, and a local API.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub executor: ExecutorConfig,
+    /// The local API's authentication (its own tokens, in the agent's database).
+    pub auth: Auth,
+    pub link: LinkSettings,
     pub site: SiteConfig,
 }
 
@@ -42,12 +64,75 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProcessError> {
     let site = SiteRole::new(cfg.site.clone())?;
+    let engine = start_engine(&cfg.executor, site.actions(), site.window_gate()).await?;
+    let tables = open_tables(&cfg.executor).await?;
+    if cfg.central.auth == Auth::InsecureNoAuth {
+        warn_no_auth();
+    }
+    let central = CentralRole::start(&cfg.central, engine.clone(), tables.clone()).await?;
+    let listener = bind(cfg.executor.listen).await?;
+    let local = listener.local_addr().map_err(ProcessError::Serve)?;
+    let mut site = site
+        .start(engine.clone(), central.site_design(), &tables, local)
+        .await?;
+    let app = central.router(site.take_routes()).await?;
+    let served = serve_http(listener, app, &engine, central.stream_stop(), shutdown).await;
+    site.shutdown().await;
+    central.shutdown().await;
+    stop(engine, tables, served).await
+}
+
+/// Runs a site agent until `shutdown` resolves or its engine stops. It works on its own
+/// with the link down, and catches up when the link returns.
+pub async fn serve_agent(
+    cfg: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProcessError> {
+    let site = SiteRole::new(cfg.site.clone())?;
+    let engine = start_engine(&cfg.executor, site.actions(), site.window_gate()).await?;
+    let tables = open_tables(&cfg.executor).await?;
+    if cfg.auth == Auth::InsecureNoAuth {
+        warn_no_auth();
+    }
+    let design = LinkRole::design(&tables).await?;
+    let tokens = TokenStore::open(tables.clone())
+        .await
+        .map_err(ProcessError::Tokens)?;
+    // The agent's API answers for its runs; the design's revisions live at the centre.
+    let records = DesignSource::unconfigured(tables.clone())
+        .await
+        .map_err(ProcessError::DesignRecords)?;
+    let listener = bind(cfg.executor.listen).await?;
+    let local = listener.local_addr().map_err(ProcessError::Serve)?;
+    let mut site = site
+        .start(engine.clone(), Arc::new(design.clone()), &tables, local)
+        .await?;
+    let link = LinkRole::start(&cfg.link, engine.clone(), design, tables.clone()).await?;
+    let end_streams = CancellationToken::new();
+    let api = ApiConfig {
+        auth: cfg.auth,
+        shutdown: end_streams.clone(),
+        extra: site.take_routes(),
+        ..Default::default()
+    };
+    let app = lariat_api::router(engine.clone(), records, tokens, None, api).await?;
+    let served = serve_http(listener, app, &engine, end_streams, shutdown).await;
+    link.shutdown().await;
+    site.shutdown().await;
+    stop(engine, tables, served).await
+}
+
+async fn start_engine(
+    cfg: &ExecutorConfig,
+    actions: Actions,
+    gate: Arc<dyn WindowGate>,
+) -> Result<Engine, ProcessError> {
     let mut ec = EngineConfig::new(&cfg.db);
     ec.executor_id = cfg.executor_id.clone();
     ec.store.durability = cfg.durability;
     ec.max_running = cfg.max_running;
     ec.max_interruptions = cfg.max_interruptions;
-    let engine = Engine::start_with_windows(ec, site.actions(), site.window_gate())
+    let engine = Engine::start_with_windows(ec, actions, gate)
         .await
         .map_err(ProcessError::Engine)?;
     let r = engine.resume_report();
@@ -60,33 +145,44 @@ pub async fn serve(
         resume_ms = format!("{:.1}", r.elapsed_ms),
         "engine started"
     );
-    // The other crates' tables, beside the engine's, on a handle of their own.
-    let tables = Db::open(DbOptions {
+    Ok(engine)
+}
+
+/// The other crates' tables, beside the engine's, on a handle of their own.
+async fn open_tables(cfg: &ExecutorConfig) -> Result<Db, ProcessError> {
+    Db::open(DbOptions {
         durability: cfg.durability,
-        ..DbOptions::shared(&cfg.db)
+        ..DbOptions::shared(Path::new(&cfg.db))
     })
     .await
-    .map_err(ProcessError::Tables)?;
-    if cfg.central.auth == lariat_api::Auth::InsecureNoAuth {
-        tracing::warn!(
-            "!!! --insecure-no-auth: the API accepts every request without a token. Never use this outside a development machine. !!!"
-        );
-    }
-    let central = CentralRole::start(&cfg.central, engine.clone(), tables.clone()).await?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| ProcessError::Listen(cfg.listen, e))?;
-    let local = listener.local_addr().map_err(ProcessError::Serve)?;
-    let mut site = site
-        .start(engine.clone(), central.site_design(), &tables, local)
-        .await?;
-    let app = central.router(site.take_routes()).await?;
-    tracing::info!("listening on http://{local}");
+    .map_err(ProcessError::Tables)
+}
 
-    // Open event streams never end by themselves; graceful shutdown must end them.
-    let end_streams = central.stream_stop();
+fn warn_no_auth() {
+    tracing::warn!(
+        "!!! --insecure-no-auth: the API accepts every request without a token. Never use this outside a development machine. !!!"
+    );
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ProcessError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ProcessError::Listen(addr, e))
+}
+
+/// Serves `app` until `shutdown` or the engine stops, then ends open event streams.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    engine: &Engine,
+    end_streams: CancellationToken,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(local) = listener.local_addr() {
+        tracing::info!("listening on http://{local}");
+    }
     let stop_engine = engine.clone();
-    let served = axum::serve(
+    axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
@@ -97,11 +193,13 @@ pub async fn serve(
                 tracing::error!("engine stopped: {}", reason.as_deref().unwrap_or("unknown reason"));
             }
         }
+        // Open event streams never end by themselves; graceful shutdown must end them.
         end_streams.cancel();
     })
-    .await;
-    site.shutdown().await;
-    central.shutdown().await;
+    .await
+}
+
+async fn stop(engine: Engine, tables: Db, served: std::io::Result<()>) -> Result<(), ProcessError> {
     let failure = engine.failure();
     engine.shutdown().await;
     tables.close().await;

@@ -9,6 +9,7 @@ mod design;
 mod output;
 mod runs;
 mod show;
+mod sites;
 mod tokens;
 mod watch;
 mod workflows;
@@ -37,6 +38,13 @@ pub enum ClientCmd {
     /// API tokens, kept in the server's database.
     #[command(subcommand)]
     Token(tokens::TokenCmd),
+    /// Sites and their agents: health, credentials, queued commands.
+    Site {
+        #[command(flatten)]
+        conn: conn::Conn,
+        #[command(subcommand)]
+        cmd: sites::SiteCmd,
+    },
     /// The site design: validate a folder here, or ask a server for revisions, findings,
     /// hosts and pins (the token comes from LARIAT_TOKEN).
     Design {
@@ -53,6 +61,7 @@ pub async fn run(cmd: ClientCmd) -> anyhow::Result<i32> {
         ClientCmd::Workflow { conn, cmd } => workflows::run(conn.client()?, &conn, cmd).await,
         ClientCmd::Run { conn, cmd } => runs::run(conn.client()?, &conn, cmd).await,
         ClientCmd::Token(t) => tokens::run(t).await,
+        ClientCmd::Site { conn, cmd } => sites::run(&conn, cmd).await,
         ClientCmd::Design { conn, cmd } => design::run(&conn, cmd).await,
     }
 }

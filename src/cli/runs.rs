@@ -3,10 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use lariat_client::Client;
-use lariat_client::types::{
-    ItemRef, ListRunsQuery, RetryStep, Run, SignalStep, SubmitRun, Targets,
-};
+use lariat_client::types::{ItemRef, ListRunsQuery, RetryStep, SignalStep, SubmitRun, Targets};
+use lariat_client::{Client, Verbed};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -277,10 +275,14 @@ pub async fn run(c: Client, conn: &Conn, cmd: RunCmd) -> anyhow::Result<i32> {
     }
 }
 
-fn verb_done(conn: &Conn, run: &Run, what: &str) {
-    if conn.json {
-        print_json(run);
-    } else {
-        println!("{what} (run is {})", run.status);
+fn verb_done(conn: &Conn, done: &Verbed, what: &str) {
+    match done {
+        Verbed::Done(run) if conn.json => print_json(run),
+        Verbed::Done(run) => println!("{what} (run is {})", run.status),
+        Verbed::Queued(c) if conn.json => print_json(c),
+        Verbed::Queued(c) => println!(
+            "queued for the agent of site {} as command {} ({}); follow it with: lariat site command {}",
+            c.site, c.id, c.state, c.id
+        ),
     }
 }

@@ -1,0 +1,58 @@
+//! The link role of a site agent: its copy of the design, and the link that dials out to
+//! the central node.
+
+use lariat_client::Client;
+use lariat_db::Db;
+use lariat_engine::Engine;
+use lariat_link::{Link, LinkConfig, StoredDesign};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ProcessError;
+
+/// Where the centre is, and as which site the agent speaks.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// The central node's URL.
+    pub central: String,
+    /// The site's credential (`lariat site token create SITE`).
+    pub token: String,
+    pub link: LinkConfig,
+}
+
+/// The running link.
+pub struct LinkRole {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LinkRole {
+    /// The agent's kept design, before anything else needs it.
+    pub async fn design(tables: &Db) -> Result<StoredDesign, ProcessError> {
+        StoredDesign::open(tables.clone())
+            .await
+            .map_err(ProcessError::Link)
+    }
+
+    /// Starts dialling out.
+    pub async fn start(
+        s: &LinkSettings,
+        engine: Engine,
+        design: StoredDesign,
+        tables: Db,
+    ) -> Result<LinkRole, ProcessError> {
+        let centre = Client::new(&s.central, Some(s.token.clone()))
+            .map_err(|e| ProcessError::Central(s.central.clone(), e))?;
+        let link = Link::open(s.link.clone(), engine, design, tables, centre)
+            .await
+            .map_err(ProcessError::Link)?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(link.run(stop.clone()));
+        Ok(LinkRole { stop, task })
+    }
+
+    /// Stops the link; what was not shipped waits in the log for the next start.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}

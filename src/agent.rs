@@ -1,0 +1,107 @@
+//! `lariat agent`: its arguments, turned into the node's configuration. The agent is the
+//! site role with its own engine and database, a local API, and a link that dials out to
+//! the central node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use lariat_db::Durability;
+
+use crate::server::{BootArgs, SiteArgs, auth, shutdown_signal, site_config};
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The site this agent provisions, as the design names it.
+    #[arg(long, env = "LARIAT_SITE")]
+    pub site: String,
+    /// The central node's URL; the agent connects to it, never the other way round.
+    #[arg(long, env = "LARIAT_CENTRAL")]
+    pub central: String,
+    /// File holding the site's credential (`lariat site token create SITE`); the
+    /// LARIAT_AGENT_TOKEN environment variable when absent.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// The agent's SQLite database file (created if missing).
+    #[arg(long, default_value = "./lariat-agent.db", env = "LARIAT_DB")]
+    pub db: PathBuf,
+    /// Address of the agent's local REST API (and of HTTP boot, when on).
+    #[arg(long, default_value = "127.0.0.1:7310", env = "LARIAT_LISTEN")]
+    pub listen: SocketAddr,
+    /// This agent's executor id: the owner of the runs it executes (kept in its
+    /// database after the first start); `agent-<site>` when absent.
+    #[arg(long)]
+    pub executor_id: Option<String>,
+    /// full: fsync every commit (survives power loss); normal: survives a crash only.
+    #[arg(long, default_value = "full")]
+    pub durability: Durability,
+    /// Step attempts executing at once, across all runs.
+    #[arg(long, default_value_t = 512)]
+    pub max_running: usize,
+    /// Restarts in a row that may interrupt one step before it fails.
+    #[arg(long, default_value_t = 20)]
+    pub max_interruptions: u32,
+    /// Sync with the centre at least this often while connected.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub sync_every: Duration,
+    /// Serve the local API without authentication. For development only.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    #[command(flatten)]
+    pub boot: BootArgs,
+    #[command(flatten)]
+    pub services: SiteArgs,
+}
+
+impl AgentArgs {
+    fn config(&self) -> anyhow::Result<lariat_node::AgentConfig> {
+        let token = match &self.token_file {
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the site credential {}", p.display()))?,
+            None => std::env::var("LARIAT_AGENT_TOKEN").map_err(|_| {
+                anyhow::anyhow!(
+                    "no site credential: give --token-file or set LARIAT_AGENT_TOKEN (make one at the centre with `lariat site token create {}`)",
+                    self.site
+                )
+            })?,
+        };
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            anyhow::bail!("the site credential is empty");
+        }
+        if self.sync_every < Duration::from_millis(100) {
+            anyhow::bail!("--sync-every must be at least 100ms");
+        }
+        Ok(lariat_node::AgentConfig {
+            executor: lariat_node::ExecutorConfig {
+                db: self.db.clone(),
+                listen: self.listen,
+                executor_id: self
+                    .executor_id
+                    .clone()
+                    .unwrap_or_else(|| format!("agent-{}", self.site)),
+                durability: self.durability,
+                max_running: self.max_running,
+                max_interruptions: self.max_interruptions,
+            },
+            auth: auth(self.insecure_no_auth),
+            link: lariat_node::LinkSettings {
+                central: self.central.clone(),
+                token,
+                link: lariat_node::LinkConfig {
+                    every: self.sync_every,
+                    ..Default::default()
+                },
+            },
+            site: site_config(&self.db, &self.boot, &self.services)?,
+        })
+    }
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    tracing::info!(site = %args.site, central = %args.central, "site agent starting");
+    Ok(lariat_node::serve_agent(cfg, shutdown_signal()).await?)
+}

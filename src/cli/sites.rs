@@ -1,0 +1,157 @@
+//! `lariat site …`: the sites and their agents. Credentials and resets work on the
+//! central node's database; the rest asks a server.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+use lariat_central::Sites;
+use lariat_client::Client;
+use lariat_db::{Db, DbOptions};
+
+use super::conn::Conn;
+use super::output::{print_json, table, time};
+
+#[derive(Subcommand)]
+pub enum SiteCmd {
+    /// Every site: served by its agent or by the central node, connected or not, lag.
+    List,
+    /// A command queued for a site agent, and where it is.
+    Command { id: String },
+    /// Site agent credentials, kept in the central node's database.
+    #[command(subcommand)]
+    Token(SiteTokenCmd),
+    /// Forget a site's agent, so that a new one can register (its database was lost).
+    /// The runs it owned stay, as the centre last saw them.
+    Reset {
+        site: String,
+        /// The central node's database.
+        #[arg(long, default_value = "./lariat.db", env = "LARIAT_DB")]
+        db: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SiteTokenCmd {
+    /// Create the credential an agent of SITE connects with, and print it, once.
+    Create {
+        site: String,
+        /// A name for the credential; `<site>-agent` when absent.
+        #[arg(long)]
+        name: Option<String>,
+        /// The central node's database.
+        #[arg(long, default_value = "./lariat.db", env = "LARIAT_DB")]
+        db: PathBuf,
+    },
+}
+
+async fn open(db: &Path) -> anyhow::Result<(Db, Sites)> {
+    let handle = Db::open(DbOptions {
+        readers: 1,
+        ..DbOptions::shared(db)
+    })
+    .await
+    .with_context(|| format!("cannot open database {}", db.display()))?;
+    let sites = Sites::open(handle.clone())
+        .await
+        .with_context(|| format!("cannot open the site tables of {}", db.display()))?;
+    Ok((handle, sites))
+}
+
+pub async fn run(conn: &Conn, cmd: SiteCmd) -> anyhow::Result<i32> {
+    match cmd {
+        SiteCmd::Token(SiteTokenCmd::Create { site, name, db }) => {
+            let (handle, sites) = open(&db).await?;
+            let name = name.unwrap_or_else(|| format!("{site}-agent"));
+            let t = sites.create_token(&site, &name).await;
+            handle.close().await;
+            let t = t.with_context(|| format!("cannot create credential {name}"))?;
+            if conn.json {
+                print_json(&t);
+            } else {
+                println!("{}", t.token);
+                eprintln!(
+                    "created credential '{}' for the agent of site {}. It is shown only this once.\nStart the agent with: LARIAT_AGENT_TOKEN=<the token above> lariat agent --site {} --central <this server's URL>",
+                    t.name, t.site, t.site
+                );
+            }
+            Ok(0)
+        }
+        SiteCmd::Reset { site, db } => {
+            let (handle, sites) = open(&db).await?;
+            let done = sites.reset(&site).await;
+            handle.close().await;
+            if done? {
+                println!("site {site} has no agent now; the next agent to say hello registers");
+                Ok(0)
+            } else {
+                anyhow::bail!("site {site} has no agent registered")
+            }
+        }
+        SiteCmd::List => list(conn.client()?, conn).await,
+        SiteCmd::Command { id } => {
+            let c = conn.client()?.command(&id).await?;
+            if conn.json {
+                print_json(&c);
+            } else {
+                println!(
+                    "command {}  {} of run {} at site {}: {}{}",
+                    c.id,
+                    c.verb,
+                    c.run_id,
+                    c.site,
+                    c.state,
+                    c.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn list(c: Client, conn: &Conn) -> anyhow::Result<i32> {
+    let v = c.sites().await?;
+    if conn.json {
+        print_json(&v);
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = v
+        .sites
+        .iter()
+        .map(|s| {
+            vec![
+                s.site.clone(),
+                s.served_by.clone(),
+                match (s.served_by.as_str(), s.connected) {
+                    ("agent", true) => "connected".into(),
+                    ("agent", false) => "disconnected".into(),
+                    _ => "-".into(),
+                },
+                time(s.last_seen),
+                s.pending_events.to_string(),
+                s.lag_seconds
+                    .map(|l| format!("{l:.1}s"))
+                    .unwrap_or_else(|| "-".into()),
+                s.runs_active.to_string(),
+                s.executor.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &[
+                "SITE",
+                "SERVED BY",
+                "LINK",
+                "LAST SEEN (UTC)",
+                "PENDING",
+                "LAG",
+                "ACTIVE RUNS",
+                "AGENT"
+            ],
+            &rows
+        )
+    );
+    Ok(0)
+}
