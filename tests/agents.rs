@@ -1,0 +1,698 @@
+//! A central node and two site agents as separate `lariat` processes on loopback, each
+//! with its own SQLite file; each agent's link to the centre goes through a TCP proxy the
+//! test cuts and restores. Runs of a fan-out workflow with a retrying step and a signal
+//! gate, on both sites.
+
+mod api_support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use api_support::{BIN, PATIENCE, Repo, examples, listening_url};
+use lariat_client::types::{
+    AgentHello, EventBatch, LinkEvent, ListRunsQuery, RunDetail, RunStatus, SignalStep, StepStatus,
+    SubmitRun, SyncRequest, Targets,
+};
+use lariat_client::{Client, ClientError, Verbed};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use uuid::Uuid;
+
+/// Fans out over the site's hosts, retries one step twice, then waits at a gate.
+const WORKFLOW: &str = r#"
+name: site-gate
+steps:
+  - {name: check, action: noop}
+  - {name: hosts, action: noop, needs: [check], for_each: {over: targets, max_parallel: 2}}
+  - name: flaky
+    action: fail
+    input: {times: 2}
+    needs: [hosts]
+    retry: {max_attempts: 4, initial_backoff: 100ms, jitter: 0}
+  - {name: gate, action: await_signal, needs: [flaky], timeout: 10m}
+"#;
+
+/// The example design, and a second site with two hosts of its own.
+fn two_site_design(dir: &Path) {
+    let src = examples().join("design");
+    copy_dir(&src, dir);
+    let mut fra = String::from(
+        "kind: Site\nname: fra1\nspec:\n  id: fra1\n  display_name: Frankfurt 1\n  agent_endpoint: https://agent.fra1.example.net:8443\n  dhcp_mode: server\n  boot_assets: http://10.77.0.6/assets\n  timezone: Europe/Berlin\n",
+    );
+    for i in 1..=2 {
+        fra.push_str(&format!(
+            "---\nkind: Host\nname: fra1-z0{i}\nspec:\n  site: fra1\n  rack: z\n  profile: compute\n  interfaces:\n    - {{name: eno1, mac: \"52:54:00:88:0{i}:01\"}}\n    - {{name: eno2, mac: \"52:54:00:88:0{i}:02\"}}\n    - {{name: bond0, address: 10.77.0.15{i}}}\n    - {{name: bond0.116, address: 10.77.16.15{i}}}\n  bmc: {{address: 10.77.32.15{i}}}\n"
+        ));
+    }
+    std::fs::write(dir.join("fra1.yaml"), fra).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
+
+/// A `lariat` process; killed when dropped, its log printed if the test failed.
+struct Proc {
+    name: String,
+    child: Option<Child>,
+    base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("LARIAT_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("lariat starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = listening_url(&line) {
+                    let _ = tx.send(url);
+                }
+                let mut l = keep.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let base = match rx.recv_timeout(PATIENCE) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{name} did not listen:\n{}", log.lock().unwrap());
+            }
+        };
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            base,
+            log,
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.base, None).unwrap()
+    }
+
+    /// SIGKILL, and wait for it.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- {} log ----\n{}", self.name, self.log.lock().unwrap());
+        }
+    }
+}
+
+/// A TCP proxy in front of the centre, for one agent's link: cut drops every open
+/// connection and refuses new ones until restored; the centre behind it may move.
+struct Link {
+    addr: SocketAddr,
+    upstream: Arc<Mutex<String>>,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    async fn to(upstream: &str) -> Link {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = Arc::new(Mutex::new(
+            upstream.trim_start_matches("http://").to_string(),
+        ));
+        let cut = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (u, c, o) = (upstream.clone(), cut.clone(), open.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if c.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let to = u.lock().unwrap().clone();
+                let conn = tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(to).await else {
+                        return;
+                    };
+                    let (mut ri, mut wi) = inbound.into_split();
+                    let (mut ro, mut wo) = outbound.into_split();
+                    let _ = tokio::join!(
+                        tokio::io::copy(&mut ri, &mut wo),
+                        tokio::io::copy(&mut ro, &mut wi)
+                    );
+                });
+                o.lock().unwrap().push(conn.abort_handle());
+            }
+        });
+        Link {
+            addr,
+            upstream,
+            cut,
+            open,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for c in self.open.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+
+    fn point_to(&self, upstream: &str) {
+        *self.upstream.lock().unwrap() = upstream.trim_start_matches("http://").to_string();
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}
+
+fn centre(dir: &Path, repo: &Repo) -> Proc {
+    let db = dir.join("central.db");
+    Proc::spawn(
+        "centre",
+        &[
+            "server",
+            "--insecure-no-auth",
+            "--durability",
+            "normal",
+            "--listen",
+            "127.0.0.1:0",
+            "--design-repo",
+            repo.path(),
+            "--db",
+            db.to_str().unwrap(),
+        ],
+        &[],
+    )
+}
+
+fn site_token(dir: &Path, site: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["site", "token", "create", site, "--db"])
+        .arg(dir.join("central.db"))
+        .env("LARIAT_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn agent(dir: &Path, site: &str, link: &Link, token: &str) -> Proc {
+    let db: PathBuf = dir.join(format!("agent-{site}.db"));
+    Proc::spawn(
+        &format!("agent {site}"),
+        &[
+            "agent",
+            "--site",
+            site,
+            "--central",
+            &link.url(),
+            "--insecure-no-auth",
+            "--durability",
+            "normal",
+            "--sync-every",
+            "200ms",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            db.to_str().unwrap(),
+        ],
+        &[("LARIAT_AGENT_TOKEN", token)],
+    )
+}
+
+async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn step<'a>(d: &'a RunDetail, name: &str) -> Option<&'a lariat_client::types::Step> {
+    d.steps.iter().find(|s| s.name == name)
+}
+
+/// What must be equal at the centre and at the agent, for one run.
+async fn view(c: &Client, run: Uuid) -> Option<(Value, Vec<(i64, String, Option<String>)>)> {
+    let d = c.run(run).await.ok()?;
+    let rows: Vec<Value> = d
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "step": s.name, "status": s.task.status, "attempt": s.task.attempt,
+                "items": s.items.iter().map(|i| (i.item, i.status, i.attempt)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let events = c
+        .all_events(run)
+        .await
+        .ok()?
+        .into_iter()
+        .map(|e| (e.seq, e.kind, e.step))
+        .collect();
+    Some((json!({"status": d.run.status, "steps": rows}), events))
+}
+
+async fn same_at_both(centre: &Client, site: &Client, run: Uuid) {
+    eventually(
+        &format!("run {run} is the same at the centre and at its site"),
+        async || {
+            let (a, b) = (view(centre, run).await?, view(site, run).await?);
+            (a == b).then_some(())
+        },
+    )
+    .await;
+    let (_, events) = view(centre, run).await.unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "run {run}: no event lost, duplicated or out of order"
+    );
+}
+
+async fn waiting_at_gate(c: &Client, run: Uuid) {
+    eventually(&format!("run {run} waits at its gate"), async || {
+        let d = c.run(run).await.ok()?;
+        (step(&d, "gate")?.task.status == StepStatus::Waiting).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_keep_working_cut_off_and_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let design = dir.path().join("design");
+    two_site_design(&design);
+    let repo = Repo::with(&design);
+    let mut central = centre(dir.path(), &repo);
+    let c = central.client();
+    let active = c.designs(5).await.unwrap().active;
+    assert!(active.is_some(), "the two-site design is accepted");
+    c.register_workflow(WORKFLOW.into(), lariat_client::DefinitionFormat::Yaml)
+        .await
+        .unwrap();
+
+    let (ams_token, fra_token) = (
+        site_token(dir.path(), "ams1"),
+        site_token(dir.path(), "fra1"),
+    );
+    let (ams_link, fra_link) = (Link::to(&central.base).await, Link::to(&central.base).await);
+    let mut ams = agent(dir.path(), "ams1", &ams_link, &ams_token);
+    let fra = agent(dir.path(), "fra1", &fra_link, &fra_token);
+    eventually("both agents connect", async || {
+        let sites = c.sites().await.ok()?.sites;
+        let connected = sites.iter().filter(|s| s.connected).count();
+        (connected == 2).then_some(())
+    })
+    .await;
+
+    // One submit over both sites: a run per site, one group.
+    let sub = c
+        .submit(&SubmitRun {
+            workflow: "site-gate".into(),
+            targets: Targets::Names(vec![
+                "ams1-a01".into(),
+                "ams1-a02".into(),
+                "fra1-z01".into(),
+                "fra1-z02".into(),
+            ]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(sub.created);
+    let group = sub
+        .run
+        .group
+        .expect("a submit over two sites makes a group");
+    let runs = c
+        .runs(&ListRunsQuery {
+            group: Some(group),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .runs;
+    assert_eq!(runs.len(), 2, "one run per site");
+    let owner = |o: &str| runs.iter().find(|r| r.owner == o).unwrap().id;
+    let (ams_run, fra_run) = (owner("agent-ams1"), owner("agent-fra1"));
+    for r in &runs {
+        let mut t = r.targets.clone();
+        t.sort();
+        let site = if r.owner == "agent-ams1" {
+            "ams1"
+        } else {
+            "fra1"
+        };
+        assert!(
+            t.iter().all(|h| h.starts_with(site)),
+            "{t:?} at {}",
+            r.owner
+        );
+    }
+    waiting_at_gate(&c, ams_run).await;
+    waiting_at_gate(&c, fra_run).await;
+    same_at_both(&c, &ams.client(), ams_run).await;
+    let flaky = step(&c.run(ams_run).await.unwrap(), "flaky")
+        .unwrap()
+        .task
+        .clone();
+    assert_eq!(
+        flaky.attempt, 3,
+        "two failed attempts, then success: {flaky:?}"
+    );
+
+    // The link of ams1 is cut: the site keeps working.
+    ams_link.cut();
+    let a = ams.client();
+    let local = a
+        .submit(&SubmitRun {
+            workflow: "site-gate".into(),
+            targets: Targets::Names(vec!["ams1-a03".into()]),
+            ..Default::default()
+        })
+        .await
+        .expect("the agent's own API takes a run while cut off");
+    waiting_at_gate(&a, local.run.id).await;
+    // Verbs at the centre for ams1's run are queued: one the agent will carry out, one
+    // it will refuse.
+    let resume = match c.resume(ams_run).await.unwrap() {
+        Verbed::Queued(q) => q,
+        Verbed::Done(r) => panic!("a verb on a cut-off site's run was done at once: {r:?}"),
+    };
+    let signal = match c
+        .signal(
+            ams_run,
+            "gate",
+            &SignalStep {
+                payload: json!({"by": "centre"}),
+                item: None,
+            },
+        )
+        .await
+        .unwrap()
+    {
+        Verbed::Queued(q) => q,
+        Verbed::Done(r) => panic!("queued expected: {r:?}"),
+    };
+    assert_eq!(
+        (resume.state.as_str(), signal.state.as_str()),
+        ("queued", "queued")
+    );
+    assert!(resume.seq < signal.seq, "one per-site sequence, in order");
+    let ams_status = eventually("the centre shows ams1 disconnected", async || {
+        let s = c.sites().await.ok()?.sites;
+        let ams = s.into_iter().find(|s| s.site == "ams1")?;
+        (!ams.connected).then_some(ams)
+    })
+    .await;
+    assert!(ams_status.last_seen.is_some());
+    // The other site is not held up by it.
+    c.signal(fra_run, "gate", &SignalStep::default())
+        .await
+        .unwrap();
+    eventually("fra1's run succeeds meanwhile", async || {
+        (c.run(fra_run).await.ok()?.run.status == RunStatus::Succeeded).then_some(())
+    })
+    .await;
+
+    // The centre is killed while ams1 is cut off, and comes back on another port.
+    central.kill9();
+    let central = centre(dir.path(), &repo);
+    let c = central.client();
+    ams_link.point_to(&central.base);
+    fra_link.point_to(&central.base);
+    ams_link.restore();
+
+    // Catch-up: the queued verbs, in order, acknowledged in the run's log.
+    eventually(
+        "the signal queued at the centre is carried out",
+        async || (c.run(ams_run).await.ok()?.run.status == RunStatus::Succeeded).then_some(()),
+    )
+    .await;
+    let resume = c.command(&resume.id).await.unwrap();
+    assert_eq!(resume.state, "refused", "{resume:?}");
+    assert!(
+        resume
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("only a paused run can be resumed"),
+        "{resume:?}"
+    );
+    assert_eq!(c.command(&signal.id).await.unwrap().state, "applied");
+    let kinds: Vec<String> = c
+        .all_events(ams_run)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    let refused = kinds.iter().position(|k| k == "command_refused").unwrap();
+    let signalled = kinds.iter().position(|k| k == "signalled").unwrap();
+    assert!(refused < signalled, "delivered in order: {kinds:?}");
+    same_at_both(&c, &a, ams_run).await;
+    // The run submitted at the agent while cut off is at the centre now.
+    same_at_both(&c, &a, local.run.id).await;
+
+    // The agent is killed while it ships a backlog, and catches up after its restart.
+    ams_link.cut();
+    for _ in 0..5 {
+        let r = a
+            .submit(&SubmitRun {
+                workflow: "site-gate".into(),
+                targets: Targets::Names(vec!["ams1-b01".into()]),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        a.signal(r.run.id, "gate", &SignalStep::default())
+            .await
+            .ok();
+    }
+    ams_link.restore();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    ams.kill9();
+    let ams = agent(dir.path(), "ams1", &ams_link, &ams_token);
+    let a = ams.client();
+    let mine = a
+        .runs(&ListRunsQuery {
+            limit: Some(100),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .runs;
+    for r in &mine {
+        same_at_both(&c, &a, r.id).await;
+    }
+    let at_centre: BTreeMap<Uuid, RunStatus> = c
+        .runs(&ListRunsQuery {
+            limit: Some(100),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .runs
+        .into_iter()
+        .filter(|r| r.owner == "agent-ams1")
+        .map(|r| (r.id, r.status))
+        .collect();
+    assert_eq!(
+        at_centre.len(),
+        mine.len(),
+        "every run of ams1 is at the centre"
+    );
+    drop(fra);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_credential_speaks_for_its_site_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let design = dir.path().join("design");
+    two_site_design(&design);
+    let repo = Repo::with(&design);
+    let central = centre(dir.path(), &repo);
+    let c = central.client();
+    c.register_workflow(WORKFLOW.into(), lariat_client::DefinitionFormat::Yaml)
+        .await
+        .unwrap();
+    let ams_token = site_token(dir.path(), "ams1");
+    let fra_token = site_token(dir.path(), "fra1");
+    let link = Link::to(&central.base).await;
+    let _fra = agent(dir.path(), "fra1", &link, &fra_token);
+    eventually("fra1's agent registers", async || {
+        let s = c.sites().await.ok()?.sites;
+        s.iter()
+            .any(|s| s.site == "fra1" && s.connected)
+            .then_some(())
+    })
+    .await;
+    let fra_run = c
+        .submit(&SubmitRun {
+            workflow: "site-gate".into(),
+            targets: Targets::Names(vec!["fra1-z01".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .run
+        .id;
+    waiting_at_gate(&c, fra_run).await;
+    let queued = c.cancel(fra_run).await.unwrap();
+    assert!(matches!(queued, Verbed::Queued(_)));
+
+    let as_ams = Client::new(&central.base, Some(ams_token)).unwrap();
+    // ams1's credential cannot read fra1's commands ...
+    let err = as_ams
+        .agent_sync(&SyncRequest {
+            executor: "agent-fra1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Api { status: 409, .. }), "{err}");
+    // ... nor register as fra1's agent, nor push events for fra1's runs.
+    as_ams
+        .agent_hello(&AgentHello {
+            executor: "agent-ams1".into(),
+            version: "test".into(),
+            owner_seq: 0,
+        })
+        .await
+        .unwrap();
+    let forged = LinkEvent {
+        run_id: fra_run,
+        seq: 99,
+        owner: "agent-fra1".into(),
+        owner_seq: 99,
+        at: 0,
+        kind: "run_cancelled".into(),
+        step: None,
+        item: None,
+        attempt: None,
+        error: None,
+        data: None,
+    };
+    let err = as_ams
+        .agent_events(&EventBatch {
+            events: vec![forged.clone()],
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Api { status: 403, .. }), "{err}");
+    let err = as_ams
+        .agent_events(&EventBatch {
+            events: vec![LinkEvent {
+                owner: "agent-ams1".into(),
+                ..forged
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Api { status: 403, .. }), "{err}");
+    assert_ne!(
+        c.run(fra_run).await.unwrap().run.status,
+        RunStatus::Cancelled,
+        "nothing forged was applied"
+    );
+    // A second agent claiming fra1 is refused, and an unknown site too.
+    let err = Client::new(&central.base, Some(fra_token))
+        .unwrap()
+        .agent_hello(&AgentHello {
+            executor: "agent-fra1-bis".into(),
+            version: "test".into(),
+            owner_seq: 0,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Api { status: 409, message, .. } if message.contains("cannot claim it too")),
+        "{err}"
+    );
+    let nowhere = site_token(dir.path(), "nowhere");
+    let err = Client::new(&central.base, Some(nowhere))
+        .unwrap()
+        .agent_hello(&AgentHello {
+            executor: "agent-nowhere".into(),
+            version: "test".into(),
+            owner_seq: 0,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Api { status: 404, .. }), "{err}");
+    // An operator token is no site credential.
+    let err = Client::new(&central.base, Some("lariat_nope".into()))
+        .unwrap()
+        .agent_hello(&AgentHello {
+            executor: "x".into(),
+            version: "test".into(),
+            owner_seq: 0,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Api { status: 401, .. }), "{err}");
+}
