@@ -369,6 +369,12 @@ async fn sites_keep_working_cut_off_and_catch_up() {
     })
     .await;
 
+    let metrics = c.metrics().await.unwrap();
+    assert!(
+        metrics.contains("lariat_site_connected{site=\"ams1\"} 1"),
+        "site health as gauges: {metrics}"
+    );
+
     // One submit over both sites: a run per site, one group.
     let sub = c
         .submit(&SubmitRun {
@@ -517,6 +523,22 @@ async fn sites_keep_working_cut_off_and_catch_up() {
     same_at_both(&c, &a, ams_run).await;
     // The run submitted at the agent while cut off is at the centre now.
     same_at_both(&c, &a, local.run.id).await;
+    // The group is followed as one: both of its runs have succeeded.
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "watch",
+            &group.to_string(),
+            "--server",
+            &central.base,
+        ])
+        .env("LARIAT_LOG", "warn")
+        .env_remove("LARIAT_TOKEN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(&format!("group {group} succeeded")), "{text}");
 
     // The agent is killed while it ships a backlog, and catches up after its restart.
     ams_link.cut();
@@ -695,4 +717,137 @@ async fn a_site_credential_speaks_for_its_site_only() {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::Api { status: 401, .. }), "{err}");
+}
+
+/// A `run_created` event of `owner` for `run`, `seq` in its log and `owner_seq` in the
+/// owner's.
+fn created(run: Uuid, owner: &str, owner_seq: i64) -> LinkEvent {
+    LinkEvent {
+        run_id: run,
+        seq: 1,
+        owner: owner.into(),
+        owner_seq,
+        at: 1,
+        kind: "run_created".into(),
+        step: None,
+        item: None,
+        attempt: None,
+        error: None,
+        data: Some(json!({"workflow": "site-gate", "version": 1, "steps": ["check"]})),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_with_gaps_repeats_or_garbage_change_nothing_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let design = dir.path().join("design");
+    two_site_design(&design);
+    let repo = Repo::with(&design);
+    let central = centre(dir.path(), &repo);
+    let c = central.client();
+    c.register_workflow(WORKFLOW.into(), lariat_client::DefinitionFormat::Yaml)
+        .await
+        .unwrap();
+    // Speak as ams1's agent by hand.
+    let token = site_token(dir.path(), "ams1");
+    let ams = Client::new(&central.base, Some(token.clone())).unwrap();
+    let hello = |owner_seq| AgentHello {
+        executor: "agent-ams1".into(),
+        version: "test".into(),
+        owner_seq,
+    };
+    assert_eq!(ams.agent_hello(&hello(0)).await.unwrap().cursor, 0);
+    let run = Uuid::now_v7();
+    let first = created(run, "agent-ams1", 1);
+    let a = ams
+        .agent_events(&EventBatch {
+            events: vec![first.clone()],
+        })
+        .await
+        .unwrap();
+    assert_eq!((a.applied, a.skipped, a.cursor), (1, 0, 1));
+    // A repeat is skipped.
+    let again = ams
+        .agent_events(&EventBatch {
+            events: vec![first.clone()],
+        })
+        .await
+        .unwrap();
+    assert_eq!((again.applied, again.skipped, again.cursor), (0, 1, 1));
+    // A gap is not applied; the answer says where to send from.
+    let gap = ams
+        .agent_events(&EventBatch {
+            events: vec![LinkEvent {
+                seq: 3,
+                owner_seq: 3,
+                kind: "run_paused".into(),
+                data: None,
+                ..first.clone()
+            }],
+        })
+        .await
+        .unwrap();
+    assert_eq!((gap.applied, gap.cursor), (0, 1), "{gap:?}");
+    assert!(
+        gap.gap.as_deref().unwrap_or("").contains("expected seq 2"),
+        "{gap:?}"
+    );
+    // An event that does not read is refused with its place named.
+    let err = ams
+        .agent_events(&EventBatch {
+            events: vec![LinkEvent {
+                seq: 2,
+                owner_seq: 2,
+                kind: "teleported".into(),
+                data: None,
+                ..first.clone()
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Api { status: 400, message, .. } if message.contains(&format!("{run}#2"))),
+        "{err}"
+    );
+    // A body that is not a batch at all.
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/agent/events", central.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{\"events\": 7}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::BAD_REQUEST);
+    // The run as accepted is untouched by all of that.
+    let events = c.all_events(run).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(c.run(run).await.unwrap().run.status, RunStatus::Running);
+
+    // An agent whose database was lost comes back with a shorter log: refused, nothing
+    // merged, until an operator resets the site.
+    let err = ams.agent_hello(&hello(0)).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Api { status: 409, message, .. } if message.contains("lost or replaced")),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["site", "reset", "ams1", "--db"])
+        .arg(dir.path().join("central.db"))
+        .env("LARIAT_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ams.agent_hello(&AgentHello {
+        executor: "agent-ams1-new".into(),
+        version: "test".into(),
+        owner_seq: 0,
+    })
+    .await
+    .expect("a new agent registers once the site is reset");
+    assert_eq!(c.all_events(run).await.unwrap().len(), 1, "history kept");
 }

@@ -80,6 +80,22 @@ fn describe() {
         "Steps ready to start, waiting for an execution slot"
     );
     describe_gauge!("lariat_live_runs", "Runs the executor keeps in memory");
+    describe_gauge!(
+        "lariat_site_connected",
+        "1 when the site's agent was seen recently, by site"
+    );
+    describe_gauge!(
+        "lariat_site_pending_events",
+        "Events a site's agent holds that the centre has not applied, by site"
+    );
+    describe_gauge!(
+        "lariat_site_lag_seconds",
+        "How old the centre's view of a site's runs may be, by site"
+    );
+    describe_gauge!(
+        "lariat_site_active_runs",
+        "Unfinished runs of a site, by site"
+    );
     describe_gauge!("lariat_running_attempts", "Step attempts executing now");
     describe_gauge!(
         "lariat_timers",
@@ -124,6 +140,21 @@ pub(crate) async fn update_gauges(engine: &Engine) -> Result<(), EngineError> {
     gauge!("lariat_live_runs").set(stats.live_runs as f64);
     gauge!("lariat_running_attempts").set(stats.running_attempts as f64);
     gauge!("lariat_timers").set(stats.timers as f64);
+    Ok(())
+}
+
+/// The sites' health as gauges, on a central node.
+pub(crate) async fn update_site_gauges(
+    central: &lariat_central::Central,
+) -> Result<(), lariat_central::CentralError> {
+    for s in central.site_statuses().await? {
+        let site = s.site.clone();
+        gauge!("lariat_site_connected", "site" => site.clone())
+            .set(f64::from(u8::from(s.connected)));
+        gauge!("lariat_site_pending_events", "site" => site.clone()).set(s.pending_events as f64);
+        gauge!("lariat_site_lag_seconds", "site" => site.clone()).set(s.lag_seconds.unwrap_or(0.0));
+        gauge!("lariat_site_active_runs", "site" => site).set(s.runs_active as f64);
+    }
     Ok(())
 }
 

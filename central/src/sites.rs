@@ -197,13 +197,18 @@ impl Sites {
         Ok(done.rows_affected() == 1)
     }
 
-    /// A credential for `site`'s agent, named `name`.
-    pub async fn create_token(&self, site: &str, name: &str) -> Result<NewSiteToken, DbError> {
+    /// A credential for `site`'s agent, named `name`; `None` when the name is taken.
+    pub async fn create_token(
+        &self,
+        site: &str,
+        name: &str,
+    ) -> Result<Option<NewSiteToken>, DbError> {
         let token = secret::generate("lariat_site_");
         let created_at = lariat_db::now_ms();
         let mut w = self.db.writer().await?;
-        sqlx::query(
-            "INSERT INTO site_tokens (hash, site, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+        let done = sqlx::query(
+            "INSERT INTO site_tokens (hash, site, name, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO NOTHING",
         )
         .bind(secret::hash(&token))
         .bind(site)
@@ -211,12 +216,12 @@ impl Sites {
         .bind(created_at)
         .execute(&mut *w)
         .await?;
-        Ok(NewSiteToken {
+        Ok((done.rows_affected() == 1).then(|| NewSiteToken {
             site: site.to_string(),
             name: name.to_string(),
             token,
             created_at,
-        })
+        }))
     }
 
     /// The site a credential is for, if it is one.

@@ -55,9 +55,9 @@ pub enum RunCmd {
         id: Uuid,
     },
     /// Follow a run live, one line per step; exits 0 when it succeeds, 1 when it fails,
-    /// is cancelled or rolled back.
+    /// is cancelled or rolled back. Given a group id, follows the group's runs as one.
     Watch {
-        /// The run's id.
+        /// The run's id, or a group's.
         id: Uuid,
     },
     /// A run's full history, operator actions included.
@@ -136,6 +136,14 @@ pub async fn run(c: Client, conn: &Conn, cmd: RunCmd) -> anyhow::Result<i32> {
             let r = &sub.run;
             if conn.json {
                 print_json(r);
+            } else if sub.created
+                && let Some(g) = r.group
+            {
+                println!("{}", r.id);
+                eprintln!(
+                    "started a run per site of {} version {} (group {g}); follow them with: lariat run watch {g}",
+                    r.workflow, r.version
+                );
             } else if sub.created {
                 println!("{}", r.id);
                 eprintln!(

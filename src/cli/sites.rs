@@ -65,7 +65,9 @@ pub async fn run(conn: &Conn, cmd: SiteCmd) -> anyhow::Result<i32> {
             let name = name.unwrap_or_else(|| format!("{site}-agent"));
             let t = sites.create_token(&site, &name).await;
             handle.close().await;
-            let t = t.with_context(|| format!("cannot create credential {name}"))?;
+            let Some(t) = t.with_context(|| format!("cannot create credential {name}"))? else {
+                anyhow::bail!("a credential named '{name}' exists already; choose another --name");
+            };
             if conn.json {
                 print_json(&t);
             } else {

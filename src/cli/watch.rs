@@ -6,13 +6,61 @@ use std::time::Duration;
 
 use anyhow::bail;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lariat_client::types::{RunDetail, RunEvent, RunStatus};
+use lariat_client::types::{ListRunsQuery, Run, RunDetail, RunEvent, RunStatus};
 use lariat_client::{Client, ClientError};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::output::{clock, elapsed, now_ms};
 use super::show::{event_line, step_detail};
+
+async fn group_runs(c: &Client, group: Uuid) -> Result<Vec<Run>, ClientError> {
+    Ok(c.runs(&ListRunsQuery {
+        group: Some(group),
+        limit: Some(500),
+        ..Default::default()
+    })
+    .await?
+    .runs)
+}
+
+/// Follows the runs of a group, one line per run each time one changes; exits 0 when
+/// all succeeded, 1 when all ended and one did not.
+async fn watch_group(c: &Client, group: Uuid, json: bool) -> anyhow::Result<i32> {
+    let mut seen: BTreeMap<Uuid, (RunStatus, i64)> = BTreeMap::new();
+    if !json {
+        println!("group {group}");
+    }
+    loop {
+        let runs = group_runs(c, group).await?;
+        for r in &runs {
+            let now = (r.status, r.updated_at);
+            if seen.get(&r.id) != Some(&now) {
+                seen.insert(r.id, now);
+                if json {
+                    println!("{}", serde_json::to_string(r)?);
+                } else {
+                    println!(
+                        "{}  run {}  {:<12} {} host(s) at {}",
+                        clock(Some(r.updated_at)),
+                        r.id,
+                        r.status,
+                        r.targets.len(),
+                        r.owner
+                    );
+                }
+            }
+        }
+        if !runs.is_empty() && runs.iter().all(|r| final_code(r.status).is_some()) {
+            let ok = runs.iter().all(|r| r.status == RunStatus::Succeeded);
+            if !json {
+                println!("group {group} {}", if ok { "succeeded" } else { "ended" });
+            }
+            return Ok(if ok { 0 } else { 1 });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
 
 /// Run states a watch ends on, with its exit code.
 fn final_code(status: RunStatus) -> Option<i32> {
@@ -322,7 +370,17 @@ impl WatchView {
 
 /// Follow run `id` until it reaches a final state; the exit code says which.
 pub async fn watch(c: &Client, id: Uuid, json: bool) -> anyhow::Result<i32> {
-    let detail = c.run(id).await?;
+    let detail = match c.run(id).await {
+        Ok(d) => d,
+        // Not a run: the runs of a group (one submit over several sites) are followed
+        // as one.
+        Err(ClientError::Api { status: 404, .. })
+            if !group_runs(c, id).await.unwrap_or_default().is_empty() =>
+        {
+            return watch_group(c, id, json).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut view = WatchView::new(&detail, json);
     if !json {
         view.say(&format!(

@@ -74,6 +74,9 @@ pub async fn metrics(
         ));
     };
     crate::metrics::update_gauges(&st.engine).await?;
+    if let Some(c) = &st.central {
+        crate::metrics::update_site_gauges(c).await?;
+    }
     let mut res = handle.render().into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
