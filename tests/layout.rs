@@ -93,7 +93,10 @@ fn crates_depend_on_each_other_only_along_the_arrows_of_design_md() {
                 "link",
             ][..],
         ),
-        ("bench", &["engine", "workflows", "steps", "client"][..]),
+        (
+            "bench",
+            &["db", "engine", "workflows", "steps", "client", "link"][..],
+        ),
         (
             "lariat",
             &[

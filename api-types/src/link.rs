@@ -182,6 +182,8 @@ pub struct SiteStatus {
     pub connected: bool,
     pub last_seen: Option<i64>,
     pub agent_version: Option<String>,
+    /// The agent's events are applied up to this `owner_seq`.
+    pub applied: i64,
     /// Events the agent holds that the centre has not applied, at its last report.
     pub pending_events: i64,
     /// How old the centre's view of the site's runs may be, in seconds: since the agent

@@ -13,22 +13,19 @@
 //!
 //! Prints one JSON object. Figures are reported, never asserted.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 use lariat_client::types::{SignalStep, SubmitRun};
 use lariat_client::{Client, ClientError};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-use crate::work::{WorkDir, round};
+use crate::work::{ServerChild, WorkDir, cli_token, lariat_binary, round};
 
 #[derive(Args, Debug, Clone)]
 pub struct ApiBench {
@@ -53,133 +50,6 @@ pub struct ApiBench {
     /// The `lariat` binary to start as the server; the one beside this binary by default.
     #[arg(long, env = "LARIAT_BIN")]
     pub lariat: Option<PathBuf>,
-}
-
-/// The `lariat` binary: `--lariat`, or the one `cargo build` put beside this one.
-fn lariat_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let path = match given {
-        Some(p) => p.to_path_buf(),
-        None => std::env::current_exe()
-            .context("cannot find this binary")?
-            .with_file_name("lariat"),
-    };
-    if !path.is_file() {
-        bail!(
-            "no lariat binary at {}: build it first (cargo build --release) or give --lariat",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-/// An operator token in `db`, made by `lariat token create` as an operator would.
-async fn create_token(exe: &Path, db: &Path) -> anyhow::Result<String> {
-    let out = Command::new(exe)
-        .args([
-            "token", "create", "--json", "--role", "operator", "--name", "bench",
-        ])
-        .arg("--db")
-        .arg(db)
-        .env("LARIAT_LOG", "warn")
-        .output()
-        .await
-        .context("cannot run lariat token create")?;
-    if !out.status.success() {
-        bail!(
-            "lariat token create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).context("lariat token create --json")?;
-    v["token"]
-        .as_str()
-        .map(str::to_string)
-        .context("lariat token create printed no token")
-}
-
-/// The server child; killed when dropped.
-struct ServerChild {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl ServerChild {
-    async fn start(exe: &Path, db: &Path, durability: &str) -> anyhow::Result<ServerChild> {
-        let mut child = Command::new(exe)
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--durability",
-                durability,
-            ])
-            .arg("--db")
-            .arg(db)
-            .env("LARIAT_LOG", "info,audit=warn")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start lariat server")?;
-        let stderr = child.stderr.take().context("no stderr from the server")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let base = loop {
-            let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
-                .await
-                .context("the server did not start listening within 60s")?
-                .context("cannot read the server's log")?;
-            let Some(line) = line else {
-                bail!(
-                    "the server exited before listening:\n{}",
-                    log.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
-                );
-            };
-            if let Some(url) = listening_url(&line) {
-                break url;
-            }
-            log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-        };
-        // Keep draining, or a full pipe would stall the server.
-        let keep = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = lines.next_line().await {
-                let mut k = keep.lock().unwrap_or_else(|e| e.into_inner());
-                if k.len() > 200 {
-                    k.remove(0);
-                }
-                k.push(l);
-            }
-        });
-        Ok(ServerChild { child, base, log })
-    }
-
-    fn peak_rss_mb(&self) -> Option<f64> {
-        let pid = self.child.id()?;
-        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kb: f64 = s
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some(kb / 1000.0)
-    }
-}
-
-/// The URL in the server's "listening on http://..." log line.
-pub(crate) fn listening_url(line: &str) -> Option<String> {
-    let at = line.find("listening on http://")? + "listening on ".len();
-    let url: String = line[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.' | '[' | ']'))
-        .collect();
-    Some(url)
 }
 
 /// Latencies of one phase, in microseconds.
@@ -391,8 +261,24 @@ pub async fn run(b: ApiBench) -> anyhow::Result<()> {
 async fn bench(b: &ApiBench, dir: &std::path::Path) -> anyhow::Result<Value> {
     let exe = lariat_binary(b.lariat.as_deref())?;
     let db = dir.join("bench-api.db");
-    let token = create_token(&exe, &db).await?;
-    let server = ServerChild::start(&exe, &db, &b.durability).await?;
+    let token = cli_token(
+        &exe,
+        &db,
+        &[
+            "token", "create", "--json", "--role", "operator", "--name", "bench",
+        ],
+    )
+    .await?;
+    let server = ServerChild::start(
+        &exe,
+        &[
+            "--durability".as_ref(),
+            b.durability.as_ref(),
+            "--db".as_ref(),
+            db.as_os_str(),
+        ],
+    )
+    .await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(b.concurrency.max(16) * 2)
         .timeout(Duration::from_secs(30))
@@ -506,9 +392,9 @@ mod tests {
     fn finds_the_listening_url_in_a_colored_log_line() {
         let line = "\u{1b}[2m2026\u{1b}[0m INFO lariat::server: listening on http://127.0.0.1:41234\u{1b}[0m";
         assert_eq!(
-            super::listening_url(line).as_deref(),
+            crate::work::listening_url(line).as_deref(),
             Some("http://127.0.0.1:41234")
         );
-        assert_eq!(super::listening_url("starting"), None);
+        assert_eq!(crate::work::listening_url("starting"), None);
     }
 }

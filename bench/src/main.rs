@@ -4,6 +4,7 @@
 
 mod api;
 mod engine;
+mod sites;
 mod work;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ enum Cmd {
     Engine(engine::EngineBench),
     /// REST read and submit rates while the engine runs workflows.
     Api(api::ApiBench),
+    /// Many site agents replicating to one central node: apply rate, lag, catch-up.
+    Sites(sites::SitesBench),
 }
 
 fn main() {
@@ -50,6 +53,7 @@ fn main() {
         match cli.cmd {
             Cmd::Engine(b) => engine::run(b).await,
             Cmd::Api(a) => api::run(a).await,
+            Cmd::Sites(s) => sites::run(s).await,
         }
     });
     if let Err(e) = res {

@@ -273,6 +273,7 @@ impl Central {
                         connected: now - r.last_seen <= CONNECTED_WITHIN_MS,
                         last_seen: Some(r.last_seen),
                         agent_version: Some(r.agent_version.clone()),
+                        applied: cursor,
                         pending_events: pending,
                         lag_seconds: (pending > 0)
                             .then(|| (now - r.last_seen).max(0) as f64 / 1000.0),
@@ -290,6 +291,7 @@ impl Central {
                     connected: false,
                     last_seen: None,
                     agent_version: None,
+                    applied: 0,
                     pending_events: 0,
                     lag_seconds: None,
                     runs_active: 0,

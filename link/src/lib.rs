@@ -42,6 +42,8 @@ pub struct LinkConfig {
     pub every: Duration,
     /// Most events in one batch to the centre.
     pub batch: u32,
+    /// Most bytes of events in one batch, under the centre's request body limit (1 MiB).
+    pub batch_bytes: usize,
     /// The agent's version, reported to the centre.
     pub version: String,
 }
@@ -50,7 +52,8 @@ impl Default for LinkConfig {
     fn default() -> Self {
         LinkConfig {
             every: Duration::from_secs(1),
-            batch: 500,
+            batch: 2000,
+            batch_bytes: 768 << 10,
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
@@ -325,10 +328,19 @@ impl Link {
             if events.is_empty() {
                 return Ok(cursor);
             }
-            let full = events.len() as u32 == self.cfg.batch;
-            let batch = EventBatch {
-                events: events.iter().map(link_event).collect(),
-            };
+            let fetched = events.len();
+            let mut batch = EventBatch { events: Vec::new() };
+            let mut bytes = 0;
+            for e in &events {
+                let le = link_event(e);
+                bytes += serde_json::to_vec(&le).map_or(0, |v| v.len());
+                // One oversized event still goes, alone: the centre says if it is too big.
+                if bytes > self.cfg.batch_bytes && !batch.events.is_empty() {
+                    break;
+                }
+                batch.events.push(le);
+            }
+            let full = batch.events.len() < fetched || fetched as u32 == self.cfg.batch;
             let answer = self.centre.agent_events(&batch).await?;
             if let Some(gap) = &answer.gap {
                 tracing::warn!(
