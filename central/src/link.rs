@@ -155,7 +155,6 @@ impl Central {
     pub async fn accept(&self, site: &str, batch: EventBatch) -> Result<BatchAnswer, CentralError> {
         let reg = self.registered(site).await?;
         let mut events = Vec::with_capacity(batch.events.len());
-        let mut runs = BTreeSet::new();
         for e in batch.events {
             if e.owner != reg.executor {
                 return Err(CentralError::ForeignEvent {
@@ -163,23 +162,18 @@ impl Central {
                     executor: reg.executor,
                 });
             }
-            runs.insert(e.run_id);
             events.push(event_of(e)?);
-        }
-        for run in runs {
-            if let Some(r) = self.engine.store().run(run).await?
-                && *r.owner != *reg.executor
-            {
-                return Err(CentralError::NotYourRun {
-                    run,
-                    owner: r.owner.to_string(),
-                    executor: reg.executor,
-                });
-            }
         }
         let (report, gap) = match self.engine.apply_remote(&events).await {
             Ok(r) => (r, None),
             Err(EngineError::Store(StoreError::Replication(g))) => (Default::default(), Some(g)),
+            Err(EngineError::Store(StoreError::NotOwner { run, owner, .. })) => {
+                return Err(CentralError::NotYourRun {
+                    run,
+                    owner,
+                    executor: reg.executor,
+                });
+            }
             Err(e) => return Err(e.into()),
         };
         let cursor = self.engine.store().replica_cursor(&reg.executor).await?;

@@ -72,6 +72,13 @@ pub enum StoreError {
     Decode(String),
     #[error("replication: {0}")]
     Replication(String),
+    /// Events of one executor for a run another executor owns: only the owner appends.
+    #[error("run {run} is owned by {owner}; events of {by} cannot change it")]
+    NotOwner {
+        run: Uuid,
+        owner: String,
+        by: String,
+    },
     #[error("the store is closed")]
     Closed,
 }
@@ -637,6 +644,13 @@ impl Store {
         for (run_id, mut evs) in by_run {
             evs.sort_by_key(|e| e.seq);
             let mut mirror = Mirror::load(&mut tx, run_id, evs[0].owner.clone()).await?;
+            if let Some(e) = evs.iter().find(|e| e.owner != mirror.run.owner) {
+                return Err(StoreError::NotOwner {
+                    run: run_id,
+                    owner: mirror.run.owner.to_string(),
+                    by: e.owner.to_string(),
+                });
+            }
             for e in evs {
                 if e.seq <= mirror.run.last_seq {
                     report.skipped += 1;

@@ -187,17 +187,22 @@ impl Link {
         }
         let mut cursor = hello.cursor;
         let mut events = self.engine.subscribe();
+        let mut tick = tokio::time::interval(self.cfg.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut due = true;
         loop {
-            let answer = self.sync().await?;
-            cursor = cursor.max(answer.cursor);
-            self.take(answer).await?;
+            if due {
+                let answer = self.sync().await?;
+                cursor = cursor.max(answer.cursor);
+                self.take(answer).await?;
+            }
             cursor = self.ship(cursor).await?;
-            // New events of our own are shipped at once; otherwise sync on the tick.
-            let tick = tokio::time::sleep(self.cfg.every);
+            // New events of our own are shipped at once; the centre is asked for what it
+            // has on the tick.
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                _ = tick => {}
-                _ = events.recv() => {}
+                _ = tick.tick() => due = true,
+                _ = events.recv() => due = false,
             }
         }
     }
@@ -217,12 +222,15 @@ impl Link {
     /// Takes in what the centre sent: workflow versions first (assignments and commands
     /// need them), then the design, the assignments, the commands.
     async fn take(&self, a: SyncAnswer) -> Result<(), LinkError> {
-        let mut since = self.cursors.get("workflows_since").await?;
+        let had = self.cursors.get("workflows_since").await?;
+        let mut since = had;
         for w in &a.workflows {
             self.mirror(w).await?;
             since = since.max(w.created_at);
         }
-        self.cursors.set("workflows_since", since).await?;
+        if since != had {
+            self.cursors.set("workflows_since", since).await?;
+        }
         if let Some(d) = &a.design {
             self.design.replace(d).await?;
         }
@@ -333,7 +341,8 @@ impl Link {
             let mut bytes = 0;
             for e in &events {
                 let le = link_event(e);
-                bytes += serde_json::to_vec(&le).map_or(0, |v| v.len());
+                // What the event's JSON costs, roughly: its data, and the rest.
+                bytes += 160 + le.data.as_ref().map_or(0, |d| d.to_string().len());
                 // One oversized event still goes, alone: the centre says if it is too big.
                 if bytes > self.cfg.batch_bytes && !batch.events.is_empty() {
                     break;
