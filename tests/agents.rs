@@ -819,10 +819,44 @@ async fn batches_with_gaps_repeats_or_garbage_change_nothing_accepted() {
         .await
         .unwrap();
     assert_eq!(res.status(), reqwest::StatusCode::BAD_REQUEST);
+    // A batch over the centre's limit is refused whole, before any of it is read.
+    let huge = "x".repeat(lariat_client::types::EVENT_BATCH_LIMIT);
+    let err = ams
+        .agent_events(&EventBatch {
+            events: vec![LinkEvent {
+                seq: 2,
+                owner_seq: 2,
+                kind: "run_paused".into(),
+                error: Some(huge),
+                data: None,
+                ..first.clone()
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Api { status: 413, message, .. } if message.contains("larger than")),
+        "{err}"
+    );
     // The run as accepted is untouched by all of that.
     let events = c.all_events(run).await.unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(c.run(run).await.unwrap().run.status, RunStatus::Running);
+    // One event over the API's general body limit (a large run input) still travels:
+    // refusing it would stall the site's whole log behind it.
+    let big = Uuid::now_v7();
+    let mut created_big = created(big, "agent-ams1", 2);
+    created_big.data = Some(json!({
+        "workflow": "site-gate", "version": 1, "steps": ["check"],
+        "input": {"blob": "y".repeat(2 << 20)},
+    }));
+    let a = ams
+        .agent_events(&EventBatch {
+            events: vec![created_big],
+        })
+        .await
+        .unwrap();
+    assert_eq!((a.applied, a.cursor), (1, 2), "{a:?}");
 
     // An agent whose database was lost comes back with a shorter log: refused, nothing
     // merged, until an operator resets the site.

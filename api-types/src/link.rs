@@ -150,6 +150,11 @@ pub struct LinkCommand {
     pub created_at: i64,
 }
 
+/// The largest `POST /v1/agent/events` body the centre reads, in bytes: above the API's
+/// general limit, because one event carries a whole run input or step output, and an
+/// event the centre cannot take would stall the site's log behind it.
+pub const EVENT_BATCH_LIMIT: usize = 16 << 20;
+
 /// `POST /v1/agent/events`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

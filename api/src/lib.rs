@@ -138,7 +138,11 @@ fn documented() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(designs::git_webhook))
         .routes(routes!(sites::agent_hello))
         .routes(routes!(sites::agent_sync))
-        .routes(routes!(sites::agent_events))
+        .routes({
+            let (schemas, paths, method) = routes!(sites::agent_events);
+            let limit = DefaultBodyLimit::max(lariat_api_types::EVENT_BATCH_LIMIT);
+            (schemas, paths, method.layer(limit))
+        })
         .routes(routes!(sites::list_sites))
         .routes(routes!(sites::get_command))
         .routes(routes!(ops::healthz))

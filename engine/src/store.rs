@@ -641,9 +641,14 @@ impl Store {
         let mut set = WriteSet::default();
         let mut cursors: BTreeMap<Arc<str>, i64> = BTreeMap::new();
         let mut gap = None;
+        // One query per table for the whole batch: a batch spans a hundred runs or more,
+        // and three lookups each dominated catch-up.
+        let mut mirrors = Mirror::load_many(&mut tx, by_run.keys().copied()).await?;
         for (run_id, mut evs) in by_run {
             evs.sort_by_key(|e| e.seq);
-            let mut mirror = Mirror::load(&mut tx, run_id, evs[0].owner.clone()).await?;
+            let mut mirror = mirrors
+                .remove(&run_id)
+                .unwrap_or_else(|| Mirror::blank(RunRow::blank(run_id, evs[0].owner.clone())));
             if let Some(e) = evs.iter().find(|e| e.owner != mirror.run.owner) {
                 return Err(StoreError::NotOwner {
                     run: run_id,
@@ -831,43 +836,55 @@ struct Mirror {
 }
 
 impl Mirror {
-    async fn load(
-        conn: &mut SqliteConnection,
-        id: Uuid,
-        owner: Arc<str>,
-    ) -> Result<Mirror, StoreError> {
-        let run = sqlx::query(RUN_COLUMNS_BY_ID)
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
-        let mut run = match run {
-            Some(r) => run_row(&r)?,
-            None => RunRow::blank(id, owner),
-        };
-        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE run_id = ?1")
-            .bind(id.to_string())
-            .fetch_one(&mut *conn)
-            .await?;
-        run.last_seq = last.unwrap_or(0);
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            step_columns!(),
-            " FROM steps s WHERE s.run_id = ?1"
-        ))
-        .bind(id.to_string())
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut tasks = BTreeMap::new();
-        for r in &rows {
-            let (_, t) = task_row(r)?;
-            tasks.insert((t.step.to_string(), t.item), t);
-        }
-        Ok(Mirror {
+    fn blank(run: RunRow) -> Mirror {
+        Mirror {
             run,
-            tasks,
+            tasks: BTreeMap::new(),
             touched: Default::default(),
             touched_run: false,
-        })
+        }
+    }
+
+    /// The stored rows of every run in `ids` that has any; runs not yet known are absent.
+    async fn load_many(
+        conn: &mut SqliteConnection,
+        ids: impl Iterator<Item = Uuid>,
+    ) -> Result<HashMap<Uuid, Mirror>, StoreError> {
+        let ids = serde_json::to_string(&ids.map(|i| i.to_string()).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Decode(e.to_string()))?;
+        let mut out = HashMap::new();
+        for r in sqlx::query(RUN_COLUMNS_IN)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let run = run_row(&r)?;
+            out.insert(run.id, Mirror::blank(run));
+        }
+        if out.is_empty() {
+            return Ok(out);
+        }
+        for r in sqlx::query(LAST_SEQ_IN)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let id = parse_uuid(&r.get::<String, _>(0))?;
+            if let Some(m) = out.get_mut(&id) {
+                m.run.last_seq = r.get(1);
+            }
+        }
+        for r in sqlx::query(STEP_COLUMNS_IN)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let (id, t) = task_row(&r)?;
+            if let Some(m) = out.get_mut(&id) {
+                m.tasks.insert((t.step.to_string(), t.item), t);
+            }
+        }
+        Ok(out)
     }
 
     fn drain_into(self, set: &mut WriteSet) {
@@ -896,6 +913,18 @@ impl Rows for Mirror {
 }
 
 const RUN_COLUMNS_BY_ID: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = ?1");
+const RUN_COLUMNS_IN: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM runs WHERE id IN (SELECT value FROM json_each(?1))"
+);
+const LAST_SEQ_IN: &str = "SELECT run_id, MAX(seq) FROM events
+    WHERE run_id IN (SELECT value FROM json_each(?1)) GROUP BY run_id";
+const STEP_COLUMNS_IN: &str = concat!(
+    "SELECT ",
+    step_columns!(),
+    " FROM steps s WHERE s.run_id IN (SELECT value FROM json_each(?1))"
+);
 
 const INSERT_EVENTS: &str = "INSERT INTO events (run_id, seq, owner, owner_seq, at, kind, step, item, attempt, error, data)
     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8, value->>9, value->>10

@@ -21,7 +21,8 @@ mod design;
 use std::time::Duration;
 
 use lariat_client::types::{
-    AgentHello, EventBatch, LinkCommand, LinkEvent, LinkWorkflow, SyncAnswer, SyncRequest,
+    AgentHello, BatchAnswer, EventBatch, LinkCommand, LinkEvent, LinkWorkflow, SyncAnswer,
+    SyncRequest,
 };
 use lariat_client::{Client, ClientError};
 use lariat_db::{Db, DbError};
@@ -42,7 +43,8 @@ pub struct LinkConfig {
     pub every: Duration,
     /// Most events in one batch to the centre.
     pub batch: u32,
-    /// Most bytes of events in one batch, under the centre's request body limit (1 MiB).
+    /// Most bytes of events in one batch, well under the centre's limit
+    /// (`EVENT_BATCH_LIMIT`), which only one outsized event can reach.
     pub batch_bytes: usize,
     /// The agent's version, reported to the centre.
     pub version: String,
@@ -330,27 +332,24 @@ impl Link {
     }
 
     /// Ships the agent's events after `cursor`, oldest first; answers the new cursor.
+    /// The next batch is read from the database while the centre applies this one.
     async fn ship(&self, mut cursor: i64) -> Result<i64, LinkError> {
+        let mut events = self.engine.events_after(cursor, self.cfg.batch).await?;
         loop {
-            let events = self.engine.events_after(cursor, self.cfg.batch).await?;
             if events.is_empty() {
                 return Ok(cursor);
             }
-            let fetched = events.len();
-            let mut batch = EventBatch { events: Vec::new() };
-            let mut bytes = 0;
-            for e in &events {
-                let le = link_event(e);
-                // What the event's JSON costs, roughly: its data, and the rest.
-                bytes += 160 + le.data.as_ref().map_or(0, |d| d.to_string().len());
-                // One oversized event still goes, alone: the centre says if it is too big.
-                if bytes > self.cfg.batch_bytes && !batch.events.is_empty() {
-                    break;
+            let batch = self.batch_of(&events);
+            let full = batch.events.len() < events.len() || events.len() as u32 == self.cfg.batch;
+            let last = batch.events.last().map_or(cursor, |e| e.owner_seq);
+            let (answer, next) = tokio::join!(self.send(&batch), async {
+                if full {
+                    self.engine.events_after(last, self.cfg.batch).await
+                } else {
+                    Ok(Vec::new())
                 }
-                batch.events.push(le);
-            }
-            let full = batch.events.len() < fetched || fetched as u32 == self.cfg.batch;
-            let answer = self.centre.agent_events(&batch).await?;
+            });
+            let answer = answer?;
             if let Some(gap) = &answer.gap {
                 tracing::warn!(
                     "the centre found a gap ({gap}); sending again from {}",
@@ -365,7 +364,46 @@ impl Link {
             if !full {
                 return Ok(cursor);
             }
+            events = if cursor == last {
+                next?
+            } else {
+                // The centre stopped short of the batch's end (a gap): what was read
+                // ahead starts at the wrong place.
+                self.engine.events_after(cursor, self.cfg.batch).await?
+            };
         }
+    }
+
+    /// The first of `events` that fit in one batch; always at least one, since an
+    /// outsized event still has to go, alone.
+    fn batch_of(&self, events: &[Event]) -> EventBatch {
+        let mut batch = EventBatch { events: Vec::new() };
+        let mut bytes = 0;
+        for e in events {
+            let le = link_event(e);
+            // What the event's JSON costs, roughly: its data, and the rest.
+            bytes += 160 + le.data.as_ref().map_or(0, |d| d.to_string().len());
+            if bytes > self.cfg.batch_bytes && !batch.events.is_empty() {
+                break;
+            }
+            batch.events.push(le);
+        }
+        batch
+    }
+
+    async fn send(&self, batch: &EventBatch) -> Result<BatchAnswer, LinkError> {
+        let answer = self.centre.agent_events(batch).await.inspect_err(|e| {
+            if let ClientError::Api { status: 413, .. } = e {
+                let first = &batch.events[0];
+                tracing::error!(
+                    run = %first.run_id,
+                    seq = first.seq,
+                    events = batch.events.len(),
+                    "the centre refuses a batch as too large; this site's replication waits behind it"
+                );
+            }
+        })?;
+        Ok(answer)
     }
 }
 
