@@ -46,6 +46,10 @@ pub struct AgentArgs {
     /// Sync with the centre at least this often while connected.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub sync_every: Duration,
+    /// Most events in one batch to the centre: smaller on a thin link, so each request
+    /// stays short.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub link_batch: u32,
     /// Serve the local API without authentication. For development only.
     #[arg(long)]
     pub insecure_no_auth: bool,
@@ -92,6 +96,7 @@ impl AgentArgs {
                 token,
                 link: lariat_node::LinkConfig {
                     every: self.sync_every,
+                    batch: self.link_batch,
                     ..Default::default()
                 },
             },

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use lariat_client::types::{
 };
 use lariat_client::{Client, ClientError, Verbed};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
@@ -144,8 +145,32 @@ struct Link {
     addr: SocketAddr,
     upstream: Arc<Mutex<String>>,
     cut: Arc<AtomicBool>,
+    /// Milliseconds each chunk from the agent waits before it goes on: a thin link.
+    slow: Arc<AtomicU64>,
     open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Copies `from` to `to` chunk by chunk, each held back `slow` milliseconds.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    slow: Arc<AtomicU64>,
+) {
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let wait = slow.load(Ordering::SeqCst);
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Link {
@@ -156,8 +181,9 @@ impl Link {
             upstream.trim_start_matches("http://").to_string(),
         ));
         let cut = Arc::new(AtomicBool::new(false));
+        let slow = Arc::new(AtomicU64::new(0));
         let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (u, c, o) = (upstream.clone(), cut.clone(), open.clone());
+        let (u, c, o, sl) = (upstream.clone(), cut.clone(), open.clone(), slow.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((inbound, _)) = listener.accept().await else {
@@ -168,16 +194,18 @@ impl Link {
                     continue;
                 }
                 let to = u.lock().unwrap().clone();
+                let slow = sl.clone();
                 let conn = tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(to).await else {
                         return;
                     };
-                    let (mut ri, mut wi) = inbound.into_split();
-                    let (mut ro, mut wo) = outbound.into_split();
-                    let _ = tokio::join!(
-                        tokio::io::copy(&mut ri, &mut wo),
-                        tokio::io::copy(&mut ro, &mut wi)
-                    );
+                    let (ri, mut wi) = inbound.into_split();
+                    let (mut ro, wo) = outbound.into_split();
+                    // Either side closing closes both, as a dead centre's kernel would.
+                    tokio::select! {
+                        _ = forward(ri, wo, slow) => {}
+                        _ = tokio::io::copy(&mut ro, &mut wi) => {}
+                    }
                 });
                 o.lock().unwrap().push(conn.abort_handle());
             }
@@ -186,6 +214,7 @@ impl Link {
             addr,
             upstream,
             cut,
+            slow,
             open,
             task,
         }
@@ -204,6 +233,10 @@ impl Link {
 
     fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+    }
+
+    fn slow_down(&self, ms: u64) {
+        self.slow.store(ms, Ordering::SeqCst);
     }
 
     fn point_to(&self, upstream: &str) {
@@ -254,25 +287,32 @@ fn site_token(dir: &Path, site: &str) -> String {
 }
 
 fn agent(dir: &Path, site: &str, link: &Link, token: &str) -> Proc {
+    agent_with(dir, site, link, token, &[])
+}
+
+fn agent_with(dir: &Path, site: &str, link: &Link, token: &str, extra: &[&str]) -> Proc {
     let db: PathBuf = dir.join(format!("agent-{site}.db"));
+    let url = link.url();
+    let mut args = vec![
+        "agent",
+        "--site",
+        site,
+        "--central",
+        &url,
+        "--insecure-no-auth",
+        "--durability",
+        "normal",
+        "--sync-every",
+        "200ms",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        db.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
     Proc::spawn(
         &format!("agent {site}"),
-        &[
-            "agent",
-            "--site",
-            site,
-            "--central",
-            &link.url(),
-            "--insecure-no-auth",
-            "--durability",
-            "normal",
-            "--sync-every",
-            "200ms",
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            db.to_str().unwrap(),
-        ],
+        &args,
         &[("LARIAT_AGENT_TOKEN", token)],
     )
 }
@@ -589,6 +629,110 @@ async fn sites_keep_working_cut_off_and_catch_up() {
         "every run of ams1 is at the centre"
     );
     drop(fra);
+}
+
+/// What the centre has applied of `site`'s log.
+async fn applied(c: &Client, site: &str) -> Option<i64> {
+    let s = c.sites().await.ok()?.sites;
+    Some(s.into_iter().find(|s| s.site == site)?.applied)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_in_the_middle_of_catch_up_the_centre_and_the_agent_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let design = dir.path().join("design");
+    two_site_design(&design);
+    let repo = Repo::with(&design);
+    let mut central = centre(dir.path(), &repo);
+    let c = central.client();
+    c.register_workflow(WORKFLOW.into(), lariat_client::DefinitionFormat::Yaml)
+        .await
+        .unwrap();
+    let token = site_token(dir.path(), "ams1");
+    let link = Link::to(&central.base).await;
+    // Small batches, so a backlog takes many requests to ship.
+    let small = ["--link-batch", "4"];
+    let mut ams = agent_with(dir.path(), "ams1", &link, &token, &small);
+    eventually("ams1 connects", async || {
+        let s = c.sites().await.ok()?.sites;
+        s.iter()
+            .any(|s| s.site == "ams1" && s.connected)
+            .then_some(())
+    })
+    .await;
+    let a = ams.client();
+    eventually("the workflow reaches ams1", async || {
+        a.workflow("site-gate").await.ok().map(|_| ())
+    })
+    .await;
+    let before = applied(&c, "ams1").await.unwrap();
+
+    // A backlog made while cut off: runs submitted at the agent, each to its end.
+    link.cut();
+    let mut runs = Vec::new();
+    for host in [
+        "ams1-a01", "ams1-a02", "ams1-a03", "ams1-a01", "ams1-a02", "ams1-a03",
+    ] {
+        let r = a
+            .submit(&SubmitRun {
+                workflow: "site-gate".into(),
+                targets: Targets::Names(vec![host.into()]),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .run
+            .id;
+        runs.push(r);
+    }
+    for &r in &runs {
+        waiting_at_gate(&a, r).await;
+        a.signal(r, "gate", &SignalStep::default()).await.unwrap();
+    }
+    for &r in &runs {
+        eventually("the run succeeds at its site", async || {
+            (a.run(r).await.ok()?.run.status == RunStatus::Succeeded).then_some(())
+        })
+        .await;
+    }
+
+    // The link comes back thin; the centre is killed once part of the backlog is in.
+    link.slow_down(60);
+    link.restore();
+    let at_kill = eventually("catch-up starts", async || {
+        applied(&c, "ams1").await.filter(|&n| n > before)
+    })
+    .await;
+    central.kill9();
+    let central = centre(dir.path(), &repo);
+    let c = central.client();
+    link.point_to(&central.base);
+    let after = applied(&c, "ams1").await.unwrap();
+    assert!(
+        after >= at_kill,
+        "what the centre had applied survives its SIGKILL: {after} < {at_kill}"
+    );
+
+    // The agent is killed while it ships the rest.
+    let resumed = eventually("catch-up resumes at the restarted centre", async || {
+        applied(&c, "ams1").await.filter(|&n| n > after)
+    })
+    .await;
+    ams.kill9();
+    link.slow_down(0);
+    let ams = agent_with(dir.path(), "ams1", &link, &token, &small);
+    let a = ams.client();
+    for &r in &runs {
+        same_at_both(&c, &a, r).await;
+    }
+    let done = applied(&c, "ams1").await.unwrap();
+    assert!(
+        before < at_kill && at_kill <= after && after < resumed && resumed < done,
+        "both kills fell inside the catch-up: {before} < {at_kill} <= {after} < {resumed} < {done}"
+    );
+    let s = c.sites().await.unwrap().sites;
+    let ams1 = s.iter().find(|s| s.site == "ams1").unwrap();
+    assert_eq!(ams1.runs_active, 0, "{ams1:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
