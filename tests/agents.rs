@@ -4,13 +4,12 @@
 //! gate, on both sites.
 
 mod api_support;
+mod link_support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -20,9 +19,8 @@ use lariat_client::types::{
     SubmitRun, SyncRequest, Targets,
 };
 use lariat_client::{Client, ClientError, Verbed};
+use link_support::Link;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
 /// Fans out over the site's hosts, retries one step twice, then waits at a gate.
@@ -136,118 +134,6 @@ impl Drop for Proc {
         if std::thread::panicking() {
             eprintln!("---- {} log ----\n{}", self.name, self.log.lock().unwrap());
         }
-    }
-}
-
-/// A TCP proxy in front of the centre, for one agent's link: cut drops every open
-/// connection and refuses new ones until restored; the centre behind it may move.
-struct Link {
-    addr: SocketAddr,
-    upstream: Arc<Mutex<String>>,
-    cut: Arc<AtomicBool>,
-    /// Milliseconds each chunk from the agent waits before it goes on: a thin link.
-    slow: Arc<AtomicU64>,
-    open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// Copies `from` to `to` chunk by chunk, each held back `slow` milliseconds.
-async fn forward(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    slow: Arc<AtomicU64>,
-) {
-    let mut buf = vec![0u8; 16 << 10];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let wait = slow.load(Ordering::SeqCst);
-        if wait > 0 {
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
-impl Link {
-    async fn to(upstream: &str) -> Link {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let upstream = Arc::new(Mutex::new(
-            upstream.trim_start_matches("http://").to_string(),
-        ));
-        let cut = Arc::new(AtomicBool::new(false));
-        let slow = Arc::new(AtomicU64::new(0));
-        let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (u, c, o, sl) = (upstream.clone(), cut.clone(), open.clone(), slow.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if c.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let to = u.lock().unwrap().clone();
-                let slow = sl.clone();
-                let conn = tokio::spawn(async move {
-                    let Ok(outbound) = TcpStream::connect(to).await else {
-                        return;
-                    };
-                    let (ri, mut wi) = inbound.into_split();
-                    let (mut ro, wo) = outbound.into_split();
-                    // Either side closing closes both, as a dead centre's kernel would.
-                    tokio::select! {
-                        _ = forward(ri, wo, slow) => {}
-                        _ = tokio::io::copy(&mut ro, &mut wi) => {}
-                    }
-                });
-                o.lock().unwrap().push(conn.abort_handle());
-            }
-        });
-        Link {
-            addr,
-            upstream,
-            cut,
-            slow,
-            open,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for c in self.open.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-
-    fn slow_down(&self, ms: u64) {
-        self.slow.store(ms, Ordering::SeqCst);
-    }
-
-    fn point_to(&self, upstream: &str) {
-        *self.upstream.lock().unwrap() = upstream.trim_start_matches("http://").to_string();
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.cut();
     }
 }
 

@@ -18,6 +18,11 @@
 //!   the cable" (gives the hook a VM to start) and an operator retries the step, which
 //!   power-cycles the host once more and succeeds.
 //!
+//! Once more through a site agent: the centre runs on the test's host, `lariat agent`
+//! in the namespace serves DHCP, TFTP and HTTP boot, and its link to the centre is cut
+//! after power on: the node's callback reaches the agent, the run succeeds at the site,
+//! and shows as succeeded at the centre once the link is back.
+//!
 //! Needs root, `ip`, qemu-system-x86_64, Debian's ipxe, ipxe-qemu and ovmf, openipmi's
 //! ipmi_sim, and what images/build-node-image.sh needs. Skips without them, unless
 //! LARIAT_REQUIRE_PRIVILEGED=1 (CI), where a missing one fails the test.
@@ -25,8 +30,10 @@
 #[path = "../bmc/tests/support/mod.rs"]
 mod bmc_support;
 mod boot_support;
+mod link_support;
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use boot_support::{
@@ -486,4 +493,264 @@ async fn provision_two_hosts_through_their_bmcs_with_a_crash_a_rollback_and_a_ho
         json!(["macs", "memory"])
     );
     drop(srv);
+}
+
+/// `lariat server` on the test's host as the central node only (`--local-sites none`):
+/// it serves no boot traffic. Answers its URL once it listens.
+async fn central_node(dir: &Path, log: &Path) -> (Proc, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_lariat"))
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--durability",
+            "normal",
+            "--insecure-no-auth",
+            "--local-sites",
+            "none",
+        ])
+        .arg("--db")
+        .arg(dir.join("central.db"))
+        .arg("--design-repo")
+        .arg(dir.join("design"))
+        .env("LARIAT_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("lariat starts");
+    let proc = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(at) = text.find("listening on http://") {
+            let url: String = text[at + "listening on ".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.'))
+                .collect();
+            return (proc, url);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the centre never listened:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `lariat agent` for site `lab` in the namespace: its API on 0.0.0.0:7300, DHCP, TFTP
+/// and HTTP boot on the bridge, dialling the centre at `central`.
+fn site_agent(net: &BootNet, dir: &Path, central: &str, token: &str, log: &Path) -> Proc {
+    let child = net
+        .exec(env!("CARGO_BIN_EXE_lariat"))
+        .args([
+            "agent",
+            "--site",
+            "lab",
+            "--central",
+            central,
+            "--listen",
+            "0.0.0.0:7300",
+            "--durability",
+            "normal",
+            "--insecure-no-auth",
+            "--sync-every",
+            "300ms",
+        ])
+        .arg("--db")
+        .arg(dir.join("agent.db"))
+        .args(["--http-boot", "--boot-url", "http://10.77.0.1:7300"])
+        .arg("--boot-assets")
+        .arg(dir.join("assets"))
+        .args([
+            "--dhcp",
+            "--tftp",
+            "--boot-interface",
+            "br0",
+            "--boot-address",
+            "10.77.0.1",
+        ])
+        .env("LARIAT_AGENT_TOKEN", token)
+        .env(PASSWORD_ENV, "password")
+        .env("LARIAT_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("lariat agent starts");
+    Proc(child)
+}
+
+/// The centre's health row of site `lab`.
+async fn lab_site(http: &reqwest::Client, centre: &str) -> Value {
+    let sites = get(http, &format!("{centre}/v1/sites")).await;
+    sites["sites"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["site"] == "lab"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provision_through_a_site_agent_whose_link_is_cut_after_power_on() {
+    if let Some(reason) = missing(&["ipmi_sim"]) {
+        return skip_or_fail("provision_e2e", &reason);
+    }
+    let image = node_image();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    design_repo(
+        &dir.join("design"),
+        &fill_design(include_str!("provision_e2e.design.yaml"), &image),
+    );
+    stage_node_image(&image, &dir.join("assets"));
+    let net = BootNet::new(&["tap0"]);
+    let a = Machine::start(
+        &net,
+        "vm-a",
+        6231,
+        Vm {
+            tap: "tap0",
+            mac: "52:54:00:77:00:31",
+            uefi: false,
+            serial: Some("LAB-A-0001"),
+            disk: Some(64 << 20),
+            plugged: true,
+        },
+    );
+
+    let (central_log, agent_log) = (dir.join("central.log"), dir.join("agent.log"));
+    let (_centre, centre_url) = central_node(dir, &central_log).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_lariat"))
+        .args(["site", "token", "create", "lab", "--db"])
+        .arg(dir.join("central.db"))
+        .env("LARIAT_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // The agent reaches the centre through a proxy on the host's end of the veth pair.
+    let link = link_support::Link::on(&format!("{}:0", net.host_address()), &centre_url).await;
+    let _agent = site_agent(&net, dir, &link.url(), &token, &agent_log);
+
+    let centre = Lab {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        base: centre_url.clone(),
+        logs: vec![central_log.clone(), agent_log.clone()],
+    };
+    let site = Lab {
+        http: centre.http.clone(),
+        base: format!("http://{}:7300", net.api),
+        logs: vec![agent_log.clone(), central_log.clone()],
+    };
+    site.wait_up().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lab_site(&centre.http, &centre.base).await["connected"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never connected:\n{}",
+            centre.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let run = centre
+        .post(
+            "/v1/runs",
+            json!({"workflow": "provision", "targets": ["vm-a"],
+                   "input": {"callback_timeout": "10m"}}),
+        )
+        .await;
+    assert_eq!(
+        run["owner"], "agent-lab",
+        "the site's agent owns the run: {run:#}"
+    );
+    let id = run["id"].as_str().unwrap().to_string();
+
+    // Powered on: the link goes down before the node has even fetched iPXE.
+    centre
+        .wait(
+            &id,
+            "vm-a powered on, as the centre sees it",
+            Duration::from_secs(120),
+            &[&a],
+            |r| item(r, "boot", "vm-a")["status"] == "succeeded",
+        )
+        .await;
+    link.cut();
+    let done = site
+        .wait(
+            &id,
+            "the run succeeds at the site, cut off from the centre",
+            Duration::from_secs(300),
+            &[&a],
+            |r| r["status"] == "succeeded" || r["status"] == "failed",
+        )
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}\n{}", site.log());
+    let cb = &item(&done, "await_callback", "vm-a")["output"];
+    assert_eq!(cb["state"], "installed", "{cb}");
+    assert!(
+        cb["facts"]["macs"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|v| v == "52:54:00:77:00:31")),
+        "the callback of vm-a reached the agent: {cb}"
+    );
+    assert!(
+        std::fs::read_to_string(&agent_log)
+            .unwrap_or_default()
+            .contains("node reported"),
+        "the agent took the callback"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lab_site(&centre.http, &centre.base).await["connected"] != false {
+        assert!(
+            Instant::now() < deadline,
+            "the centre never saw the site go"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stale = centre.run(&id).await;
+    assert_ne!(
+        stale["status"], "succeeded",
+        "nothing crossed a cut link: {stale:#}"
+    );
+
+    link.restore();
+    let there = centre
+        .wait(
+            &id,
+            "the run shows succeeded at the centre after the link returns",
+            Duration::from_secs(60),
+            &[&a],
+            |r| r["status"] == "succeeded",
+        )
+        .await;
+    for s in ["power_off", "set_pxe", "boot", "await_callback", "verify"] {
+        assert_eq!(
+            step(&there, s)["status"],
+            step(&done, s)["status"],
+            "step {s} at the centre and at the site"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = lab_site(&centre.http, &centre.base).await;
+        if health["dhcp_leases"].as_i64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the site's DHCP lease never showed at the centre: {health:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -71,6 +71,9 @@ pub struct SyncRequest {
     pub design: Option<String>,
     /// Commands with a greater `seq` are sent.
     pub commands_after: i64,
+    /// Active DHCP leases at the site; absent when the agent serves no DHCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_leases: Option<i64>,
 }
 
 /// What travels to the agent.
@@ -196,6 +199,9 @@ pub struct SiteStatus {
     pub lag_seconds: Option<f64>,
     /// Runs of the site that are not finished, as the centre knows them.
     pub runs_active: i64,
+    /// Active DHCP leases at the site (bound, not expired), as last reported; absent
+    /// when nobody reports DHCP for it.
+    pub dhcp_leases: Option<i64>,
 }
 
 /// `GET /v1/sites`.

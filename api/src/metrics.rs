@@ -96,6 +96,10 @@ fn describe() {
         "lariat_site_active_runs",
         "Unfinished runs of a site, by site"
     );
+    describe_gauge!(
+        "lariat_site_dhcp_leases",
+        "Active DHCP leases at a site, as last reported, by site"
+    );
     describe_gauge!("lariat_running_attempts", "Step attempts executing now");
     describe_gauge!(
         "lariat_timers",
@@ -153,7 +157,10 @@ pub(crate) async fn update_site_gauges(
             .set(f64::from(u8::from(s.connected)));
         gauge!("lariat_site_pending_events", "site" => site.clone()).set(s.pending_events as f64);
         gauge!("lariat_site_lag_seconds", "site" => site.clone()).set(s.lag_seconds.unwrap_or(0.0));
-        gauge!("lariat_site_active_runs", "site" => site).set(s.runs_active as f64);
+        gauge!("lariat_site_active_runs", "site" => site.clone()).set(s.runs_active as f64);
+        if let Some(n) = s.dhcp_leases {
+            gauge!("lariat_site_dhcp_leases", "site" => site).set(n as f64);
+        }
     }
     Ok(())
 }

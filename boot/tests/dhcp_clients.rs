@@ -300,6 +300,11 @@ async fn udhcpc_and_dhclient_get_reservation_options_and_boot_file_by_arch() {
     let rows = server.leases().leases().await.unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].ip, RESERVED);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(server.leases().active(now).await.unwrap(), 1);
     server.shutdown().await;
 }
 

@@ -110,6 +110,11 @@ pub enum CentralError {
     Db(#[from] lariat_db::DbError),
 }
 
+/// Counts the active DHCP leases of the DHCP server this process runs, when it runs one.
+pub type LeaseCount = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Option<i64>> + Send>> + Send + Sync,
+>;
+
 /// The central node's placement, site registry and link. Cheap to clone.
 #[derive(Clone)]
 pub struct Central {
@@ -120,6 +125,8 @@ pub struct Central {
     /// Keyed submits that span sites take turns, so that a repeat finds the first
     /// group whole.
     placing: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The DHCP server of this process's site role, set once it starts.
+    local_leases: std::sync::Arc<std::sync::OnceLock<LeaseCount>>,
 }
 
 impl Central {
@@ -130,7 +137,15 @@ impl Central {
             sites,
             local,
             placing: Default::default(),
+            local_leases: Default::default(),
         }
+    }
+
+    /// The leases of the DHCP server this process runs for the sites it serves; they are
+    /// shown for a site when it is the only one served here (the design does not say
+    /// which site a network belongs to). Later calls are ignored.
+    pub fn serve_leases(&self, count: LeaseCount) {
+        let _ = self.local_leases.set(count);
     }
 
     pub fn sites(&self) -> &Sites {

@@ -12,7 +12,7 @@ use lariat_api_types::{
 use lariat_engine::{EngineError, Event, EventKind, RunRow, StoreError};
 use serde_json::Value;
 
-use crate::sites::Registration;
+use crate::sites::{Registration, SyncReport};
 use crate::{CONNECTED_WITHIN_MS, Central, CentralError};
 
 /// Most commands one sync hands over.
@@ -101,7 +101,10 @@ impl Central {
                 site,
                 &reg.agent_version,
                 req.owner_seq,
-                Some(req.commands_after),
+                Some(SyncReport {
+                    commands_seen: req.commands_after,
+                    dhcp_leases: req.dhcp_leases,
+                }),
             )
             .await?;
         let store = self.engine.store();
@@ -253,6 +256,15 @@ impl Central {
             .collect();
         names.extend(regs.iter().map(|r| r.site.clone()));
         let now = lariat_db::now_ms();
+        let served_here: Vec<String> = names
+            .iter()
+            .filter(|s| self.local.serves(s) && !regs.iter().any(|r| &r.site == *s))
+            .cloned()
+            .collect();
+        let local_leases = match (self.local_leases.get(), served_here.as_slice()) {
+            (Some(count), [_]) => count().await,
+            _ => None,
+        };
         let mut out = Vec::new();
         for site in names {
             let reg = regs.iter().find(|r| r.site == site);
@@ -272,9 +284,14 @@ impl Central {
                         lag_seconds: (pending > 0)
                             .then(|| (now - r.last_seen).max(0) as f64 / 1000.0),
                         runs_active: active.get(&r.executor).copied().unwrap_or(0),
+                        dhcp_leases: r.dhcp_leases,
                     }
                 }
                 None => SiteStatus {
+                    dhcp_leases: served_here
+                        .contains(&site)
+                        .then_some(local_leases)
+                        .flatten(),
                     served_by: if self.local.serves(&site) {
                         "central".into()
                     } else {

@@ -18,6 +18,17 @@ pub struct Registration {
     pub last_seen: i64,
     pub owner_seq: i64,
     pub commands_seen: i64,
+    /// Active DHCP leases at the site, at the agent's last sync.
+    pub dhcp_leases: Option<i64>,
+}
+
+/// What an agent reports at each sync, beyond its log's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Its command cursor.
+    pub commands_seen: i64,
+    /// Active DHCP leases, or `None` when it serves no DHCP.
+    pub dhcp_leases: Option<i64>,
 }
 
 /// A site credential just made: `token` is shown once.
@@ -42,10 +53,19 @@ pub struct Sites {
     db: Db,
 }
 
-type RegRow = (String, String, String, i64, i64, i64, i64);
+type RegRow = (String, String, String, i64, i64, i64, i64, Option<i64>);
 
 fn registration(
-    (site, executor, agent_version, registered_at, last_seen, owner_seq, commands_seen): RegRow,
+    (
+        site,
+        executor,
+        agent_version,
+        registered_at,
+        last_seen,
+        owner_seq,
+        commands_seen,
+        dhcp_leases,
+    ): RegRow,
 ) -> Registration {
     Registration {
         site,
@@ -55,13 +75,14 @@ fn registration(
         last_seen,
         owner_seq,
         commands_seen,
+        dhcp_leases,
     }
 }
 
 /// The columns [`registration`] decodes, in its order (a macro so queries stay `&'static str`).
 macro_rules! reg_columns {
     () => {
-        "site, executor, agent_version, registered_at, last_seen, owner_seq, commands_seen"
+        "site, executor, agent_version, registered_at, last_seen, owner_seq, commands_seen, dhcp_leases"
     };
 }
 
@@ -169,18 +190,21 @@ impl Sites {
         site: &str,
         version: &str,
         owner_seq: i64,
-        commands_seen: Option<i64>,
+        report: Option<SyncReport>,
     ) -> Result<(), DbError> {
         let mut w = self.db.writer().await?;
         sqlx::query(
             "UPDATE sites SET last_seen = ?2, agent_version = ?3, owner_seq = ?4,
-               commands_seen = COALESCE(?5, commands_seen) WHERE site = ?1",
+               commands_seen = COALESCE(?5, commands_seen),
+               dhcp_leases = CASE WHEN ?5 IS NULL THEN dhcp_leases ELSE ?6 END
+             WHERE site = ?1",
         )
         .bind(site)
         .bind(lariat_db::now_ms())
         .bind(version)
         .bind(owner_seq)
-        .bind(commands_seen)
+        .bind(report.map(|r| r.commands_seen))
+        .bind(report.and_then(|r| r.dhcp_leases))
         .execute(&mut *w)
         .await?;
         Ok(())

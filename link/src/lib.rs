@@ -50,6 +50,12 @@ pub struct LinkConfig {
     pub version: String,
 }
 
+/// Counts the site's active DHCP leases for the centre's site health: `None` when the
+/// agent serves no DHCP.
+pub type LeaseCount = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Option<i64>> + Send>> + Send + Sync,
+>;
+
 impl Default for LinkConfig {
     fn default() -> Self {
         LinkConfig {
@@ -111,6 +117,7 @@ pub struct Link {
     design: StoredDesign,
     cursors: Cursors,
     centre: Client,
+    leases: Option<LeaseCount>,
 }
 
 impl Link {
@@ -129,7 +136,14 @@ impl Link {
             design,
             cursors: Cursors { db: tables },
             centre,
+            leases: None,
         })
+    }
+
+    /// Reports the site's DHCP leases at each sync.
+    pub fn with_leases(mut self, leases: LeaseCount) -> Link {
+        self.leases = Some(leases);
+        self
     }
 
     /// Runs until `stop` fires.
@@ -217,6 +231,10 @@ impl Link {
             workflows_since: self.cursors.get("workflows_since").await?,
             design: self.design.commit(),
             commands_after: self.cursors.get("commands_after").await?,
+            dhcp_leases: match &self.leases {
+                Some(count) => count().await,
+                None => None,
+            },
         };
         Ok(self.centre.agent_sync(&req).await?)
     }

@@ -75,6 +75,9 @@ pub async fn serve(
     let mut site = site
         .start(engine.clone(), central.site_design(), &tables, local)
         .await?;
+    if let Some(count) = site.lease_count() {
+        central.serve_leases(count);
+    }
     let app = central.router(site.take_routes()).await?;
     let served = serve_http(listener, app, &engine, central.stream_stop(), shutdown).await;
     site.shutdown().await;
@@ -107,7 +110,14 @@ pub async fn serve_agent(
     let mut site = site
         .start(engine.clone(), Arc::new(design.clone()), &tables, local)
         .await?;
-    let link = LinkRole::start(&cfg.link, engine.clone(), design, tables.clone()).await?;
+    let link = LinkRole::start(
+        &cfg.link,
+        engine.clone(),
+        design,
+        tables.clone(),
+        site.lease_count(),
+    )
+    .await?;
     let end_streams = CancellationToken::new();
     let api = ApiConfig {
         auth: cfg.auth,

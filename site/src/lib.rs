@@ -24,7 +24,7 @@ pub use lariat_steps::CurrentDesign;
 pub use node_tokens::{MIGRATIONS, NodeToken, NodeTokens};
 pub use nodes::SiteNodes;
 pub use provisioning::{ProvisioningConfig, actions};
-pub use services::{BootServices, BootServicesConfig, ServicesError};
+pub use services::{BootServices, BootServicesConfig, ServicesError, active_leases};
 
 /// HTTP boot of this site: where nodes reach it, and what it serves them.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use lariat_boot::dhcp::{
-    self, BootConfig, DhcpError, DhcpHandle, DhcpServer, Listen, ServerOptions,
+    self, BootConfig, DhcpError, DhcpHandle, DhcpServer, LeaseReader, Listen, ServerOptions,
 };
 use lariat_boot::tftp::{self, TftpConfig, TftpError, TftpServer};
 use lariat_steps::CurrentDesign;
@@ -58,6 +58,7 @@ pub struct BootServices {
     /// Owns the DHCP server: follows the design, shuts it down on stop.
     dhcp: Option<tokio::task::JoinHandle<()>>,
     tftp: Option<TftpServer>,
+    leases: Option<LeaseReader>,
     stop: CancellationToken,
 }
 
@@ -73,6 +74,7 @@ impl BootServices {
             return Ok(BootServices {
                 dhcp: None,
                 tftp: None,
+                leases: None,
                 stop,
             });
         }
@@ -93,6 +95,7 @@ impl BootServices {
         } else {
             None
         };
+        let mut leases = None;
         let dhcp = if cfg.dhcp {
             let iface = cfg
                 .boot_interface
@@ -115,6 +118,7 @@ impl BootServices {
                 .await
                 .map_err(|e| ServicesError::Dhcp(iface.clone(), e))?;
             tracing::info!(interface = %iface, "DHCP serving");
+            leases = Some(handle.leases().clone());
             Some(tokio::spawn(follow(
                 design.subscribe(),
                 handle,
@@ -125,7 +129,17 @@ impl BootServices {
         } else {
             None
         };
-        Ok(BootServices { dhcp, tftp, stop })
+        Ok(BootServices {
+            dhcp,
+            tftp,
+            leases,
+            stop,
+        })
+    }
+
+    /// The DHCP server's leases, when it runs.
+    pub fn leases(&self) -> Option<&LeaseReader> {
+        self.leases.as_ref()
     }
 
     /// Stops the services and waits for them.
@@ -165,4 +179,17 @@ async fn follow(
         }
     }
     dhcp.shutdown().await;
+}
+
+/// Counts `reader`'s active leases now, for site health; `None` when the lease file
+/// cannot be read (said in the log).
+pub async fn active_leases(reader: &LeaseReader) -> Option<i64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    reader
+        .active(now)
+        .await
+        .inspect_err(|e| tracing::warn!("cannot count the DHCP leases: {e}"))
+        .ok()
 }

@@ -135,6 +135,9 @@ async fn list(c: Client, conn: &Conn) -> anyhow::Result<i32> {
                     .map(|l| format!("{l:.1}s"))
                     .unwrap_or_else(|| "-".into()),
                 s.runs_active.to_string(),
+                s.dhcp_leases
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 s.executor.clone().unwrap_or_else(|| "-".into()),
             ]
         })
@@ -150,6 +153,7 @@ async fn list(c: Client, conn: &Conn) -> anyhow::Result<i32> {
                 "PENDING",
                 "LAG",
                 "ACTIVE RUNS",
+                "LEASES",
                 "AGENT"
             ],
             &rows

@@ -139,6 +139,12 @@ impl BootNet {
         net
     }
 
+    /// The host's end of the veth pair: where the namespace reaches the test's host.
+    pub fn host_address(&self) -> String {
+        let (sub, _) = self.api.rsplit_once('.').unwrap();
+        format!("{sub}.1")
+    }
+
     /// `program` run inside the namespace.
     pub fn exec(&self, program: &str) -> Command {
         let mut c = Command::new("ip");

@@ -184,6 +184,17 @@ impl LeaseStore {
 }
 
 impl LeaseReader {
+    /// Leases bound and not expired at `now` (Unix seconds).
+    pub async fn active(&self, now: u64) -> Result<i64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM dhcp_leases WHERE state = 'bound' AND expires_at > ?1",
+        )
+        .bind(i64::try_from(now).unwrap_or(i64::MAX))
+        .fetch_one(&self.read)
+        .await?;
+        Ok(n)
+    }
+
     /// Every lease row (bound and released), ordered by address.
     pub async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
         let rows = sqlx::query(
@@ -237,5 +248,44 @@ impl LeaseReader {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(last: u8, expires_at: u64, state: LeaseState) -> Lease {
+        Lease {
+            mac: MacAddr::from_str(&format!("52:54:00:00:00:{last:02x}")).unwrap(),
+            ip: Ipv4Addr::new(10, 0, 0, last),
+            expires_at,
+            state,
+            hostname: None,
+            network: "prov".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn active_counts_bound_leases_that_have_not_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LeaseStore::open(&dir.path().join("leases.db"), Durability::Normal)
+            .await
+            .unwrap();
+        let rows = [
+            lease(1, 2_000, LeaseState::Bound),
+            lease(2, 3_000, LeaseState::Bound),
+            lease(3, 900, LeaseState::Bound),
+            lease(4, 5_000, LeaseState::Released),
+        ];
+        store
+            .commit(&rows.iter().collect::<Vec<_>>(), &[], 1_000)
+            .await
+            .unwrap();
+        let r = store.reader();
+        assert_eq!(r.active(1_000).await.unwrap(), 2);
+        assert_eq!(r.active(2_500).await.unwrap(), 1);
+        assert_eq!(r.active(3_000).await.unwrap(), 0);
+        store.close().await;
     }
 }

@@ -126,6 +126,11 @@ impl CentralRole {
         .await?)
     }
 
+    /// The site role's DHCP leases, shown in the health of the site served here.
+    pub fn serve_leases(&self, count: lariat_central::LeaseCount) {
+        self.central.serve_leases(count);
+    }
+
     /// Cancelled, it ends every open event stream: the first step of a graceful
     /// shutdown.
     pub fn stream_stop(&self) -> CancellationToken {

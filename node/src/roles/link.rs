@@ -4,7 +4,7 @@
 use lariat_client::Client;
 use lariat_db::Db;
 use lariat_engine::Engine;
-use lariat_link::{Link, LinkConfig, StoredDesign};
+use lariat_link::{LeaseCount, Link, LinkConfig, StoredDesign};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProcessError;
@@ -39,12 +39,16 @@ impl LinkRole {
         engine: Engine,
         design: StoredDesign,
         tables: Db,
+        leases: Option<LeaseCount>,
     ) -> Result<LinkRole, ProcessError> {
         let centre = Client::new(&s.central, Some(s.token.clone()))
             .map_err(|e| ProcessError::Central(s.central.clone(), e))?;
-        let link = Link::open(s.link.clone(), engine, design, tables, centre)
+        let mut link = Link::open(s.link.clone(), engine, design, tables, centre)
             .await
             .map_err(ProcessError::Link)?;
+        if let Some(l) = leases {
+            link = link.with_leases(l);
+        }
         let stop = CancellationToken::new();
         let task = tokio::spawn(link.run(stop.clone()));
         Ok(LinkRole { stop, task })

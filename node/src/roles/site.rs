@@ -126,6 +126,15 @@ impl RunningSite {
         self.routes.take()
     }
 
+    /// Counts the DHCP server's active leases, when this site serves DHCP.
+    pub fn lease_count(&self) -> Option<lariat_link::LeaseCount> {
+        let reader = self.services.leases()?.clone();
+        Some(Arc::new(move || {
+            let reader = reader.clone();
+            Box::pin(async move { lariat_site::active_leases(&reader).await })
+        }))
+    }
+
     /// Stops the boot services.
     pub async fn shutdown(self) {
         self.services.shutdown().await;

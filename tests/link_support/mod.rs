@@ -1,0 +1,129 @@
+//! A TCP proxy the tests put between a site agent and the centre: cut, restore, slow
+//! down, or point at a restarted centre.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A TCP proxy in front of the centre, for one agent's link: cut drops every open
+/// connection and refuses new ones until restored; the centre behind it may move.
+pub struct Link {
+    addr: SocketAddr,
+    upstream: Arc<Mutex<String>>,
+    cut: Arc<AtomicBool>,
+    /// Milliseconds each chunk from the agent waits before it goes on: a thin link.
+    slow: Arc<AtomicU64>,
+    open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Copies `from` to `to` chunk by chunk, each held back `slow` milliseconds.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    slow: Arc<AtomicU64>,
+) {
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let wait = slow.load(Ordering::SeqCst);
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Link {
+    /// A proxy on loopback.
+    pub async fn to(upstream: &str) -> Link {
+        Link::on("127.0.0.1:0", upstream).await
+    }
+
+    /// A proxy listening on `bind`.
+    pub async fn on(bind: &str, upstream: &str) -> Link {
+        let listener = TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = Arc::new(Mutex::new(
+            upstream.trim_start_matches("http://").to_string(),
+        ));
+        let cut = Arc::new(AtomicBool::new(false));
+        let slow = Arc::new(AtomicU64::new(0));
+        let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (u, c, o, sl) = (upstream.clone(), cut.clone(), open.clone(), slow.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if c.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let to = u.lock().unwrap().clone();
+                let slow = sl.clone();
+                let conn = tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(to).await else {
+                        return;
+                    };
+                    let (ri, mut wi) = inbound.into_split();
+                    let (mut ro, wo) = outbound.into_split();
+                    // Either side closing closes both, as a dead centre's kernel would.
+                    tokio::select! {
+                        _ = forward(ri, wo, slow) => {}
+                        _ = tokio::io::copy(&mut ro, &mut wi) => {}
+                    }
+                });
+                o.lock().unwrap().push(conn.abort_handle());
+            }
+        });
+        Link {
+            addr,
+            upstream,
+            cut,
+            slow,
+            open,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for c in self.open.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+
+    pub fn slow_down(&self, ms: u64) {
+        self.slow.store(ms, Ordering::SeqCst);
+    }
+
+    pub fn point_to(&self, upstream: &str) {
+        *self.upstream.lock().unwrap() = upstream.trim_start_matches("http://").to_string();
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}
