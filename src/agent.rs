@@ -21,9 +21,20 @@ pub struct AgentArgs {
     #[arg(long, env = "LARIAT_CENTRAL")]
     pub central: String,
     /// File holding the site's credential (`lariat site token create SITE`); the
-    /// LARIAT_AGENT_TOKEN environment variable when absent.
+    /// LARIAT_AGENT_TOKEN environment variable when absent. Not needed with --tls-cert.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// The agent's client certificate (PEM, chain leaf first), for mutual TLS with an
+    /// `https://` centre: the site's name is a DNS name in its subjectAltName.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) the centre's certificate must chain to; the system's
+    /// roots when absent.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
     /// The agent's SQLite database file (created if missing).
     #[arg(long, default_value = "./lariat-agent.db", env = "LARIAT_DB")]
     pub db: PathBuf,
@@ -61,20 +72,46 @@ pub struct AgentArgs {
 
 impl AgentArgs {
     fn config(&self) -> anyhow::Result<lariat_node::AgentConfig> {
-        let token = match &self.token_file {
-            Some(p) => std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read the site credential {}", p.display()))?,
-            None => std::env::var("LARIAT_AGENT_TOKEN").map_err(|_| {
-                anyhow::anyhow!(
-                    "no site credential: give --token-file or set LARIAT_AGENT_TOKEN (make one at the centre with `lariat site token create {}`)",
-                    self.site
-                )
-            })?,
+        let read = |p: &PathBuf, what: &str| {
+            std::fs::read(p).with_context(|| format!("cannot read {what} {}", p.display()))
         };
-        let token = token.trim().to_string();
-        if token.is_empty() {
-            anyhow::bail!("the site credential is empty");
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => {
+                let mut pem = read(c, "the client certificate")?;
+                pem.push(b'\n');
+                pem.extend(read(k, "the client key")?);
+                Some(pem)
+            }
+            _ => None,
+        };
+        let token = match (&self.token_file, std::env::var("LARIAT_AGENT_TOKEN")) {
+            (Some(p), _) => Some(
+                String::from_utf8_lossy(&read(p, "the site credential")?)
+                    .trim()
+                    .to_string(),
+            ),
+            (None, Ok(t)) => Some(t.trim().to_string()),
+            (None, Err(_)) => None,
+        };
+        match &token {
+            Some(t) if t.is_empty() => anyhow::bail!("the site credential is empty"),
+            None if identity.is_none() => anyhow::bail!(
+                "no site credential: give --token-file, set LARIAT_AGENT_TOKEN (make one at the centre with `lariat site token create {}`), or give --tls-cert and --tls-key",
+                self.site
+            ),
+            _ => {}
         }
+        if identity.is_some() && !self.central.starts_with("https://") {
+            anyhow::bail!("--tls-cert needs an https:// --central");
+        }
+        let tls = lariat_client::ClientTls {
+            identity,
+            ca: self
+                .ca
+                .as_ref()
+                .map(|p| read(p, "the CA certificates"))
+                .transpose()?,
+        };
         if self.sync_every < Duration::from_millis(100) {
             anyhow::bail!("--sync-every must be at least 100ms");
         }
@@ -89,11 +126,13 @@ impl AgentArgs {
                 durability: self.durability,
                 max_running: self.max_running,
                 max_interruptions: self.max_interruptions,
+                tls: None,
             },
             auth: auth(self.insecure_no_auth),
             link: lariat_node::LinkSettings {
                 central: self.central.clone(),
                 token,
+                tls,
                 link: lariat_node::LinkConfig {
                     every: self.sync_every,
                     batch: self.link_batch,

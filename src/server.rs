@@ -39,6 +39,17 @@ pub struct ServerArgs {
     /// an agent is refused.
     #[arg(long, default_value = "all")]
     pub local_sites: String,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first) instead of plain HTTP.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that sign site agents' client certificates (mutual TLS; the
+    /// site's name is a DNS name in the certificate's subjectAltName). Clients without a
+    /// certificate still use bearer tokens.
+    #[arg(long, requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
     #[command(flatten)]
     pub design: DesignArgs,
     #[command(flatten)]
@@ -193,6 +204,14 @@ impl ServerArgs {
                 durability: self.durability,
                 max_running: self.max_running,
                 max_interruptions: self.max_interruptions,
+                tls: match (&self.tls_cert, &self.tls_key) {
+                    (Some(cert), Some(key)) => Some(lariat_node::TlsFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        client_ca: self.client_ca.clone(),
+                    }),
+                    _ => None,
+                },
             },
             central: lariat_node::CentralConfig {
                 design: self.design.config(&self.db)?,

@@ -749,6 +749,221 @@ async fn a_site_credential_speaks_for_its_site_only() {
     assert!(matches!(err, ClientError::Api { status: 401, .. }), "{err}");
 }
 
+/// PEM files of a test PKI in `dir`: a CA, the centre's certificate for 127.0.0.1, and
+/// client certificates of the CA for each of `clients` (a DNS name each), as
+/// `<name>.crt`/`<name>.key`; `rogue.crt`/`rogue.key` come from another CA and name
+/// ams1.
+fn pki(dir: &Path, clients: &[&str]) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+    let ca = |name: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_string());
+        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+    };
+    let (ours, theirs) = (ca("lariat test CA"), ca("someone else's CA"));
+    std::fs::write(dir.join("ca.crt"), ours.pem()).unwrap();
+    let leaf = |name: &str, sans: Vec<SanType>, issuer: &CertifiedIssuer<'_, KeyPair>| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = sans;
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    };
+    let dns = |n: &str| SanType::DnsName(n.try_into().unwrap());
+    leaf(
+        "centre",
+        vec![SanType::IpAddress([127, 0, 0, 1].into()), dns("localhost")],
+        &ours,
+    );
+    for c in clients {
+        leaf(c, vec![dns(c)], &ours);
+    }
+    leaf("rogue", vec![dns("ams1")], &theirs);
+}
+
+/// A client of the centre over TLS, as the client certificate `who` (none when empty).
+fn tls_client(dir: &Path, base: &str, who: &str) -> Client {
+    let identity = (!who.is_empty()).then(|| {
+        let mut pem = std::fs::read(dir.join(format!("{who}.crt"))).unwrap();
+        pem.extend(std::fs::read(dir.join(format!("{who}.key"))).unwrap());
+        pem
+    });
+    let tls = lariat_client::ClientTls {
+        identity,
+        ca: Some(std::fs::read(dir.join("ca.crt")).unwrap()),
+    };
+    Client::with_tls(base, None, &tls).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_speaks_for_its_site_by_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let design = dir.path().join("design");
+    two_site_design(&design);
+    let repo = Repo::with(&design);
+    let pki_dir = dir.path().join("pki");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    pki(&pki_dir, &["ams1", "fra1", "nowhere"]);
+    let file = |n: &str| pki_dir.join(n).to_str().unwrap().to_string();
+    let db = dir.path().join("central.db");
+    let central = Proc::spawn(
+        "centre",
+        &[
+            "server",
+            "--insecure-no-auth",
+            "--durability",
+            "normal",
+            "--listen",
+            "127.0.0.1:0",
+            "--design-repo",
+            repo.path(),
+            "--db",
+            db.to_str().unwrap(),
+            "--tls-cert",
+            &file("centre.crt"),
+            "--tls-key",
+            &file("centre.key"),
+            "--client-ca",
+            &file("ca.crt"),
+        ],
+        &[],
+    );
+    assert!(central.base.starts_with("https://"), "{}", central.base);
+    // Operators without a certificate still come in (here without a token: no-auth).
+    let c = tls_client(&pki_dir, &central.base, "");
+    c.register_workflow(WORKFLOW.into(), lariat_client::DefinitionFormat::Yaml)
+        .await
+        .unwrap();
+
+    // An agent with ams1's certificate and no token replicates its runs.
+    let link = Link::to(&central.base.replace("https://", "http://")).await;
+    let central_url = format!(
+        "https://localhost:{}",
+        link.url().rsplit(':').next().unwrap()
+    );
+    let agent_db = dir.path().join("agent-ams1.db");
+    let ams = Proc::spawn(
+        "agent ams1",
+        &[
+            "agent",
+            "--site",
+            "ams1",
+            "--central",
+            &central_url,
+            "--tls-cert",
+            &file("ams1.crt"),
+            "--tls-key",
+            &file("ams1.key"),
+            "--ca",
+            &file("ca.crt"),
+            "--insecure-no-auth",
+            "--durability",
+            "normal",
+            "--sync-every",
+            "200ms",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            agent_db.to_str().unwrap(),
+        ],
+        &[],
+    );
+    eventually("ams1 connects by certificate", async || {
+        let s = c.sites().await.ok()?.sites;
+        s.iter()
+            .any(|s| s.site == "ams1" && s.connected)
+            .then_some(())
+    })
+    .await;
+    let run = c
+        .submit(&SubmitRun {
+            workflow: "site-gate".into(),
+            targets: Targets::Names(vec!["ams1-a01".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .run;
+    assert_eq!(run.owner, "agent-ams1");
+    waiting_at_gate(&c, run.id).await;
+    c.signal(run.id, "gate", &SignalStep::default())
+        .await
+        .unwrap();
+    eventually("the run succeeds, replicated over mutual TLS", async || {
+        (c.run(run.id).await.ok()?.run.status == RunStatus::Succeeded).then_some(())
+    })
+    .await;
+    same_at_both(&c, &ams.client(), run.id).await;
+
+    // fra1's certificate speaks for fra1 only.
+    let fra = tls_client(&pki_dir, &central.base, "fra1");
+    let err = fra
+        .agent_sync(&SyncRequest {
+            executor: "agent-ams1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Api { status: 409, .. }), "{err}");
+    let forged = LinkEvent {
+        run_id: run.id,
+        seq: 99,
+        owner: "agent-ams1".into(),
+        owner_seq: 99,
+        at: 0,
+        kind: "run_cancelled".into(),
+        step: None,
+        item: None,
+        attempt: None,
+        error: None,
+        data: None,
+    };
+    fra.agent_hello(&AgentHello {
+        executor: "agent-fra1".into(),
+        version: "test".into(),
+        owner_seq: 0,
+    })
+    .await
+    .unwrap();
+    let err = fra
+        .agent_events(&EventBatch {
+            events: vec![forged],
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Api { status: 403, .. }), "{err}");
+    // A certificate of the CA that names no site, and none at all, are no credential.
+    let hello = AgentHello {
+        executor: "agent-x".into(),
+        version: "test".into(),
+        owner_seq: 0,
+    };
+    for who in ["nowhere", ""] {
+        let err = tls_client(&pki_dir, &central.base, who)
+            .agent_hello(&hello)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Api { status: 401, .. }),
+            "{who}: {err}"
+        );
+    }
+    // A certificate of another CA does not get through the handshake.
+    let err = tls_client(&pki_dir, &central.base, "rogue")
+        .agent_hello(&hello)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
+    assert_eq!(
+        c.run(run.id).await.unwrap().run.status,
+        RunStatus::Succeeded,
+        "nothing forged was applied"
+    );
+}
+
 /// A `run_created` event of `owner` for `run`, `seq` in its log and `owner_seq` in the
 /// owner's.
 fn created(run: Uuid, owner: &str, owner_seq: i64) -> LinkEvent {

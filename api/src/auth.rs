@@ -10,6 +10,7 @@ use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use lariat_engine::Actor;
+use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::error::HttpError;
 use crate::tokens::{Role, TokenStore, hash_token};
@@ -99,13 +100,44 @@ impl Authenticator {
     }
 }
 
-/// Checks site agents' credentials (`lariat site token create`); none where the process
-/// is not a central node.
+/// Checks site agents' credentials (`lariat site token create`, or a client certificate
+/// naming the site); none where the process is not a central node.
 #[derive(Clone)]
-pub struct AgentAuth(pub Option<lariat_central::Sites>);
+pub struct AgentAuth(pub Option<lariat_central::Central>);
+
+/// The certificate a client presented in the TLS handshake (DER), already verified
+/// against the server's client CA. The TLS listener puts it in each request's
+/// extensions; a connection without one has none.
+#[derive(Debug, Clone)]
+pub struct ClientCertificate(pub Arc<[u8]>);
 
 /// A site agent, by the credential it sent: the site it may speak for.
 pub struct AgentOf(pub String);
+
+/// The site a verified client certificate speaks for: the one site whose name it is
+/// valid for (a DNS name in its subjectAltName). A certificate valid for several sites
+/// speaks for none.
+async fn site_of_certificate(
+    central: &lariat_central::Central,
+    der: &[u8],
+) -> Result<Option<String>, HttpError> {
+    let der = CertificateDer::from(der);
+    let cert = webpki::EndEntityCert::try_from(&der).map_err(|e| {
+        HttpError::unauthorized(format!("the client certificate cannot be read: {e}"))
+    })?;
+    let names = central
+        .site_names()
+        .await
+        .map_err(|e| HttpError::internal("listing the sites", &e))?;
+    let mut valid = names.into_iter().filter(|site| {
+        ServerName::try_from(site.as_str())
+            .is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok())
+    });
+    match (valid.next(), valid.next()) {
+        (Some(site), None) => Ok(Some(site)),
+        _ => Ok(None),
+    }
+}
 
 impl<S> FromRequestParts<S> for AgentOf
 where
@@ -115,18 +147,26 @@ where
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let AgentAuth(sites) = AgentAuth::from_ref(state);
-        let Some(sites) = sites else {
+        let AgentAuth(central) = AgentAuth::from_ref(state);
+        let Some(central) = central else {
             return Err(HttpError::not_found(
                 "this process is not a central node: site agents connect to the central node",
             ));
         };
-        let token = bearer(parts)?.ok_or_else(|| {
-            HttpError::unauthorized(
-                "a site agent sends its site's credential: `Authorization: Bearer <token>` (make one with `lariat site token create SITE`)",
-            )
-        })?;
-        match sites.site_of_token(token).await {
+        let Some(token) = bearer(parts)? else {
+            let Some(ClientCertificate(der)) = parts.extensions.get::<ClientCertificate>() else {
+                return Err(HttpError::unauthorized(
+                    "a site agent sends its site's credential: `Authorization: Bearer <token>` (make one with `lariat site token create SITE`), or a client certificate naming its site",
+                ));
+            };
+            return match site_of_certificate(&central, der).await? {
+                Some(site) => Ok(AgentOf(site)),
+                None => Err(HttpError::unauthorized(
+                    "the client certificate names no site of the design (the site's name goes in its subjectAltName, as a DNS name)",
+                )),
+            };
+        };
+        match central.sites().site_of_token(token).await {
             Ok(Some(site)) => Ok(AgentOf(site)),
             Ok(None) => Err(HttpError::unauthorized(
                 "the bearer token is not a site agent's credential",

@@ -47,7 +47,7 @@ use utoipa::openapi::{RefOr, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::Auth;
+pub use auth::{Auth, ClientCertificate};
 pub use error::HttpError;
 pub use lariat_api_types as types;
 pub use tokens::{NewToken, Role, TokenError, TokenInfo, TokenStore};

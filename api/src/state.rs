@@ -25,7 +25,7 @@ pub(crate) struct AppState {
 
 impl FromRef<Arc<AppState>> for AgentAuth {
     fn from_ref(state: &Arc<AppState>) -> Self {
-        AgentAuth(state.central.as_ref().map(|c| c.sites().clone()))
+        AgentAuth(state.central.clone())
     }
 }
 

@@ -152,6 +152,27 @@ impl Central {
         &self.sites
     }
 
+    /// Every site an agent may speak for: the active design's, and those with a
+    /// registered agent.
+    pub async fn site_names(&self) -> Result<Vec<String>, CentralError> {
+        let mut names: std::collections::BTreeSet<String> = self
+            .design
+            .active()
+            .loaded
+            .design
+            .sites()
+            .map(|s| s.name.clone())
+            .collect();
+        names.extend(
+            self.sites
+                .registrations()
+                .await?
+                .into_iter()
+                .map(|r| r.site),
+        );
+        Ok(names.into_iter().collect())
+    }
+
     /// The site whose agent owns runs of `owner`, when `owner` is a registered agent.
     pub async fn agent_site(&self, owner: &str) -> Result<Option<String>, CentralError> {
         if owner == self.engine.owner() {

@@ -3,7 +3,7 @@
 /// A failed call. The server's own errors keep its message, status and code.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{0} is not an http:// URL")]
+    #[error("{0} is not an http:// or https:// URL")]
     BadUrl(String),
     #[error("cannot build the HTTP client: {0}")]
     Build(String),

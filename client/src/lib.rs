@@ -58,6 +58,15 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// TLS material of a client, as PEM.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// A certificate chain and its private key, in one PEM buffer.
+    pub identity: Option<Vec<u8>>,
+    /// CA certificates the server's certificate must chain to.
+    pub ca: Option<Vec<u8>>,
+}
+
 /// An error answer: the API's error body, or whatever else came.
 fn error_answer(status: StatusCode, text: &str) -> ClientError {
     match serde_json::from_str::<ErrorBody>(text) {
@@ -97,6 +106,35 @@ impl Client {
             .build()
             .map_err(|e| ClientError::Build(e.to_string()))?;
         Self::with_http(base, token, http)
+    }
+
+    /// As [`new`](Self::new), for an `https://` server whose certificate `tls.ca`
+    /// signs (the system's roots when absent), presenting `tls.identity` as a client
+    /// certificate when given.
+    pub fn with_tls(
+        base: &str,
+        token: Option<String>,
+        tls: &ClientTls,
+    ) -> Result<Client, ClientError> {
+        let build = |b: reqwest::ClientBuilder| -> Result<reqwest::Client, ClientError> {
+            let mut b = b.connect_timeout(Duration::from_secs(5));
+            if let Some(ca) = &tls.ca {
+                let roots = reqwest::Certificate::from_pem_bundle(ca)
+                    .map_err(|e| ClientError::Build(format!("the CA certificates: {e}")))?;
+                b = b.tls_certs_only(roots);
+            }
+            if let Some(pem) = &tls.identity {
+                let id = reqwest::Identity::from_pem(pem).map_err(|e| {
+                    ClientError::Build(format!("the client certificate and key: {e}"))
+                })?;
+                b = b.identity(id);
+            }
+            b.build().map_err(|e| ClientError::Build(e.to_string()))
+        };
+        let http = build(reqwest::Client::builder().timeout(Duration::from_secs(60)))?;
+        let mut c = Self::with_http(base, token, http)?;
+        c.streaming = build(reqwest::Client::builder())?;
+        Ok(c)
     }
 
     /// As [`new`](Self::new), over a `reqwest` client of the caller's (a benchmark's pool

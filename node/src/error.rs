@@ -36,6 +36,8 @@ pub enum ProcessError {
     Services(#[from] lariat_site::ServicesError),
     #[error(transparent)]
     Api(#[from] lariat_api::ApiError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
     #[error("engine stopped: {0}")]

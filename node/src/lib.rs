@@ -4,6 +4,7 @@
 
 mod error;
 pub mod roles;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ pub use lariat_link::LinkConfig;
 pub use roles::central::{CentralConfig, CentralRole};
 pub use roles::link::{LinkRole, LinkSettings};
 pub use roles::site::{RunningSite, SiteConfig, SiteRole};
+pub use tls::TlsFiles;
 
 /// What every executor process runs: its engine on its database.
 #[derive(Debug, Clone)]
@@ -37,6 +39,8 @@ pub struct ExecutorConfig {
     pub max_running: usize,
     /// Restarts in a row that may interrupt one step before it fails.
     pub max_interruptions: u32,
+    /// Serve HTTPS with these files instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// `lariat server`: the central role and the site role for one site, in one process.
@@ -63,6 +67,13 @@ pub async fn serve(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProcessError> {
+    // A TLS file that cannot be used stops the start before anything else does.
+    let tls = cfg
+        .executor
+        .tls
+        .as_ref()
+        .map(tls::server_config)
+        .transpose()?;
     let site = SiteRole::new(cfg.site.clone())?;
     let engine = start_engine(&cfg.executor, site.actions(), site.window_gate()).await?;
     let tables = open_tables(&cfg.executor).await?;
@@ -79,7 +90,7 @@ pub async fn serve(
         central.serve_leases(count);
     }
     let app = central.router(site.take_routes()).await?;
-    let served = serve_http(listener, app, &engine, central.stream_stop(), shutdown).await;
+    let served = serve_http(listener, app, tls, &engine, central.stream_stop(), shutdown).await;
     site.shutdown().await;
     central.shutdown().await;
     stop(engine, tables, served).await
@@ -91,6 +102,13 @@ pub async fn serve_agent(
     cfg: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProcessError> {
+    // A TLS file that cannot be used stops the start before anything else does.
+    let tls = cfg
+        .executor
+        .tls
+        .as_ref()
+        .map(tls::server_config)
+        .transpose()?;
     let site = SiteRole::new(cfg.site.clone())?;
     let engine = start_engine(&cfg.executor, site.actions(), site.window_gate()).await?;
     let tables = open_tables(&cfg.executor).await?;
@@ -126,7 +144,7 @@ pub async fn serve_agent(
         ..Default::default()
     };
     let app = lariat_api::router(engine.clone(), records, tokens, None, api).await?;
-    let served = serve_http(listener, app, &engine, end_streams, shutdown).await;
+    let served = serve_http(listener, app, tls, &engine, end_streams, shutdown).await;
     link.shutdown().await;
     site.shutdown().await;
     stop(engine, tables, served).await
@@ -181,22 +199,18 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ProcessError>
 }
 
 /// Serves `app` until `shutdown` or the engine stops, then ends open event streams.
+/// Serves until `shutdown` or the engine stops, over TLS with `tls`.
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     engine: &Engine,
     end_streams: CancellationToken,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Ok(local) = listener.local_addr() {
-        tracing::info!("listening on http://{local}");
-    }
+    let local = listener.local_addr()?;
     let stop_engine = engine.clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let stopping = async move {
         tokio::select! {
             _ = shutdown => tracing::info!("shutting down"),
             reason = stop_engine.stopped_reason() => {
@@ -205,8 +219,22 @@ async fn serve_http(
         }
         // Open event streams never end by themselves; graceful shutdown must end them.
         end_streams.cancel();
-    })
-    .await
+    };
+    match tls {
+        Some(config) => {
+            tracing::info!("listening on {}", tls::url(local));
+            tls::serve(listener, app, config, stopping).await
+        }
+        None => {
+            tracing::info!("listening on http://{local}");
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopping)
+            .await
+        }
+    }
 }
 
 async fn stop(engine: Engine, tables: Db, served: std::io::Result<()>) -> Result<(), ProcessError> {

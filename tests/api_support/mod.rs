@@ -343,7 +343,7 @@ impl Cli {
 }
 
 pub fn listening_url(line: &str) -> Option<String> {
-    let at = line.find("listening on http://")? + "listening on ".len();
+    let at = line.find("listening on http")? + "listening on ".len();
     Some(
         line[at..]
             .chars()

@@ -14,8 +14,11 @@ use crate::error::ProcessError;
 pub struct LinkSettings {
     /// The central node's URL.
     pub central: String,
-    /// The site's credential (`lariat site token create SITE`).
-    pub token: String,
+    /// The site's credential (`lariat site token create SITE`); none when the client
+    /// certificate speaks for the site.
+    pub token: Option<String>,
+    /// The client certificate and the CA of the centre's, for `https://`.
+    pub tls: lariat_client::ClientTls,
     pub link: LinkConfig,
 }
 
@@ -41,7 +44,7 @@ impl LinkRole {
         tables: Db,
         leases: Option<LeaseCount>,
     ) -> Result<LinkRole, ProcessError> {
-        let centre = Client::new(&s.central, Some(s.token.clone()))
+        let centre = Client::with_tls(&s.central, s.token.clone(), &s.tls)
             .map_err(|e| ProcessError::Central(s.central.clone(), e))?;
         let mut link = Link::open(s.link.clone(), engine, design, tables, centre)
             .await
