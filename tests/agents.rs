@@ -635,11 +635,19 @@ async fn a_site_credential_speaks_for_its_site_only() {
     let ams_token = site_token(dir.path(), "ams1");
     let fra_token = site_token(dir.path(), "fra1");
     let link = Link::to(&central.base).await;
-    let _fra = agent(dir.path(), "fra1", &link, &fra_token);
+    let fra = agent(dir.path(), "fra1", &link, &fra_token);
     eventually("fra1's agent registers", async || {
         let s = c.sites().await.ok()?.sites;
         s.iter()
             .any(|s| s.site == "fra1" && s.connected)
+            .then_some(())
+    })
+    .await;
+    // Its design holds its own two hosts, not ams1's.
+    eventually("fra1's agent has its part of the design", async || {
+        let log = fra.log.lock().unwrap().clone();
+        log.lines()
+            .any(|l| l.contains("design from the centre") && l.ends_with("hosts=2"))
             .then_some(())
     })
     .await;

@@ -123,10 +123,13 @@ impl Central {
         let design = match self.design.site_commit(site).await? {
             Some(c) if req.design.as_deref() != Some(c.as_str()) => {
                 let snap = self.design.files_of(&c).await?;
+                // Only the site's own hosts travel: an agent of one site of a hundred
+                // would otherwise hold, parse and keep the other ninety-nine.
+                let loaded = self.design.design_for_site(site).await?;
+                let files = lariat_workflows::design::site_part(&snap.files, &loaded.design, site);
                 Some(LinkDesign {
                     commit: Some(c),
-                    files: snap
-                        .files
+                    files: files
                         .into_iter()
                         .map(|(path, content)| DesignFile { path, content })
                         .collect(),

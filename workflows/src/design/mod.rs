@@ -61,6 +61,7 @@ mod render;
 mod report;
 mod resolve;
 pub mod schema;
+mod site_part;
 mod validate;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -77,6 +78,7 @@ pub use render::{render_context, render_unattended};
 pub use report::{Finding, Level, Report};
 pub use resolve::{ResolvedHost, ResolvedInterface};
 pub use schema::*;
+pub use site_part::site_part;
 
 /// Where a document was read from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
