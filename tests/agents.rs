@@ -651,6 +651,24 @@ async fn a_site_credential_speaks_for_its_site_only() {
             .then_some(())
     })
     .await;
+    // Which its own API answers.
+    let at_fra = fra.client();
+    let hosts = at_fra
+        .hosts(&lariat_client::types::HostsQuery {
+            sites: Some("fra1,ams1".into()),
+            mode: Some("union".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(hosts.hosts, ["fra1-z01", "fra1-z02"], "{hosts:?}");
+    assert_eq!(
+        hosts.revision,
+        c.designs(1).await.unwrap().active.map(|r| r.commit)
+    );
+    at_fra.resolved_host("fra1-z02").await.unwrap();
+    let err = at_fra.resolved_host("ams1-a01").await.unwrap_err();
+    assert!(matches!(err, ClientError::Api { status: 404, .. }), "{err}");
     let fra_run = c
         .submit(&SubmitRun {
             workflow: "site-gate".into(),

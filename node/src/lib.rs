@@ -119,10 +119,12 @@ pub async fn serve_agent(
     let tokens = TokenStore::open(tables.clone())
         .await
         .map_err(ProcessError::Tokens)?;
-    // The agent's API answers for its runs; the design's revisions live at the centre.
+    // The agent's API answers for its runs and its site's hosts; the design's revisions
+    // and pins live at the centre.
     let records = DesignSource::unconfigured(tables.clone())
         .await
         .map_err(ProcessError::DesignRecords)?;
+    tokio::spawn(show_kept_design(design.clone(), records.clone()));
     let listener = bind(cfg.executor.listen).await?;
     let local = listener.local_addr().map_err(ProcessError::Serve)?;
     let mut site = site
@@ -148,6 +150,19 @@ pub async fn serve_agent(
     link.shutdown().await;
     site.shutdown().await;
     stop(engine, tables, served).await
+}
+
+/// Shows the agent's kept design in its API, as it changes.
+async fn show_kept_design(kept: lariat_link::StoredDesign, records: DesignSource) {
+    use lariat_site::SiteDesign;
+    let mut changes = kept.subscribe();
+    loop {
+        let d = changes.borrow_and_update().clone();
+        records.show(d.revision.as_deref(), d.loaded.clone());
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn start_engine(

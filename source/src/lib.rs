@@ -127,6 +127,31 @@ impl DesignSource {
         Ok(DesignSource::build(db, None, None, active))
     }
 
+    /// Makes `loaded`, of `commit`, the active design of a source with no repository: a
+    /// site agent's copy of its site's part, as the centre sent it, so that the agent's
+    /// own API answers host lookups. Revisions, pins and syncs stay the centre's.
+    pub fn show(&self, commit: Option<&str>, loaded: Arc<Loaded>) {
+        if self.inner.cfg.is_some() {
+            return;
+        }
+        let errors = loaded.report.errors().count();
+        let revision = commit.map(|c| Revision {
+            id: 0,
+            commit: c.to_string(),
+            branch: String::new(),
+            summary: "the site's part, from the central node".into(),
+            trigger: "central".into(),
+            fetched_at: lariat_db::now_ms(),
+            status: RevisionStatus::Active,
+            accepted: true,
+            errors,
+            warnings: loaded.report.warnings().count(),
+        });
+        self.inner
+            .active
+            .send_replace(Arc::new(ActiveDesign { revision, loaded }));
+    }
+
     /// Opens the mirror and restores the active revision recorded in the store. It does
     /// not fetch; call [`sync`](Self::sync) for that (the server does at start).
     pub async fn open(db: Db, cfg: SourceConfig) -> Result<DesignSource, SourceError> {
