@@ -138,23 +138,25 @@ impl Drop for Proc {
 }
 
 fn centre(dir: &Path, repo: &Repo) -> Proc {
+    centre_with(dir, repo, &[])
+}
+
+fn centre_with(dir: &Path, repo: &Repo, extra: &[&str]) -> Proc {
     let db = dir.join("central.db");
-    Proc::spawn(
-        "centre",
-        &[
-            "server",
-            "--insecure-no-auth",
-            "--durability",
-            "normal",
-            "--listen",
-            "127.0.0.1:0",
-            "--design-repo",
-            repo.path(),
-            "--db",
-            db.to_str().unwrap(),
-        ],
-        &[],
-    )
+    let mut args = vec![
+        "server",
+        "--insecure-no-auth",
+        "--durability",
+        "normal",
+        "--listen",
+        "127.0.0.1:0",
+        "--design-repo",
+        repo.path(),
+        "--db",
+        db.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn("centre", &args, &[])
 }
 
 fn site_token(dir: &Path, site: &str) -> String {
@@ -834,29 +836,9 @@ async fn an_agent_speaks_for_its_site_by_client_certificate() {
     std::fs::create_dir_all(&pki_dir).unwrap();
     pki(&pki_dir, &["ams1", "fra1", "nowhere"]);
     let file = |n: &str| pki_dir.join(n).to_str().unwrap().to_string();
-    let db = dir.path().join("central.db");
-    let central = Proc::spawn(
-        "centre",
-        &[
-            "server",
-            "--insecure-no-auth",
-            "--durability",
-            "normal",
-            "--listen",
-            "127.0.0.1:0",
-            "--design-repo",
-            repo.path(),
-            "--db",
-            db.to_str().unwrap(),
-            "--tls-cert",
-            &file("centre.crt"),
-            "--tls-key",
-            &file("centre.key"),
-            "--client-ca",
-            &file("ca.crt"),
-        ],
-        &[],
-    );
+    let (cert, key, ca) = (file("centre.crt"), file("centre.key"), file("ca.crt"));
+    let tls = ["--tls-cert", &cert, "--tls-key", &key, "--client-ca", &ca];
+    let central = centre_with(dir.path(), &repo, &tls);
     assert!(central.base.starts_with("https://"), "{}", central.base);
     // Operators without a certificate still come in (here without a token: no-auth).
     let c = tls_client(&pki_dir, &central.base, "");

@@ -37,8 +37,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use boot_support::{
-    BootNet, Proc, design_repo, fill_design, get, item, lariat_server, missing, node_image,
-    qemu_args, skip_or_fail, stage_node_image, step,
+    BootNet, Proc, boot_services, design_repo, fill_design, get, item, lariat_server, missing,
+    node_image, qemu_args, skip_or_fail, stage_node_image, step,
 };
 use serde_json::{Value, json};
 
@@ -560,17 +560,7 @@ fn site_agent(net: &BootNet, dir: &Path, central: &str, token: &str, log: &Path)
         ])
         .arg("--db")
         .arg(dir.join("agent.db"))
-        .args(["--http-boot", "--boot-url", "http://10.77.0.1:7300"])
-        .arg("--boot-assets")
-        .arg(dir.join("assets"))
-        .args([
-            "--dhcp",
-            "--tftp",
-            "--boot-interface",
-            "br0",
-            "--boot-address",
-            "10.77.0.1",
-        ])
+        .args(boot_services(dir))
         .env("LARIAT_AGENT_TOKEN", token)
         .env(PASSWORD_ENV, "password")
         .env("LARIAT_LOG", "info")

@@ -277,6 +277,28 @@ pub fn qemu_args(
     a
 }
 
+/// The arguments of DHCP, TFTP and HTTP boot on the bridge (10.77.0.1:7300), with boot
+/// assets in `<dir>/assets`.
+pub fn boot_services(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> = ["--http-boot", "--boot-url", "http://10.77.0.1:7300"]
+        .map(Into::into)
+        .to_vec();
+    a.push("--boot-assets".into());
+    a.push(dir.join("assets").into());
+    a.extend(
+        [
+            "--dhcp",
+            "--tftp",
+            "--boot-interface",
+            "br0",
+            "--boot-address",
+            "10.77.0.1",
+        ]
+        .map(Into::into),
+    );
+    a
+}
+
 /// `lariat server` in the namespace: API on 0.0.0.0:7300, DHCP, TFTP and HTTP boot on the
 /// bridge (10.77.0.1), the design from the git repository `<dir>/design`, the database
 /// `<dir>/lariat.db`, boot assets in `<dir>/assets`; its log (info) goes to `log`.
@@ -295,17 +317,7 @@ pub fn lariat_server(net: &BootNet, dir: &Path, log: &Path, env: &[(&str, &str)]
         .arg(dir.join("lariat.db"))
         .arg("--design-repo")
         .arg(dir.join("design"))
-        .args(["--http-boot", "--boot-url", "http://10.77.0.1:7300"])
-        .arg("--boot-assets")
-        .arg(dir.join("assets"))
-        .args([
-            "--dhcp",
-            "--tftp",
-            "--boot-interface",
-            "br0",
-            "--boot-address",
-            "10.77.0.1",
-        ])
+        .args(boot_services(dir))
         .envs(env.iter().copied())
         .env("LARIAT_LOG", "info")
         .stdin(Stdio::null())
