@@ -682,7 +682,9 @@ async fn a_site_credential_speaks_for_its_site_only() {
         .run
         .id;
     waiting_at_gate(&c, fra_run).await;
-    let queued = c.cancel(fra_run).await.unwrap();
+    // A command for fra1 that leaves the run as it is (a resume of a running run is
+    // refused by the agent), so that a cancelled run below can only mean a forgery.
+    let queued = c.resume(fra_run).await.unwrap();
     assert!(matches!(queued, Verbed::Queued(_)));
 
     let as_ams = Client::new(&central.base, Some(ams_token)).unwrap();
@@ -739,6 +741,8 @@ async fn a_site_credential_speaks_for_its_site_only() {
         RunStatus::Cancelled,
         "nothing forged was applied"
     );
+    let events = c.all_events(fra_run).await.unwrap();
+    assert!(events.iter().all(|e| e.seq != 99), "{events:?}");
     // A second agent claiming fra1 is refused, and an unknown site too.
     let err = Client::new(&central.base, Some(fra_token))
         .unwrap()

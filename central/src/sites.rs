@@ -2,6 +2,9 @@
 //! `site_commands`): every statement on them is in this file.
 
 use lariat_api_types::{CommandActor, LinkCommand};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use lariat_db::{Db, DbError, secret};
 use uuid::Uuid;
 
@@ -51,6 +54,23 @@ pub struct StoredCommand {
 #[derive(Clone)]
 pub struct Sites {
     db: Db,
+    /// What each agent last reported, and when it was last written: an agent that
+    /// reports nothing new is seen in memory, and written down only every
+    /// [`SEEN_WRITE_EVERY_MS`], so that idle agents' syncs do not take the database's
+    /// write lock from the events being applied.
+    seen: Arc<Mutex<HashMap<String, Seen>>>,
+}
+
+/// How often the last-seen time of an agent with nothing new is written down.
+pub const SEEN_WRITE_EVERY_MS: i64 = 5_000;
+
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    version: String,
+    owner_seq: i64,
+    report: Option<SyncReport>,
+    written_at: i64,
+    last_seen: i64,
 }
 
 type RegRow = (String, String, String, i64, i64, i64, i64, Option<i64>);
@@ -121,7 +141,19 @@ impl Sites {
     /// The tables of `db`, brought up to date.
     pub async fn open(db: Db) -> Result<Sites, DbError> {
         db.migrate(&MIGRATIONS).await?;
-        Ok(Sites { db })
+        Ok(Sites {
+            db,
+            seen: Default::default(),
+        })
+    }
+
+    /// `r` with the last-seen time kept in memory, when it is newer.
+    fn freshest(&self, mut r: Registration) -> Registration {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = seen.get(&r.site) {
+            r.last_seen = r.last_seen.max(s.last_seen);
+        }
+        r
     }
 
     /// Every registered agent, by site.
@@ -133,7 +165,10 @@ impl Sites {
         ))
         .fetch_all(self.db.readers())
         .await?;
-        Ok(rows.into_iter().map(registration).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| self.freshest(registration(r)))
+            .collect())
     }
 
     /// The agent registered for `site`, if any.
@@ -146,7 +181,7 @@ impl Sites {
         .bind(site)
         .fetch_optional(self.db.readers())
         .await?;
-        Ok(row.map(registration))
+        Ok(row.map(|r| self.freshest(registration(r))))
     }
 
     /// The site whose agent is `executor`, if any.
@@ -169,6 +204,10 @@ impl Sites {
         owner_seq: i64,
     ) -> Result<bool, DbError> {
         let now = lariat_db::now_ms();
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(site);
         let mut w = self.db.writer().await?;
         let done = sqlx::query(
             "INSERT INTO sites (site, executor, agent_version, registered_at, last_seen, owner_seq, commands_seen)
@@ -192,6 +231,19 @@ impl Sites {
         owner_seq: i64,
         report: Option<SyncReport>,
     ) -> Result<(), DbError> {
+        let now = lariat_db::now_ms();
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = seen.get_mut(site) {
+                let same = s.version == version
+                    && s.owner_seq == owner_seq
+                    && report.is_none_or(|r| s.report == Some(r));
+                if same && now - s.written_at < SEEN_WRITE_EVERY_MS {
+                    s.last_seen = now;
+                    return Ok(());
+                }
+            }
+        }
         let mut w = self.db.writer().await?;
         sqlx::query(
             "UPDATE sites SET last_seen = ?2, agent_version = ?3, owner_seq = ?4,
@@ -200,19 +252,36 @@ impl Sites {
              WHERE site = ?1",
         )
         .bind(site)
-        .bind(lariat_db::now_ms())
+        .bind(now)
         .bind(version)
         .bind(owner_seq)
         .bind(report.map(|r| r.commands_seen))
         .bind(report.and_then(|r| r.dhcp_leases))
         .execute(&mut *w)
         .await?;
+        drop(w);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = report.or_else(|| seen.get(site).and_then(|s| s.report));
+        seen.insert(
+            site.to_string(),
+            Seen {
+                version: version.to_string(),
+                owner_seq,
+                report: kept,
+                written_at: now,
+                last_seen: now,
+            },
+        );
         Ok(())
     }
 
     /// Forgets `site`'s agent, so that another may register (its database was lost).
     /// `false` when none was registered.
     pub async fn reset(&self, site: &str) -> Result<bool, DbError> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(site);
         let mut w = self.db.writer().await?;
         let done = sqlx::query("DELETE FROM sites WHERE site = ?1")
             .bind(site)
