@@ -160,18 +160,7 @@ fn centre_with(dir: &Path, repo: &Repo, extra: &[&str]) -> Proc {
 }
 
 fn site_token(dir: &Path, site: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["site", "token", "create", site, "--db"])
-        .arg(dir.join("central.db"))
-        .env("LARIAT_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    link_support::site_token(&dir.join("central.db"), site)
 }
 
 fn agent(dir: &Path, site: &str, link: &Link, token: &str) -> Proc {
@@ -179,14 +168,19 @@ fn agent(dir: &Path, site: &str, link: &Link, token: &str) -> Proc {
 }
 
 fn agent_with(dir: &Path, site: &str, link: &Link, token: &str, extra: &[&str]) -> Proc {
+    agent_at(dir, site, &link.url(), Some(token), extra)
+}
+
+/// `lariat agent` for `site` dialling `central`, with `token` as its credential when
+/// given (else `extra` names one).
+fn agent_at(dir: &Path, site: &str, central: &str, token: Option<&str>, extra: &[&str]) -> Proc {
     let db: PathBuf = dir.join(format!("agent-{site}.db"));
-    let url = link.url();
     let mut args = vec![
         "agent",
         "--site",
         site,
         "--central",
-        &url,
+        central,
         "--insecure-no-auth",
         "--durability",
         "normal",
@@ -198,11 +192,11 @@ fn agent_with(dir: &Path, site: &str, link: &Link, token: &str, extra: &[&str]) 
         db.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    Proc::spawn(
-        &format!("agent {site}"),
-        &args,
-        &[("LARIAT_AGENT_TOKEN", token)],
-    )
+    let env: Vec<(&str, &str)> = token
+        .map(|t| ("LARIAT_AGENT_TOKEN", t))
+        .into_iter()
+        .collect();
+    Proc::spawn(&format!("agent {site}"), &args, &env)
 }
 
 async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
@@ -851,37 +845,14 @@ async fn an_agent_speaks_for_its_site_by_client_certificate() {
         .unwrap();
 
     // An agent with ams1's certificate and no token replicates its runs.
-    let link = Link::to(&central.base.replace("https://", "http://")).await;
-    let central_url = format!(
-        "https://localhost:{}",
-        link.url().rsplit(':').next().unwrap()
-    );
-    let agent_db = dir.path().join("agent-ams1.db");
-    let ams = Proc::spawn(
-        "agent ams1",
-        &[
-            "agent",
-            "--site",
-            "ams1",
-            "--central",
-            &central_url,
-            "--tls-cert",
-            &file("ams1.crt"),
-            "--tls-key",
-            &file("ams1.key"),
-            "--ca",
-            &file("ca.crt"),
-            "--insecure-no-auth",
-            "--durability",
-            "normal",
-            "--sync-every",
-            "200ms",
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            agent_db.to_str().unwrap(),
-        ],
-        &[],
+    let central_url = central.base.replace("127.0.0.1", "localhost");
+    let (ams_cert, ams_key) = (file("ams1.crt"), file("ams1.key"));
+    let ams = agent_at(
+        dir.path(),
+        "ams1",
+        &central_url,
+        None,
+        &["--tls-cert", &ams_cert, "--tls-key", &ams_key, "--ca", &ca],
     );
     eventually("ams1 connects by certificate", async || {
         let s = c.sites().await.ok()?.sites;

@@ -27,6 +27,7 @@
 //! ipmi_sim, and what images/build-node-image.sh needs. Skips without them, unless
 //! LARIAT_REQUIRE_PRIVILEGED=1 (CI), where a missing one fails the test.
 
+mod api_support;
 #[path = "../bmc/tests/support/mod.rs"]
 mod bmc_support;
 mod boot_support;
@@ -524,11 +525,7 @@ async fn central_node(dir: &Path, log: &Path) -> (Proc, String) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(at) = text.find("listening on http://") {
-            let url: String = text[at + "listening on ".len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.'))
-                .collect();
+        if let Some(url) = text.lines().find_map(api_support::listening_url) {
             return (proc, url);
         }
         assert!(
@@ -612,18 +609,7 @@ async fn provision_through_a_site_agent_whose_link_is_cut_after_power_on() {
 
     let (central_log, agent_log) = (dir.join("central.log"), dir.join("agent.log"));
     let (_centre, centre_url) = central_node(dir, &central_log).await;
-    let out = Command::new(env!("CARGO_BIN_EXE_lariat"))
-        .args(["site", "token", "create", "lab", "--db"])
-        .arg(dir.join("central.db"))
-        .env("LARIAT_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let token = link_support::site_token(&dir.join("central.db"), "lab");
     // The agent reaches the centre through a proxy on the host's end of the veth pair.
     let link = link_support::Link::on(&format!("{}:0", net.host_address()), &centre_url).await;
     let _agent = site_agent(&net, dir, &link.url(), &token, &agent_log);

@@ -107,9 +107,23 @@ pub struct AgentAuth(pub Option<lariat_central::Central>);
 
 /// The certificate a client presented in the TLS handshake (DER), already verified
 /// against the server's client CA. The TLS listener puts it in each request's
-/// extensions; a connection without one has none.
+/// extensions, the same one for every request of a connection; a connection without one
+/// has none.
 #[derive(Debug, Clone)]
-pub struct ClientCertificate(pub Arc<[u8]>);
+pub struct ClientCertificate {
+    der: Arc<[u8]>,
+    /// The site it speaks for, once found: a connection's later requests skip the lookup.
+    site: Arc<std::sync::OnceLock<String>>,
+}
+
+impl ClientCertificate {
+    pub fn new(der: &[u8]) -> ClientCertificate {
+        ClientCertificate {
+            der: Arc::from(der),
+            site: Default::default(),
+        }
+    }
+}
 
 /// A site agent, by the credential it sent: the site it may speak for.
 pub struct AgentOf(pub String);
@@ -154,13 +168,17 @@ where
             ));
         };
         let Some(token) = bearer(parts)? else {
-            let Some(ClientCertificate(der)) = parts.extensions.get::<ClientCertificate>() else {
+            let Some(cert) = parts.extensions.get::<ClientCertificate>() else {
                 return Err(HttpError::unauthorized(
                     "a site agent sends its site's credential: `Authorization: Bearer <token>` (make one with `lariat site token create SITE`), or a client certificate naming its site",
                 ));
             };
-            return match site_of_certificate(&central, der).await? {
-                Some(site) => Ok(AgentOf(site)),
+            if let Some(site) = cert.site.get() {
+                return Ok(AgentOf(site.clone()));
+            }
+            // Not remembered when it names no site: the design may add the site later.
+            return match site_of_certificate(&central, &cert.der).await? {
+                Some(site) => Ok(AgentOf(cert.site.get_or_init(|| site).clone())),
                 None => Err(HttpError::unauthorized(
                     "the client certificate names no site of the design (the site's name goes in its subjectAltName, as a DNS name)",
                 )),

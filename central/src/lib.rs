@@ -155,6 +155,12 @@ impl Central {
     /// Every site an agent may speak for: the active design's, and those with a
     /// registered agent.
     pub async fn site_names(&self) -> Result<Vec<String>, CentralError> {
+        let regs = self.sites.registrations().await?;
+        Ok(self.site_names_with(&regs).into_iter().collect())
+    }
+
+    /// The active design's sites and those of `regs`, in name order.
+    fn site_names_with(&self, regs: &[sites::Registration]) -> std::collections::BTreeSet<String> {
         let mut names: std::collections::BTreeSet<String> = self
             .design
             .active()
@@ -163,14 +169,8 @@ impl Central {
             .sites()
             .map(|s| s.name.clone())
             .collect();
-        names.extend(
-            self.sites
-                .registrations()
-                .await?
-                .into_iter()
-                .map(|r| r.site),
-        );
-        Ok(names.into_iter().collect())
+        names.extend(regs.iter().map(|r| r.site.clone()));
+        names
     }
 
     /// The site whose agent owns runs of `owner`, when `owner` is a registered agent.

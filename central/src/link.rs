@@ -1,7 +1,6 @@
 //! The centre's side of the link, and the operator's view of the sites: registering an
 //! agent, what travels to it, the events it ships, commands queued for it.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use lariat_api_types::{
@@ -249,15 +248,7 @@ impl Central {
     pub async fn site_statuses(&self) -> Result<Vec<SiteStatus>, CentralError> {
         let regs = self.sites.registrations().await?;
         let active = self.engine.store().active_runs_by_owner().await?;
-        let mut names: BTreeSet<String> = self
-            .design
-            .active()
-            .loaded
-            .design
-            .sites()
-            .map(|s| s.name.clone())
-            .collect();
-        names.extend(regs.iter().map(|r| r.site.clone()));
+        let names = self.site_names_with(&regs);
         let now = lariat_db::now_ms();
         let served_here: Vec<String> = names
             .iter()

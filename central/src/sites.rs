@@ -62,9 +62,9 @@ pub struct Sites {
 }
 
 /// How often the last-seen time of an agent with nothing new is written down.
-pub const SEEN_WRITE_EVERY_MS: i64 = 5_000;
+const SEEN_WRITE_EVERY_MS: i64 = 5_000;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 struct Seen {
     version: String,
     owner_seq: i64,

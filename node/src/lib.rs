@@ -67,13 +67,7 @@ pub async fn serve(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProcessError> {
-    // A TLS file that cannot be used stops the start before anything else does.
-    let tls = cfg
-        .executor
-        .tls
-        .as_ref()
-        .map(tls::server_config)
-        .transpose()?;
+    let tls = tls_config(&cfg.executor)?;
     let site = SiteRole::new(cfg.site.clone())?;
     let engine = start_engine(&cfg.executor, site.actions(), site.window_gate()).await?;
     let tables = open_tables(&cfg.executor).await?;
@@ -102,13 +96,7 @@ pub async fn serve_agent(
     cfg: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProcessError> {
-    // A TLS file that cannot be used stops the start before anything else does.
-    let tls = cfg
-        .executor
-        .tls
-        .as_ref()
-        .map(tls::server_config)
-        .transpose()?;
+    let tls = tls_config(&cfg.executor)?;
     let site = SiteRole::new(cfg.site.clone())?;
     let engine = start_engine(&cfg.executor, site.actions(), site.window_gate()).await?;
     let tables = open_tables(&cfg.executor).await?;
@@ -165,6 +153,12 @@ async fn show_kept_design(kept: lariat_link::StoredDesign, records: DesignSource
     }
 }
 
+/// The listener's TLS, read before anything else starts, so that a TLS file that cannot
+/// be used stops the start at once.
+fn tls_config(cfg: &ExecutorConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ProcessError> {
+    Ok(cfg.tls.as_ref().map(tls::server_config).transpose()?)
+}
+
 async fn start_engine(
     cfg: &ExecutorConfig,
     actions: Actions,
@@ -213,8 +207,8 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ProcessError>
         .map_err(|e| ProcessError::Listen(addr, e))
 }
 
-/// Serves `app` until `shutdown` or the engine stops, then ends open event streams.
-/// Serves until `shutdown` or the engine stops, over TLS with `tls`.
+/// Serves `app`, over TLS with `tls`, until `shutdown` or the engine stops, then ends open
+/// event streams.
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -237,7 +231,7 @@ async fn serve_http(
     };
     match tls {
         Some(config) => {
-            tracing::info!("listening on {}", tls::url(local));
+            tracing::info!("listening on https://{local}");
             tls::serve(listener, app, config, stopping).await
         }
         None => {

@@ -2,7 +2,6 @@
 //! certificates verified in the handshake and handed to the API (a site agent's identity
 //! for mutual TLS). Clients without a certificate still connect and use bearer tokens.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,7 +146,7 @@ pub async fn serve(
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .map(|c| ClientCertificate(Arc::from(c.as_ref())));
+                .map(|c| ClientCertificate::new(c.as_ref()));
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 if let Some(c) = &cert {
@@ -166,9 +165,4 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
-}
-
-/// The address a TLS listener is reached at, for the log.
-pub fn url(local: SocketAddr) -> String {
-    format!("https://{local}")
 }

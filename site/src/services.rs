@@ -184,9 +184,7 @@ async fn follow(
 /// Counts `reader`'s active leases now, for site health; `None` when the lease file
 /// cannot be read (said in the log).
 pub async fn active_leases(reader: &LeaseReader) -> Option<i64> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = u64::try_from(lariat_db::now_ms() / 1000).unwrap_or(0);
     reader
         .active(now)
         .await
