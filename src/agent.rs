@@ -35,6 +35,13 @@ pub struct AgentArgs {
     /// roots when absent.
     #[arg(long)]
     pub ca: Option<PathBuf>,
+    /// Serve the agent's local API over HTTPS with this certificate chain (PEM, leaf
+    /// first). HTTP boot then needs --boot-listen, as it stays plain HTTP.
+    #[arg(long, requires = "api_tls_key")]
+    pub api_tls_cert: Option<PathBuf>,
+    /// The private key of --api-tls-cert (PEM).
+    #[arg(long, requires = "api_tls_cert")]
+    pub api_tls_key: Option<PathBuf>,
     /// The agent's SQLite database file (created if missing).
     #[arg(long, default_value = "./lariat-agent.db", env = "LARIAT_DB")]
     pub db: PathBuf,
@@ -59,8 +66,12 @@ pub struct AgentArgs {
     pub sync_every: Duration,
     /// Most events in one batch to the centre: smaller on a thin link, so each request
     /// stays short.
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub link_batch: u32,
+    /// Longest wait for one answer from the centre before the link drops the connection
+    /// and dials again (a path cut without a reset would otherwise hold it).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub link_timeout: Duration,
     /// Serve the local API without authentication. For development only.
     #[arg(long)]
     pub insecure_no_auth: bool,
@@ -115,6 +126,9 @@ impl AgentArgs {
         if self.sync_every < Duration::from_millis(100) {
             anyhow::bail!("--sync-every must be at least 100ms");
         }
+        if self.link_timeout < Duration::from_secs(1) {
+            anyhow::bail!("--link-timeout must be at least 1s");
+        }
         Ok(lariat_node::AgentConfig {
             executor: lariat_node::ExecutorConfig {
                 db: self.db.clone(),
@@ -126,7 +140,14 @@ impl AgentArgs {
                 durability: self.durability,
                 max_running: self.max_running,
                 max_interruptions: self.max_interruptions,
-                tls: None,
+                tls: match (&self.api_tls_cert, &self.api_tls_key) {
+                    (Some(cert), Some(key)) => Some(lariat_node::TlsFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        client_ca: None,
+                    }),
+                    _ => None,
+                },
             },
             auth: auth(self.insecure_no_auth),
             link: lariat_node::LinkSettings {
@@ -136,6 +157,7 @@ impl AgentArgs {
                 link: lariat_node::LinkConfig {
                     every: self.sync_every,
                     batch: self.link_batch,
+                    timeout: self.link_timeout,
                     ..Default::default()
                 },
             },

@@ -61,12 +61,17 @@ pub struct ServerArgs {
 /// Single-site boot services run by this process.
 #[derive(Args, Debug, Clone)]
 pub struct BootArgs {
-    /// Serve HTTP boot on the API's listener: iPXE scripts (`/boot/ipxe?mac=`), boot
-    /// assets, unattended files, node metadata and the node callback (`/v1/state`).
+    /// Serve HTTP boot: iPXE scripts (`/boot/ipxe?mac=`), boot assets, unattended files,
+    /// node metadata and the node callback (`/v1/state`). On the API's listener unless
+    /// --boot-listen gives it one of its own.
     #[arg(long)]
     pub http_boot: bool,
+    /// HTTP boot's own listener, in plain HTTP. Needed with --tls-cert: PXE firmware
+    /// cannot check a certificate, so boot stays plain on the provisioning network.
+    #[arg(long, requires = "http_boot", env = "LARIAT_BOOT_LISTEN")]
+    pub boot_listen: Option<SocketAddr>,
     /// This server's URL as booting nodes reach it (put in iPXE scripts and callback URLs);
-    /// the listener's address when absent.
+    /// the boot listener's address when absent.
     #[arg(long, env = "LARIAT_BOOT_URL")]
     pub boot_url: Option<String>,
     /// Staged boot assets, served under /boot/assets/; `<db>.assets` when absent.
@@ -253,6 +258,7 @@ pub fn site_config(
     };
     Ok(lariat_node::SiteConfig {
         http_boot: boot.http_boot,
+        boot_listen: boot.boot_listen,
         boot_url: boot.boot_url.clone(),
         assets: boot.assets(db),
         asset_origin: boot.asset_origin.clone(),

@@ -617,6 +617,78 @@ async fn killed_in_the_middle_of_catch_up_the_centre_and_the_agent_lose_nothing(
     assert_eq!(ams1.runs_active, 0, "{ams1:?}");
 }
 
+/// A path that dies without a reset (no FIN, no RST: the packets just stop) holds a
+/// request of the link only until the link's own timeout, not for the HTTP client's
+/// minute: the agent drops the connection, dials again, and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_stuck_on_a_silent_connection_dials_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let design = dir.path().join("design");
+    two_site_design(&design);
+    let repo = Repo::with(&design);
+    let central = centre(dir.path(), &repo);
+    let c = central.client();
+    c.register_workflow(WORKFLOW.into(), lariat_client::DefinitionFormat::Yaml)
+        .await
+        .unwrap();
+    let token = site_token(dir.path(), "ams1");
+    let link = Link::to(&central.base).await;
+    let ams = agent_with(dir.path(), "ams1", &link, &token, &["--link-timeout", "2s"]);
+    let a = ams.client();
+    eventually("the workflow reaches ams1", async || {
+        a.workflow("site-gate").await.ok().map(|_| ())
+    })
+    .await;
+
+    // The link's open connection and every new one go silent; the site works on.
+    link.stall();
+    let run = a
+        .submit(&SubmitRun {
+            workflow: "site-gate".into(),
+            targets: Targets::Names(vec!["ams1-a01".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .run
+        .id;
+    waiting_at_gate(&a, run).await;
+    a.signal(run, "gate", &SignalStep::default()).await.unwrap();
+    eventually("the run succeeds at its site", async || {
+        (a.run(run).await.ok()?.run.status == RunStatus::Succeeded).then_some(())
+    })
+    .await;
+    // Long enough for the link's requests to be stuck in the silence.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // New connections work again; the silent ones stay silent, and only the link's
+    // timeout gets the agent off them. The HTTP client alone would wait 60 s.
+    link.restore();
+    let back = Instant::now();
+    loop {
+        if let Ok(d) = c.run(run).await
+            && d.run.status == RunStatus::Succeeded
+        {
+            break;
+        }
+        if back.elapsed() > Duration::from_secs(25) {
+            // The log is copied out first: Proc's Drop prints it, and a lock held while
+            // panicking would be poisoned for it.
+            let log = ams.log.lock().unwrap().clone();
+            panic!("the run never reached the centre after the path came back:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    same_at_both(&c, &a, run).await;
+    assert!(
+        ams.log
+            .lock()
+            .unwrap()
+            .contains("the centre did not answer within 2s"),
+        "the agent says why it dropped the connection"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_credential_speaks_for_its_site_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -847,13 +919,30 @@ async fn an_agent_speaks_for_its_site_by_client_certificate() {
     // An agent with ams1's certificate and no token replicates its runs.
     let central_url = central.base.replace("127.0.0.1", "localhost");
     let (ams_cert, ams_key) = (file("ams1.crt"), file("ams1.key"));
+    // Its local API speaks TLS too; HTTP boot, which PXE firmware needs plain, has a
+    // listener of its own.
     let ams = agent_at(
         dir.path(),
         "ams1",
         &central_url,
         None,
-        &["--tls-cert", &ams_cert, "--tls-key", &ams_key, "--ca", &ca],
+        &[
+            "--tls-cert",
+            &ams_cert,
+            "--tls-key",
+            &ams_key,
+            "--ca",
+            &ca,
+            "--api-tls-cert",
+            &cert,
+            "--api-tls-key",
+            &key,
+            "--http-boot",
+            "--boot-listen",
+            "127.0.0.1:0",
+        ],
     );
+    assert!(ams.base.starts_with("https://"), "{}", ams.base);
     eventually("ams1 connects by certificate", async || {
         let s = c.sites().await.ok()?.sites;
         s.iter()
@@ -879,7 +968,57 @@ async fn an_agent_speaks_for_its_site_by_client_certificate() {
         (c.run(run.id).await.ok()?.run.status == RunStatus::Succeeded).then_some(())
     })
     .await;
-    same_at_both(&c, &ams.client(), run.id).await;
+    let local = tls_client(&pki_dir, &ams.base, "");
+    same_at_both(&c, &local, run.id).await;
+    let boot = {
+        let log = ams.log.lock().unwrap();
+        let at = log
+            .find("HTTP boot served on ")
+            .expect("the boot listener is logged")
+            + 20;
+        log[at..].split_whitespace().next().unwrap().to_string()
+    };
+    assert!(boot.starts_with("http://"), "{boot}");
+    let plain = reqwest::Client::new();
+    let script = plain
+        .get(format!("{boot}/boot/ipxe?mac=52:54:00:00:00:99"))
+        .send()
+        .await
+        .expect("HTTP boot answers in plain HTTP");
+    assert!(!script.status().is_server_error(), "{}", script.status());
+    let api = plain.get(format!("{boot}/v1/runs")).send().await.unwrap();
+    assert_eq!(
+        api.status(),
+        reqwest::StatusCode::NOT_FOUND,
+        "the API is not on the boot listener"
+    );
+    // With TLS on the API, HTTP boot on the same listener is refused at start.
+    let refused = Command::new(BIN)
+        .args([
+            "agent",
+            "--site",
+            "ams1",
+            "--central",
+            &central_url,
+            "--db",
+            dir.path().join("refused.db").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--api-tls-cert",
+            &cert,
+            "--api-tls-key",
+            &key,
+            "--http-boot",
+        ])
+        .env("LARIAT_AGENT_TOKEN", "lariat_site_unused")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("--boot-listen"),
+        "{}: {said}",
+        refused.status
+    );
 
     // fra1's certificate speaks for fra1 only.
     let fra = tls_client(&pki_dir, &central.base, "fra1");

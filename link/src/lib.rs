@@ -29,6 +29,7 @@ use lariat_db::{Db, DbError};
 use lariat_engine::store::StoredWorkflow;
 use lariat_engine::{Actor, Engine, EngineError, Event, NewRun};
 use serde_json::Value;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 pub use design::StoredDesign;
@@ -48,6 +49,10 @@ pub struct LinkConfig {
     pub batch_bytes: usize,
     /// The agent's version, reported to the centre.
     pub version: String,
+    /// Longest wait for one answer from the centre. A connection that died without a
+    /// reset (a cut path, a peer gone mid-request) would otherwise hold the link until
+    /// the client's own timeout; past this the link drops it and dials again.
+    pub timeout: Duration,
 }
 
 /// Counts the site's active DHCP leases for the centre's site health: `None` when the
@@ -60,9 +65,13 @@ impl Default for LinkConfig {
     fn default() -> Self {
         LinkConfig {
             every: Duration::from_secs(1),
-            batch: 2000,
-            batch_bytes: 768 << 10,
+            // Per batch the centre pays a transaction and a request whatever its size:
+            // at 10 sites x 200 hosts, 2,000 events caught up at 51k/s, 5,000 at 74k/s
+            // and 10,000 at 83k/s. 5,000 keeps a request near a megabyte.
+            batch: 5000,
+            batch_bytes: 2 << 20,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            timeout: Duration::from_secs(30),
         }
     }
 }
@@ -78,6 +87,10 @@ pub enum LinkError {
     Store(#[from] lariat_engine::StoreError),
     #[error("the link's tables: {0}")]
     Db(#[from] DbError),
+    #[error("the centre did not answer within {0:?}; dropping the connection")]
+    Stalled(Duration),
+    #[error("the engine stopped")]
+    EngineStopped,
 }
 
 /// The agent's cursors over what the centre sends (`agent_link`).
@@ -156,6 +169,10 @@ impl Link {
                 r = self.session(&stop, &mut connected) => r,
             };
             if let Err(e) = res {
+                if let LinkError::EngineStopped = e {
+                    tracing::info!("the engine stopped; the link stops");
+                    return;
+                }
                 if connected {
                     tracing::warn!(
                         "link to the centre lost: {e}; the site keeps working and catches up on reconnect"
@@ -182,17 +199,16 @@ impl Link {
         let owner = self.engine.owner().to_string();
         let owner_seq = self.engine.store().max_owner_seq(&owner).await?;
         let hello = self
-            .centre
-            .agent_hello(&AgentHello {
+            .answer(self.centre.agent_hello(&AgentHello {
                 executor: owner.clone(),
                 version: self.cfg.version.clone(),
                 owner_seq,
-            })
+            }))
             .await
             .inspect_err(|e| {
-                if let ClientError::Api {
+                if let LinkError::Centre(ClientError::Api {
                     status: 409 | 404, ..
-                } = e
+                }) = e
                 {
                     tracing::error!("the centre refuses this agent: {e}");
                 }
@@ -218,7 +234,17 @@ impl Link {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 _ = tick.tick() => due = true,
-                _ = events.recv() => due = false,
+                r = events.recv() => {
+                    if let Err(broadcast::error::RecvError::Closed) = r {
+                        return Err(LinkError::EngineStopped);
+                    }
+                    // One wake for all that is committed by now: the ship reads it all.
+                    // Taken one by one, each event would cost a read of the store, and
+                    // an agent that fell behind would spin through its backlog of wakes
+                    // long after it had shipped everything.
+                    drain(&mut events);
+                    due = false;
+                }
             }
         }
     }
@@ -236,7 +262,18 @@ impl Link {
                 None => None,
             },
         };
-        Ok(self.centre.agent_sync(&req).await?)
+        self.answer(self.centre.agent_sync(&req)).await
+    }
+
+    /// The centre's answer to one request, given up on after the link's timeout.
+    async fn answer<T>(
+        &self,
+        request: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, LinkError> {
+        match tokio::time::timeout(self.cfg.timeout, request).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(LinkError::Stalled(self.cfg.timeout)),
+        }
     }
 
     /// Takes in what the centre sent: workflow versions first (assignments and commands
@@ -410,8 +447,8 @@ impl Link {
     }
 
     async fn send(&self, batch: &EventBatch) -> Result<BatchAnswer, LinkError> {
-        let answer = self.centre.agent_events(batch).await.inspect_err(|e| {
-            if let ClientError::Api { status: 413, .. } = e {
+        let answer = self.answer(self.centre.agent_events(batch)).await.inspect_err(|e| {
+            if let LinkError::Centre(ClientError::Api { status: 413, .. }) = e {
                 let first = &batch.events[0];
                 tracing::error!(
                     run = %first.run_id,
@@ -439,5 +476,16 @@ fn link_event(e: &Event) -> LinkEvent {
         attempt: e.attempt,
         error: e.error.clone(),
         data: e.kind.data(),
+    }
+}
+
+/// Takes every wake already queued on `events`, lost ones (`Lagged`) included.
+fn drain(events: &mut broadcast::Receiver<std::sync::Arc<Event>>) {
+    use broadcast::error::TryRecvError;
+    loop {
+        match events.try_recv() {
+            Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+        }
     }
 }

@@ -28,6 +28,10 @@ pub enum ProcessError {
     DesignRecords(#[source] lariat_source::SourceError),
     #[error("cannot open the design mirror {}", .0.display())]
     DesignMirror(PathBuf, #[source] lariat_source::SourceError),
+    #[error(
+        "HTTP boot is plain HTTP (PXE firmware cannot check a certificate), and this API listener speaks TLS: give HTTP boot a listener of its own with --boot-listen"
+    )]
+    BootOverTls,
     #[error("cannot listen on {0}")]
     Listen(SocketAddr, #[source] std::io::Error),
     #[error("cannot create the boot assets folder {}", .0.display())]

@@ -67,7 +67,7 @@ pub async fn serve(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProcessError> {
-    let tls = tls_config(&cfg.executor)?;
+    let tls = tls_config(&cfg.executor, &cfg.site)?;
     let site = SiteRole::new(cfg.site.clone())?;
     let engine = start_engine(&cfg.executor, site.actions(), site.window_gate()).await?;
     let tables = open_tables(&cfg.executor).await?;
@@ -96,7 +96,7 @@ pub async fn serve_agent(
     cfg: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProcessError> {
-    let tls = tls_config(&cfg.executor)?;
+    let tls = tls_config(&cfg.executor, &cfg.site)?;
     let site = SiteRole::new(cfg.site.clone())?;
     let engine = start_engine(&cfg.executor, site.actions(), site.window_gate()).await?;
     let tables = open_tables(&cfg.executor).await?;
@@ -155,7 +155,13 @@ async fn show_kept_design(kept: lariat_link::StoredDesign, records: DesignSource
 
 /// The listener's TLS, read before anything else starts, so that a TLS file that cannot
 /// be used stops the start at once.
-fn tls_config(cfg: &ExecutorConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ProcessError> {
+fn tls_config(
+    cfg: &ExecutorConfig,
+    site: &SiteConfig,
+) -> Result<Option<Arc<rustls::ServerConfig>>, ProcessError> {
+    if cfg.tls.is_some() && site.http_boot && site.boot_listen.is_none() {
+        return Err(ProcessError::BootOverTls);
+    }
     Ok(cfg.tls.as_ref().map(tls::server_config).transpose()?)
 }
 

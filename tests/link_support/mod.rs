@@ -1,5 +1,5 @@
-//! A TCP proxy the tests put between a site agent and the centre: cut, restore, slow
-//! down, or point at a restarted centre.
+//! A TCP proxy the tests put between a site agent and the centre: cut, stall, restore,
+//! slow down, or point at a restarted centre.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -20,15 +20,26 @@ pub struct Link {
     cut: Arc<AtomicBool>,
     /// Milliseconds each chunk from the agent waits before it goes on: a thin link.
     slow: Arc<AtomicU64>,
-    open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// New connections go silent at once.
+    stalled: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<Conn>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Copies `from` to `to` chunk by chunk, each held back `slow` milliseconds.
+/// One proxied connection.
+struct Conn {
+    task: tokio::task::AbortHandle,
+    /// Silent for good: nothing more goes through, and nothing closes it.
+    silent: Arc<AtomicBool>,
+}
+
+/// Copies `from` to `to` chunk by chunk, each held back `slow` milliseconds; once
+/// `silent`, holds everything and never closes, as a path that died without a reset.
 async fn forward(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     slow: Arc<AtomicU64>,
+    silent: Arc<AtomicBool>,
 ) {
     let mut buf = vec![0u8; 16 << 10];
     loop {
@@ -39,6 +50,9 @@ async fn forward(
         let wait = slow.load(Ordering::SeqCst);
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        if silent.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
@@ -61,8 +75,15 @@ impl Link {
         ));
         let cut = Arc::new(AtomicBool::new(false));
         let slow = Arc::new(AtomicU64::new(0));
-        let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (u, c, o, sl) = (upstream.clone(), cut.clone(), open.clone(), slow.clone());
+        let stalled = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<Conn>>> = Arc::default();
+        let (u, c, o, sl, st) = (
+            upstream.clone(),
+            cut.clone(),
+            open.clone(),
+            slow.clone(),
+            stalled.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((inbound, _)) = listener.accept().await else {
@@ -74,19 +95,25 @@ impl Link {
                 }
                 let to = u.lock().unwrap().clone();
                 let slow = sl.clone();
+                let silent = Arc::new(AtomicBool::new(st.load(Ordering::SeqCst)));
+                let quiet = silent.clone();
                 let conn = tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(to).await else {
                         return;
                     };
-                    let (ri, mut wi) = inbound.into_split();
-                    let (mut ro, wo) = outbound.into_split();
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
                     // Either side closing closes both, as a dead centre's kernel would.
+                    let fast = Arc::new(AtomicU64::new(0));
                     tokio::select! {
-                        _ = forward(ri, wo, slow) => {}
-                        _ = tokio::io::copy(&mut ro, &mut wi) => {}
+                        _ = forward(ri, wo, slow, quiet.clone()) => {}
+                        _ = forward(ro, wi, fast, quiet) => {}
                     }
                 });
-                o.lock().unwrap().push(conn.abort_handle());
+                o.lock().unwrap().push(Conn {
+                    task: conn.abort_handle(),
+                    silent,
+                });
             }
         });
         Link {
@@ -94,6 +121,7 @@ impl Link {
             upstream,
             cut,
             slow,
+            stalled,
             open,
             task,
         }
@@ -106,12 +134,23 @@ impl Link {
     pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
         for c in self.open.lock().unwrap().drain(..) {
-            c.abort();
+            c.task.abort();
+        }
+    }
+
+    /// Every open connection, and each new one until `restore`, goes silent without
+    /// closing: requests in flight get no answer and no reset. Those stay silent after
+    /// `restore`; only new connections work again.
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+        for c in self.open.lock().unwrap().iter() {
+            c.silent.store(true, Ordering::SeqCst);
         }
     }
 
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.stalled.store(false, Ordering::SeqCst);
     }
 
     pub fn slow_down(&self, ms: u64) {

@@ -2,7 +2,7 @@
 //!
 //! One write connection, used by the group-commit writer; a small read pool for the API
 //! (WAL lets it read while the writer commits). A batch passes all its rows of a table
-//! as one JSON parameter expanded with `json_each`, so a commit costs two statements
+//! as one JSON parameter expanded with `jsonb_each`, so a commit costs two statements
 //! however many leases it carries.
 
 use std::net::Ipv4Addr;
@@ -58,12 +58,12 @@ const SCHEMA: &[&str] = &[
 ];
 
 const UPSERT_LEASES: &str = "INSERT INTO dhcp_leases (mac, ip, expires_at, state, hostname, network, updated_at)
-    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?1) WHERE true
+    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM jsonb_each(?1) WHERE true
     ON CONFLICT (mac) DO UPDATE SET ip = excluded.ip, expires_at = excluded.expires_at,
         state = excluded.state, hostname = coalesce(excluded.hostname, dhcp_leases.hostname),
         network = excluded.network, updated_at = excluded.updated_at";
 const UPSERT_DISCOVERED: &str = "INSERT INTO dhcp_discovered_hosts (mac, network, first_seen, last_seen, vendor_class, arch, hostname)
-    SELECT value->>0, value->>1, value->>2, value->>2, value->>3, value->>4, value->>5 FROM json_each(?1) WHERE true
+    SELECT value->>0, value->>1, value->>2, value->>2, value->>3, value->>4, value->>5 FROM jsonb_each(?1) WHERE true
     ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen,
         network = coalesce(excluded.network, dhcp_discovered_hosts.network),
         vendor_class = coalesce(excluded.vendor_class, dhcp_discovered_hosts.vendor_class),

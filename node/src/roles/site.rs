@@ -13,14 +13,21 @@ use lariat_site::{
     ProvisioningConfig, SiteDesign,
 };
 
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
 use crate::error::ProcessError;
 
 /// What the site role runs.
 #[derive(Debug, Clone)]
 pub struct SiteConfig {
-    /// Serve HTTP boot on the API's listener.
+    /// Serve HTTP boot: on the API's listener, or on `boot_listen` when given.
     pub http_boot: bool,
-    /// This server's URL as booting nodes reach it; the listener's address when absent.
+    /// A listener of HTTP boot's own, in plain HTTP, apart from the API's: needed when
+    /// the API speaks TLS, since PXE firmware cannot check a certificate.
+    pub boot_listen: Option<SocketAddr>,
+    /// This server's URL as booting nodes reach it; the boot listener's address when
+    /// absent.
     pub boot_url: Option<String>,
     /// The boot asset cache, served under `/boot/assets/` and filled by `stage_assets`.
     pub assets: PathBuf,
@@ -44,6 +51,13 @@ pub struct SiteRole {
 pub struct RunningSite {
     services: BootServices,
     routes: Option<Router>,
+    boot_listener: Option<BootListener>,
+}
+
+/// HTTP boot on a listener of its own.
+struct BootListener {
+    stop: CancellationToken,
+    served: JoinHandle<std::io::Result<()>>,
 }
 
 impl SiteRole {
@@ -78,7 +92,7 @@ impl SiteRole {
     }
 
     /// The design is open: the actions go on with it, and the boot services start. `api`
-    /// is the listener HTTP boot shares, for the default boot URL.
+    /// is the API's listener, which HTTP boot shares unless it has one of its own.
     pub async fn start(
         self,
         engine: Engine,
@@ -87,6 +101,18 @@ impl SiteRole {
         api: SocketAddr,
     ) -> Result<RunningSite, ProcessError> {
         self.set_design.set(design.clone());
+        let own = match (self.cfg.http_boot, self.cfg.boot_listen) {
+            (true, Some(addr)) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| ProcessError::Listen(addr, e))?,
+            ),
+            _ => None,
+        };
+        let boot_addr = match &own {
+            Some(l) => l.local_addr().map_err(ProcessError::Serve)?,
+            None => api,
+        };
         let boot = if self.cfg.http_boot {
             let assets = self.cfg.assets.clone();
             std::fs::create_dir_all(&assets)
@@ -95,7 +121,7 @@ impl SiteRole {
                 .cfg
                 .boot_url
                 .clone()
-                .unwrap_or_else(|| format!("http://{api}"));
+                .unwrap_or_else(|| format!("http://{boot_addr}"));
             tracing::info!(%base_url, assets = %assets.display(), "HTTP boot on");
             Some(HttpBoot { base_url, assets })
         } else {
@@ -116,12 +142,21 @@ impl SiteRole {
             }
             None => None,
         };
-        Ok(RunningSite { services, routes })
+        let (routes, boot_listener) = match (own, routes) {
+            (Some(listener), Some(r)) => (None, Some(BootListener::serve(listener, r))),
+            (_, r) => (r, None),
+        };
+        Ok(RunningSite {
+            services,
+            routes,
+            boot_listener,
+        })
     }
 }
 
 impl RunningSite {
-    /// HTTP boot's routes, for the listener the API serves on; once.
+    /// HTTP boot's routes, for the listener the API serves on; once. None when HTTP boot
+    /// is off or has a listener of its own.
     pub fn take_routes(&mut self) -> Option<Router> {
         self.routes.take()
     }
@@ -135,8 +170,35 @@ impl RunningSite {
         }))
     }
 
-    /// Stops the boot services.
+    /// Stops the boot services and HTTP boot's own listener.
     pub async fn shutdown(self) {
+        if let Some(b) = self.boot_listener {
+            b.stop.cancel();
+            match b.served.await {
+                Ok(Err(e)) => tracing::error!("HTTP boot's listener failed: {e}"),
+                Err(e) => tracing::error!("HTTP boot's listener: {e}"),
+                Ok(Ok(())) => {}
+            }
+        }
         self.services.shutdown().await;
+    }
+}
+
+impl BootListener {
+    fn serve(listener: tokio::net::TcpListener, routes: Router) -> BootListener {
+        let stop = CancellationToken::new();
+        if let Ok(local) = listener.local_addr() {
+            tracing::info!("HTTP boot served on http://{local}");
+        }
+        let until = stop.clone();
+        let served = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                routes.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { until.cancelled().await })
+            .await
+        });
+        BootListener { stop, served }
     }
 }
