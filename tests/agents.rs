@@ -159,6 +159,20 @@ fn centre_with(dir: &Path, repo: &Repo, extra: &[&str]) -> Proc {
     Proc::spawn("centre", &args, &[])
 }
 
+/// A centre over the two-site design (in `dir`), with the test's workflow registered.
+async fn two_site_centre(dir: &Path) -> (Repo, Proc) {
+    let design = dir.join("design");
+    two_site_design(&design);
+    let repo = Repo::with(&design);
+    let central = centre(dir, &repo);
+    central
+        .client()
+        .register_workflow(WORKFLOW.into(), lariat_client::DefinitionFormat::Yaml)
+        .await
+        .unwrap();
+    (repo, central)
+}
+
 fn site_token(dir: &Path, site: &str) -> String {
     link_support::site_token(&dir.join("central.db"), site)
 }
@@ -522,14 +536,8 @@ async fn applied(c: &Client, site: &str) -> Option<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_in_the_middle_of_catch_up_the_centre_and_the_agent_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let design = dir.path().join("design");
-    two_site_design(&design);
-    let repo = Repo::with(&design);
-    let mut central = centre(dir.path(), &repo);
+    let (repo, mut central) = two_site_centre(dir.path()).await;
     let c = central.client();
-    c.register_workflow(WORKFLOW.into(), lariat_client::DefinitionFormat::Yaml)
-        .await
-        .unwrap();
     let token = site_token(dir.path(), "ams1");
     let link = Link::to(&central.base).await;
     // Small batches, so a backlog takes many requests to ship.
@@ -623,14 +631,8 @@ async fn killed_in_the_middle_of_catch_up_the_centre_and_the_agent_lose_nothing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_stuck_on_a_silent_connection_dials_again() {
     let dir = tempfile::tempdir().unwrap();
-    let design = dir.path().join("design");
-    two_site_design(&design);
-    let repo = Repo::with(&design);
-    let central = centre(dir.path(), &repo);
+    let (_repo, central) = two_site_centre(dir.path()).await;
     let c = central.client();
-    c.register_workflow(WORKFLOW.into(), lariat_client::DefinitionFormat::Yaml)
-        .await
-        .unwrap();
     let token = site_token(dir.path(), "ams1");
     let link = Link::to(&central.base).await;
     let ams = agent_with(dir.path(), "ams1", &link, &token, &["--link-timeout", "2s"]);
@@ -692,14 +694,8 @@ async fn a_link_stuck_on_a_silent_connection_dials_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_credential_speaks_for_its_site_only() {
     let dir = tempfile::tempdir().unwrap();
-    let design = dir.path().join("design");
-    two_site_design(&design);
-    let repo = Repo::with(&design);
-    let central = centre(dir.path(), &repo);
+    let (_repo, central) = two_site_centre(dir.path()).await;
     let c = central.client();
-    c.register_workflow(WORKFLOW.into(), lariat_client::DefinitionFormat::Yaml)
-        .await
-        .unwrap();
     let ams_token = site_token(dir.path(), "ams1");
     let fra_token = site_token(dir.path(), "fra1");
     let link = Link::to(&central.base).await;
@@ -1107,14 +1103,8 @@ fn created(run: Uuid, owner: &str, owner_seq: i64) -> LinkEvent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_with_gaps_repeats_or_garbage_change_nothing_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    let design = dir.path().join("design");
-    two_site_design(&design);
-    let repo = Repo::with(&design);
-    let central = centre(dir.path(), &repo);
+    let (_repo, central) = two_site_centre(dir.path()).await;
     let c = central.client();
-    c.register_workflow(WORKFLOW.into(), lariat_client::DefinitionFormat::Yaml)
-        .await
-        .unwrap();
     // Speak as ams1's agent by hand.
     let token = site_token(dir.path(), "ams1");
     let ams = Client::new(&central.base, Some(token.clone())).unwrap();
