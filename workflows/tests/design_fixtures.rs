@@ -185,6 +185,38 @@ fn each_broken_design_produces_exactly_its_finding() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Windows that parse yet cannot work: a cron naming no real moment, and no duration.
+#[test]
+fn a_window_that_can_never_open_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = examples().join("broken/invalid-cron/base.yaml");
+    std::fs::copy(base, dir.path().join("base.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("windows.yaml"),
+        "kind: MaintenanceWindow\nname: feb31\nspec: {cron: \"0 2 31 2 *\", duration: 2h, timezone: Europe/Amsterdam}\n---\nkind: MaintenanceWindow\nname: instant\nspec: {cron: \"0 2 * * *\", duration: 0s}\n---\nkind: MaintenanceWindow\nname: fine\nspec: {cron: \"30 2 * * 0\", duration: 3h, timezone: America/New_York}\n",
+    )
+    .unwrap();
+    let report = design::load_dir(dir.path()).report;
+    let found: Vec<(&str, &str)> = report
+        .findings
+        .iter()
+        .map(|f| (f.rule.as_str(), f.message.as_str()))
+        .collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|(r, m)| *r == "invalid-cron" && m.contains("feb31") && m.contains("never fires")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(r, m)| *r == "invalid-field" && m.contains("instant")),
+        "{found:?}"
+    );
+}
+
 #[test]
 fn every_documented_rule_has_a_broken_design() {
     let doc =

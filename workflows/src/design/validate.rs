@@ -1023,17 +1023,66 @@ fn boot_profiles(design: &Design, out: &mut Vec<Finding>) {
 
 fn windows(design: &Design, out: &mut Vec<Finding>) {
     for w in design.windows() {
-        if let Err(e) = w.spec.cron.parse::<croner::Cron>() {
+        let n = &w.name;
+        let zone = match w.spec.timezone.as_deref() {
+            None => Some(chrono_tz::UTC),
+            Some(z) => match z.parse::<chrono_tz::Tz>() {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    out.push(err(
+                        "invalid-timezone",
+                        Kind::MaintenanceWindow,
+                        n,
+                        "spec.timezone",
+                        format!(
+                            "MaintenanceWindow '{n}': timezone '{z}' is not an IANA time zone (such as Europe/Amsterdam or UTC)"
+                        ),
+                    ));
+                    None
+                }
+            },
+        };
+        if w.spec.duration.is_zero() {
             out.push(err(
-                "invalid-cron",
+                "invalid-field",
                 Kind::MaintenanceWindow,
-                &w.name,
-                "spec.cron",
-                format!(
-                    "MaintenanceWindow '{}': cron expression '{}': {e}",
-                    w.name, w.spec.cron
-                ),
+                n,
+                "spec.duration",
+                format!("MaintenanceWindow '{n}': a window of no duration never opens"),
             ));
+        }
+        let cron = match w.spec.cron.parse::<croner::Cron>() {
+            Ok(c) => c,
+            Err(e) => {
+                out.push(err(
+                    "invalid-cron",
+                    Kind::MaintenanceWindow,
+                    n,
+                    "spec.cron",
+                    format!(
+                        "MaintenanceWindow '{n}': cron expression '{}': {e}",
+                        w.spec.cron
+                    ),
+                ));
+                continue;
+            }
+        };
+        // A cron that parses may still name no real moment (the 31st of February): a
+        // window that can never open would hold its steps for good.
+        if let Some(tz) = zone {
+            let now = chrono::Utc::now().with_timezone(&tz);
+            if cron.find_next_occurrence(&now, false).is_err() {
+                out.push(err(
+                    "invalid-cron",
+                    Kind::MaintenanceWindow,
+                    n,
+                    "spec.cron",
+                    format!(
+                        "MaintenanceWindow '{n}': cron expression '{}' never fires",
+                        w.spec.cron
+                    ),
+                ));
+            }
         }
     }
 }
