@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use lariat_db::Durability;
 
-use crate::server::{BootArgs, SiteArgs, auth, shutdown_signal, site_config};
+use crate::server::{BootArgs, SiteArgs, auth, shutdown_signal, site_config, tls_files};
 
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
@@ -140,14 +140,7 @@ impl AgentArgs {
                 durability: self.durability,
                 max_running: self.max_running,
                 max_interruptions: self.max_interruptions,
-                tls: match (&self.api_tls_cert, &self.api_tls_key) {
-                    (Some(cert), Some(key)) => Some(lariat_node::TlsFiles {
-                        cert: cert.clone(),
-                        key: key.clone(),
-                        client_ca: None,
-                    }),
-                    _ => None,
-                },
+                tls: tls_files(&self.api_tls_cert, &self.api_tls_key, None),
             },
             auth: auth(self.insecure_no_auth),
             link: lariat_node::LinkSettings {

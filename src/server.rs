@@ -209,14 +209,7 @@ impl ServerArgs {
                 durability: self.durability,
                 max_running: self.max_running,
                 max_interruptions: self.max_interruptions,
-                tls: match (&self.tls_cert, &self.tls_key) {
-                    (Some(cert), Some(key)) => Some(lariat_node::TlsFiles {
-                        cert: cert.clone(),
-                        key: key.clone(),
-                        client_ca: self.client_ca.clone(),
-                    }),
-                    _ => None,
-                },
+                tls: tls_files(&self.tls_cert, &self.tls_key, self.client_ca.clone()),
             },
             central: lariat_node::CentralConfig {
                 design: self.design.config(&self.db)?,
@@ -234,6 +227,23 @@ impl ServerArgs {
             },
             site: site_config(&self.db, &self.boot, &self.site)?,
         })
+    }
+}
+
+/// The listener's TLS files, when both the certificate and its key are given (clap
+/// makes each require the other).
+pub fn tls_files(
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Option<lariat_node::TlsFiles> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Some(lariat_node::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca,
+        }),
+        _ => None,
     }
 }
 

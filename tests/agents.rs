@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use api_support::{BIN, PATIENCE, Repo, examples, listening_url};
+use api_support::{BIN, PATIENCE, Repo, copy_dir, examples, listening_url};
 use lariat_client::types::{
     AgentHello, EventBatch, LinkEvent, ListRunsQuery, RunDetail, RunStatus, SignalStep, StepStatus,
     SubmitRun, SyncRequest, Targets,
@@ -50,19 +50,6 @@ fn two_site_design(dir: &Path) {
         ));
     }
     std::fs::write(dir.join("fra1.yaml"), fra).unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let target = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &target);
-        } else {
-            std::fs::copy(&p, &target).unwrap();
-        }
-    }
 }
 
 /// A `lariat` process; killed when dropped, its log printed if the test failed.
@@ -1222,17 +1209,7 @@ async fn batches_with_gaps_repeats_or_garbage_change_nothing_accepted() {
         matches!(&err, ClientError::Api { status: 409, message, .. } if message.contains("lost or replaced")),
         "{err}"
     );
-    let out = Command::new(BIN)
-        .args(["site", "reset", "ams1", "--db"])
-        .arg(dir.path().join("central.db"))
-        .env("LARIAT_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    api_support::lariat_on(&dir.path().join("central.db"), &["site", "reset", "ams1"]);
     ams.agent_hello(&AgentHello {
         executor: "agent-ams1-new".into(),
         version: "test".into(),

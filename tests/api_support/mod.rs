@@ -30,21 +30,27 @@ pub struct TestServer {
     pub http: reqwest::Client,
 }
 
-/// Create a token with the CLI; returns the secret.
-pub fn create_token(db: &Path, role: &str, name: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["token", "create", "--json", "--role", role, "--name", name])
-        .arg("--db")
-        .arg(db)
-        .env("LARIAT_LOG", "warn")
-        .output()
-        .expect("lariat runs");
+/// Runs `lariat ARGS --db DB` (a local command on a database file, no server) to
+/// success; returns what it printed, trimmed.
+pub fn lariat_on(db: &Path, args: &[&str]) -> String {
+    let mut c = Command::new(BIN);
+    c.args(args).arg("--db").arg(db).env("LARIAT_LOG", "warn");
+    let out = c.output().expect("lariat runs");
     assert!(
         out.status.success(),
-        "token create failed: {}",
+        "{c:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("token create --json prints JSON");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Create a token with the CLI; returns the secret.
+pub fn create_token(db: &Path, role: &str, name: &str) -> String {
+    let out = lariat_on(
+        db,
+        &["token", "create", "--json", "--role", role, "--name", name],
+    );
+    let v: Value = serde_json::from_str(&out).expect("token create --json prints JSON");
     v["token"].as_str().expect("a token").to_string()
 }
 

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -171,16 +170,5 @@ impl Drop for Link {
 
 /// A site credential made with `lariat site token create SITE` on the centre's database.
 pub fn site_token(db: &Path, site: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_lariat"))
-        .args(["site", "token", "create", site, "--db"])
-        .arg(db)
-        .env("LARIAT_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    super::api_support::lariat_on(db, &["site", "token", "create", site])
 }

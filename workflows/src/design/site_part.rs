@@ -24,11 +24,9 @@ pub fn site_part(files: &[(String, String)], design: &Design, site: &str) -> Vec
         let keep: Vec<&str> = docs
             .iter()
             .filter(|d| {
-                // The name is checked too, so that a design of another revision can
-                // only ever keep too much, never drop a document it does not know.
                 !others
                     .get(&(path.as_str(), d.first_line))
-                    .is_some_and(|name| d.text.contains("kind: Host") && d.text.contains(name))
+                    .is_some_and(|name| names_host(d.text, name))
             })
             .map(|d| d.text)
             .collect();
@@ -49,6 +47,20 @@ pub fn site_part(files: &[(String, String)], design: &Design, site: &str) -> Vec
         }
     }
     out
+}
+
+/// Whether `doc` says, line by line, that it is the Host `name`. Checked against the
+/// text, not only by position, so that a design of another revision can only ever keep
+/// too much, never drop a document it does not know; a document written otherwise (flow
+/// style, a name quoted differently) is kept.
+fn names_host(doc: &str, name: &str) -> bool {
+    let field = |key: &str| {
+        doc.lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\''))
+            .collect::<Vec<_>>()
+    };
+    field("kind:") == ["Host"] && field("name:") == [name]
 }
 
 #[cfg(test)]
@@ -95,6 +107,16 @@ mod tests {
         let mut names: Vec<&str> = theirs.design.hosts().map(|h| h.name.as_str()).collect();
         names.sort();
         assert_eq!(names, ["b1", "b2", "n1"]);
+    }
+
+    #[test]
+    fn only_the_host_itself_is_recognised_at_its_place() {
+        assert!(names_host(&host("b1", Some("b")), "b1"));
+        assert!(names_host("kind: Host\nname: \"b1\"\n", "b1"));
+        // Another revision may put something else where b1 was: kept.
+        assert!(!names_host(&host("b10", Some("b")), "b1"));
+        assert!(!names_host("kind: HostProfile\nname: b1\n", "b1"));
+        assert!(!names_host("{kind: Host, name: b1}\n", "b1"));
     }
 
     #[test]
