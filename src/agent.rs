@@ -61,6 +61,11 @@ pub struct AgentArgs {
     /// Restarts in a row that may interrupt one step before it fails.
     #[arg(long, default_value_t = 20)]
     pub max_interruptions: u32,
+    /// Run the engine and the maintenance windows by a clock that starts at this moment
+    /// (RFC 3339, such as 2027-03-28T00:59:50Z) and runs at the system's pace: window and
+    /// daylight-saving drills without waiting for the night. Never in production.
+    #[arg(long, hide = true, value_parser = crate::server::clock_start)]
+    pub clock_start: Option<lariat_db::Clock>,
     /// Sync with the centre at least this often while connected.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub sync_every: Duration,
@@ -140,6 +145,7 @@ impl AgentArgs {
                 durability: self.durability,
                 max_running: self.max_running,
                 max_interruptions: self.max_interruptions,
+                clock: self.clock_start.unwrap_or_default(),
                 tls: tls_files(&self.api_tls_cert, &self.api_tls_key, None),
             },
             auth: auth(self.insecure_no_auth),

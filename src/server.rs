@@ -31,6 +31,11 @@ pub struct ServerArgs {
     /// Restarts in a row that may interrupt one step before it fails.
     #[arg(long, default_value_t = 20)]
     pub max_interruptions: u32,
+    /// Run the engine and the maintenance windows by a clock that starts at this moment
+    /// (RFC 3339, such as 2027-03-28T00:59:50Z) and runs at the system's pace: window and
+    /// daylight-saving drills without waiting for the night. Never in production.
+    #[arg(long, hide = true, value_parser = crate::server::clock_start)]
+    pub clock_start: Option<lariat_db::Clock>,
     /// Serve the API without authentication. For development on a laptop only.
     #[arg(long)]
     pub insecure_no_auth: bool,
@@ -199,6 +204,18 @@ fn beside(db: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Reads `--clock-start`.
+pub(crate) fn clock_start(text: &str) -> Result<lariat_db::Clock, String> {
+    let at = humantime::parse_rfc3339_weak(text).map_err(|e| {
+        format!("'{text}' is not an RFC 3339 time such as 2027-03-28T00:59:50Z: {e}")
+    })?;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("'{text}' is before 1970"))?
+        .as_millis();
+    Ok(lariat_db::Clock::starting_at(ms as i64))
+}
+
 impl ServerArgs {
     fn config(&self) -> anyhow::Result<lariat_node::ServerConfig> {
         Ok(lariat_node::ServerConfig {
@@ -209,6 +226,7 @@ impl ServerArgs {
                 durability: self.durability,
                 max_running: self.max_running,
                 max_interruptions: self.max_interruptions,
+                clock: self.clock_start.unwrap_or_default(),
                 tls: tls_files(&self.tls_cert, &self.tls_key, self.client_ca.clone()),
             },
             central: lariat_node::CentralConfig {

@@ -52,6 +52,8 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ),
     ("GET", "/v1/sites", Some("viewer")),
     ("GET", "/v1/commands/{id}", Some("viewer")),
+    ("GET", "/v1/windows", Some("viewer")),
+    ("GET", "/v1/windows/{name}", Some("viewer")),
     // A site agent's credential, which no operator token is.
     ("POST", "/v1/agent/hello", Some("agent")),
     ("POST", "/v1/agent/sync", Some("agent")),

@@ -8,6 +8,7 @@ mod error;
 mod link;
 mod ops;
 mod runs;
+mod windows;
 mod workflows;
 
 pub use designs::*;
@@ -15,4 +16,5 @@ pub use error::*;
 pub use link::*;
 pub use ops::*;
 pub use runs::*;
+pub use windows::*;
 pub use workflows::*;

@@ -54,7 +54,7 @@ pub use tokens::{NewToken, Role, TokenError, TokenInfo, TokenStore};
 pub use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::routes::{designs, ops, runs, sites, stream, workflows};
+use crate::routes::{designs, ops, runs, sites, stream, windows, workflows};
 use crate::state::AppState;
 use lariat_api_types::ErrorBody;
 
@@ -104,6 +104,7 @@ pub enum ApiError {
         (name = "runs", description = "Runs, their steps and history, and the operator verbs"),
         (name = "designs", description = "The site design: revisions from git, findings, validation, resolved hosts, site pins"),
         (name = "sites", description = "Sites and their agents: the agents' link, site health, commands queued for agents"),
+        (name = "windows", description = "Maintenance windows of the design in force, and the steps waiting on them"),
         (name = "ops", description = "Probes, metrics, this document"),
     )
 )]
@@ -144,6 +145,8 @@ fn documented() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
             (schemas, paths, method.layer(limit))
         })
         .routes(routes!(sites::list_sites))
+        .routes(routes!(windows::list_windows))
+        .routes(routes!(windows::get_window))
         .routes(routes!(sites::get_command))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))

@@ -488,6 +488,18 @@ impl Client {
             .await
     }
 
+    // ---- maintenance windows ----------------------------------------------------------
+
+    /// Every window of the design in force, open or not, with its next openings.
+    pub async fn windows(&self) -> Result<lariat_api_types::WindowList, ClientError> {
+        self.get("/v1/windows").await
+    }
+
+    /// One window, with the steps waiting on it.
+    pub async fn window(&self, name: &str) -> Result<lariat_api_types::WindowDetail, ClientError> {
+        self.get(&format!("/v1/windows/{}", encode(name))).await
+    }
+
     // ---- sites and the agents' link -------------------------------------------------
 
     /// Every site, with its agent's health.

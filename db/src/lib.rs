@@ -33,6 +33,39 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The time a process runs by: the system clock, or the system clock shifted so that it
+/// starts at a given moment (tests and drills of maintenance windows, which must not wait
+/// for hours for a night or a daylight-saving change). Timestamps and timers of the engine
+/// and the windows it opens read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Clock {
+    offset_ms: i64,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock::default()
+    }
+
+    /// A clock that reads `at_ms` now and runs at the system clock's pace.
+    pub fn starting_at(at_ms: i64) -> Clock {
+        Clock {
+            offset_ms: at_ms.saturating_sub(now_ms()),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch, by this clock.
+    pub fn now_ms(&self) -> i64 {
+        now_ms().saturating_add(self.offset_ms)
+    }
+
+    /// Whether it differs from the system clock.
+    pub fn is_shifted(&self) -> bool {
+        self.offset_ms != 0
+    }
+}
+
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {

@@ -34,6 +34,8 @@ pub struct EngineConfig {
     pub max_batch_events: usize,
     /// Committed events buffered for slow subscribers.
     pub event_buffer: usize,
+    /// The time events are stamped with and timers and windows run by.
+    pub clock: lariat_db::Clock,
 }
 
 impl EngineConfig {
@@ -45,6 +47,7 @@ impl EngineConfig {
             max_interruptions: 20,
             max_batch_events: 8192,
             event_buffer: 4096,
+            clock: lariat_db::Clock::system(),
         }
     }
 }
@@ -60,6 +63,7 @@ struct Inner {
     resume: OnceLock<ResumeReport>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     keys: crate::keys::KeyTurns,
+    clock: lariat_db::Clock,
 }
 
 /// The durable workflow engine. Cheap to clone; every clone drives the same executor.
@@ -95,6 +99,7 @@ impl Engine {
         let env = Arc::new(Env {
             actions: actions.clone(),
             gate,
+            clock: config.clock,
             max_running: config.max_running.max(1),
             max_interruptions: config.max_interruptions,
         });
@@ -110,6 +115,7 @@ impl Engine {
                 resume: OnceLock::new(),
                 tasks: Mutex::new(Vec::new()),
                 keys: Default::default(),
+                clock: config.clock,
             }),
         };
 
@@ -596,6 +602,21 @@ impl Engine {
         Ok(self.inner.store.list_runs(q).await?)
     }
 
+    /// Tasks waiting for maintenance windows (one window's, when named), at most `limit`;
+    /// at the centre, those of site agents' runs too, as replicated.
+    pub async fn window_waiters(
+        &self,
+        window: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<crate::store::WindowWaiter>, EngineError> {
+        Ok(self.inner.store.window_waiters(window, limit).await?)
+    }
+
+    /// The clock the engine runs by.
+    pub fn clock(&self) -> lariat_db::Clock {
+        self.inner.clock
+    }
+
     /// A run's events after `after` (a seq), oldest first.
     pub async fn events(
         &self,
@@ -648,7 +669,7 @@ impl Engine {
         run.check()?;
         let wf = self.workflow(&run.workflow, run.version).await?;
         fit_input(&wf, &mut run)?;
-        let now = crate::event::now_ms();
+        let now = self.inner.clock.now_ms();
         let row = RunRow {
             workflow: wf.name.clone(),
             version: wf.version,

@@ -80,9 +80,80 @@ pub struct StepDef {
     pub compensation: Option<Compensation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub for_each: Option<ForEach>,
-    /// Name of a maintenance window; the step only starts while it is open.
+    /// The maintenance window the step (each attempt, each item) starts in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<String>,
+    pub window: Option<WindowRef>,
+}
+
+impl StepDef {
+    /// What an attempt needs left of its window to start: the cutoff, else the timeout.
+    pub fn window_need(&self) -> Duration {
+        self.window
+            .as_ref()
+            .and_then(|w| w.cutoff)
+            .unwrap_or(self.timeout)
+    }
+}
+
+/// A step's window: `window: NAME`, or `window: {name: NAME, cutoff: 45m}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowRef {
+    pub name: String,
+    /// Time that must be left before the window closes for an attempt to start; the
+    /// step's timeout when absent, so that an attempt that cannot finish does not start.
+    pub cutoff: Option<Duration>,
+}
+
+impl Serialize for WindowRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // A bare name stays a bare name, so definitions written before cutoffs keep
+        // their text (and their version).
+        match self.cutoff {
+            None => s.serialize_str(&self.name),
+            Some(c) => {
+                #[derive(Serialize)]
+                struct Full<'a> {
+                    name: &'a str,
+                    #[serde(with = "duration_text")]
+                    cutoff: Duration,
+                }
+                Full {
+                    name: &self.name,
+                    cutoff: c,
+                }
+                .serialize(s)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WindowRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            name: String,
+            #[serde(default, with = "duration_text::optional")]
+            cutoff: Option<Duration>,
+        }
+        match Value::deserialize(d)? {
+            Value::String(name) => Ok(WindowRef { name, cutoff: None }),
+            v @ Value::Object(_) => {
+                let f: Full = serde_json::from_value(v).map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "window: {e} (write {{name: fw, cutoff: 45m}})"
+                    ))
+                })?;
+                Ok(WindowRef {
+                    name: f.name,
+                    cutoff: f.cutoff,
+                })
+            }
+            other => Err(serde::de::Error::custom(format!(
+                "window must be a name, or {{name: NAME, cutoff: DURATION}}, got {other}"
+            ))),
+        }
+    }
 }
 
 fn default_timeout() -> Duration {
@@ -529,13 +600,23 @@ fn check(
                 });
             }
         }
-        if let Some(w) = &s.window
-            && let Some(m) = name_problem("window name", w)
-        {
-            problems.push(Problem::InvalidStep {
-                step: s.name.clone(),
-                message: m,
-            });
+        if let Some(w) = &s.window {
+            if let Some(m) = name_problem("window name", &w.name) {
+                problems.push(Problem::InvalidStep {
+                    step: s.name.clone(),
+                    message: m,
+                });
+            }
+            if w.cutoff.is_some_and(|c| c > s.timeout) {
+                problems.push(Problem::InvalidStep {
+                    step: s.name.clone(),
+                    message: format!(
+                        "window.cutoff ({}) is longer than the step's timeout ({}): an attempt never needs more than its timeout",
+                        humantime::format_duration(w.cutoff.unwrap_or_default()),
+                        humantime::format_duration(s.timeout)
+                    ),
+                });
+            }
         }
         let mut seen = BTreeSet::new();
         for n in &s.needs {
@@ -669,6 +750,18 @@ pub mod duration_text {
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// An optional duration, absent or written the same way.
+    pub mod optional {
+        use serde::{Deserialize, Deserializer};
+        use std::time::Duration;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrapped(#[serde(with = "super")] Duration);
+            Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

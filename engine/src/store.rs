@@ -92,6 +92,32 @@ pub struct StoredWorkflow {
     pub created_at: i64,
 }
 
+/// window, run, step, item, item value, wake at, owner.
+type WaiterRow = (
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<i64>,
+    String,
+);
+
+/// A task waiting for a maintenance window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowWaiter {
+    pub window: String,
+    pub run_id: Uuid,
+    pub step: String,
+    /// The fan-out item, for an item.
+    pub item: Option<u32>,
+    pub item_value: Option<Value>,
+    /// When the window may next let it start, as the executor last saw it.
+    pub until: Option<i64>,
+    /// The executor that owns the run (a site's agent, for a site's run).
+    pub owner: String,
+}
+
 /// Filter and page for listing runs, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct RunQuery {
@@ -426,6 +452,40 @@ impl Store {
         .fetch_all(self.reads())
         .await?;
         Ok(rows.into_iter().collect())
+    }
+
+    /// Tasks waiting for maintenance windows, the window named `window` only when given:
+    /// at most `limit`, by window and run.
+    pub async fn window_waiters(
+        &self,
+        window: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<WindowWaiter>, StoreError> {
+        let rows: Vec<WaiterRow> =
+            sqlx::query_as(
+                "SELECT s.waiting_for, s.run_id, s.step, s.item, s.item_value, s.wake_at, r.owner
+                 FROM steps s JOIN runs r ON r.id = s.run_id
+                 WHERE s.status = 'waiting' AND s.waiting_for >= 'window:' AND s.waiting_for < 'window;'
+                   AND (?1 IS NULL OR s.waiting_for = ?1)
+                 ORDER BY s.waiting_for, s.run_id, s.step, s.item LIMIT ?2",
+            )
+            .bind(window.map(|w| format!("window:{w}")))
+            .bind(i64::from(limit.clamp(1, 100_000)))
+            .fetch_all(self.reads())
+            .await?;
+        rows.into_iter()
+            .map(|(w, run, step, item, value, until, owner)| {
+                Ok(WindowWaiter {
+                    window: w.strip_prefix("window:").unwrap_or(&w).to_string(),
+                    run_id: parse_uuid(&run)?,
+                    step,
+                    item: u32::try_from(item).ok(),
+                    item_value: value.and_then(|v| serde_json::from_str(&v).ok()),
+                    until,
+                    owner,
+                })
+            })
+            .collect()
     }
 
     /// A run's events with `seq > after`, oldest first.

@@ -230,6 +230,9 @@ steps:
   - {name: b, action: noop, for_each: {over: targets, max_parallel: 0}}
   - {name: c, action: noop, window: "has space"}
   - {name: d, action: noop, timeout: 0s}
+  - {name: e, action: noop, window: {name: fw, cutoff: 45 minutes please}}
+  - {name: f, action: noop, window: {name: fw, cutoff: 2h}, timeout: 1h}
+  - {name: g, action: noop, window: 5}
 "#;
     let problems = reject(&h, yaml, Format::Yaml).await;
     let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
@@ -253,6 +256,44 @@ steps:
             .any(|t| t.starts_with("step 'd'") && t.contains("timeout")),
         "{text:?}"
     );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("'e'") && t.contains("45 minutes please")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.starts_with("step 'f'") && t.contains("window.cutoff (2h) is longer")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("'g'") && t.contains("window must be a name")),
+        "{text:?}"
+    );
+}
+
+/// A bare window name keeps its text: definitions written before cutoffs keep their
+/// version when registered again.
+#[tokio::test]
+async fn a_window_without_cutoff_is_written_back_as_a_name() {
+    let h = Harness::new().await;
+    let yaml = "name: w\nsteps:\n  - {name: a, action: noop, window: fw}\n  - {name: b, action: noop, window: {name: fw, cutoff: 5m}}\n";
+    let v1 = h
+        .engine
+        .register_workflow(yaml, Format::Yaml)
+        .await
+        .unwrap();
+    let stored = h.engine.workflow("w", Some(v1.version)).await.unwrap();
+    let def = serde_json::to_value(&stored.def).unwrap();
+    assert_eq!(def["steps"][0]["window"], "fw", "{def}");
+    assert_eq!(def["steps"][1]["window"]["cutoff"], "5m", "{def}");
+    let v2 = h
+        .engine
+        .register_workflow(yaml, Format::Yaml)
+        .await
+        .unwrap();
+    assert_eq!((v2.version, v2.created), (v1.version, false));
 }
 
 #[tokio::test]

@@ -41,6 +41,8 @@ pub struct ExecutorConfig {
     pub max_interruptions: u32,
     /// Serve HTTPS with these files instead of plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// The clock the engine and the windows run by: the system's, but for drills.
+    pub clock: lariat_db::Clock,
 }
 
 /// `lariat server`: the central role and the site role for one site, in one process.
@@ -175,6 +177,13 @@ async fn start_engine(
     ec.store.durability = cfg.durability;
     ec.max_running = cfg.max_running;
     ec.max_interruptions = cfg.max_interruptions;
+    ec.clock = cfg.clock;
+    if cfg.clock.is_shifted() {
+        tracing::warn!(
+            now = cfg.clock.now_ms(),
+            "the engine runs by a shifted clock (--clock-start): for drills only"
+        );
+    }
     let engine = Engine::start_with_windows(ec, actions, gate)
         .await
         .map_err(ProcessError::Engine)?;

@@ -12,6 +12,7 @@ mod node_tokens;
 mod nodes;
 mod provisioning;
 mod services;
+mod windows;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use node_tokens::{MIGRATIONS, NodeToken, NodeTokens};
 pub use nodes::SiteNodes;
 pub use provisioning::{ProvisioningConfig, actions};
 pub use services::{BootServices, BootServicesConfig, ServicesError, active_leases};
+pub use windows::DesignWindows;
 
 /// HTTP boot of this site: where nodes reach it, and what it serves them.
 #[derive(Debug, Clone)]

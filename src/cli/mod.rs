@@ -12,6 +12,7 @@ mod show;
 mod sites;
 mod tokens;
 mod watch;
+mod windows;
 mod workflows;
 
 use clap::Subcommand;
@@ -45,6 +46,14 @@ pub enum ClientCmd {
         #[command(subcommand)]
         cmd: sites::SiteCmd,
     },
+    /// Maintenance windows of the server's design: open now or not, next openings, the
+    /// steps waiting on each (the token comes from LARIAT_TOKEN).
+    Window {
+        #[command(flatten)]
+        conn: conn::Conn,
+        #[command(subcommand)]
+        cmd: windows::WindowCmd,
+    },
     /// The site design: validate a folder here, or ask a server for revisions, findings,
     /// hosts and pins (the token comes from LARIAT_TOKEN).
     Design {
@@ -63,5 +72,6 @@ pub async fn run(cmd: ClientCmd) -> anyhow::Result<i32> {
         ClientCmd::Token(t) => tokens::run(t).await,
         ClientCmd::Site { conn, cmd } => sites::run(&conn, cmd).await,
         ClientCmd::Design { conn, cmd } => design::run(&conn, cmd).await,
+        ClientCmd::Window { conn, cmd } => windows::run(conn.client()?, &conn, cmd).await,
     }
 }

@@ -19,8 +19,18 @@ pub fn step_detail(t: &Task, items: &[Task], now: i64) -> String {
                 Some(w) if !w.for_.is_empty() => format!("waiting for {}", w.for_),
                 _ => "waiting".to_string(),
             };
-            if let Some(u) = t.waiting_for.as_ref().and_then(|w| w.until) {
-                s.push_str(&format!(" until {}", clock(Some(u))));
+            match t.waiting_for.as_ref() {
+                // A window may open days from now: the whole date.
+                Some(w) if w.for_ == "window" => match w.until {
+                    Some(u) => s.push_str(&format!(", may start at {}", time(Some(u)))),
+                    None => s.push_str(", which does not open by itself"),
+                },
+                Some(w) => {
+                    if let Some(u) = w.until {
+                        s.push_str(&format!(" until {}", clock(Some(u))));
+                    }
+                }
+                None => {}
             }
             parts.push(s);
         }
@@ -38,6 +48,17 @@ pub fn step_detail(t: &Task, items: &[Task], now: i64) -> String {
         }
         let c: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
         parts.push(format!("items: {}", c.join(", ")));
+        // Items held by a window: which, and when the first of them may start.
+        let held = items.iter().filter_map(|i| {
+            let w = i.waiting_for.as_ref().filter(|w| w.for_ == "window")?;
+            Some((w.window.as_deref().unwrap_or_default(), w.until))
+        });
+        if let Some((name, until)) = held.min_by_key(|(_, u)| u.unwrap_or(i64::MAX)) {
+            parts.push(match until {
+                Some(u) => format!("window {name} may let them start at {}", time(Some(u))),
+                None => format!("window {name} does not open by itself"),
+            });
+        }
     }
     if let Some(e) = &t.error {
         parts.push(e.clone());

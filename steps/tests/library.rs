@@ -66,7 +66,12 @@ fn firmware_upgrade_works_only_inside_its_window() {
     let (text, format) = b.definition().unwrap();
     let wf = compile(&text, format, 1, &actions()).unwrap();
     for s in wf.def.steps.iter().filter(|s| s.name != "validate_design") {
-        assert_eq!(s.window.as_deref(), Some("firmware"), "{}", s.name);
+        assert_eq!(
+            s.window.as_ref().map(|w| w.name.as_str()),
+            Some("firmware"),
+            "{}",
+            s.name
+        );
     }
     let params = wf.def.parameters().unwrap();
     let err = params.apply(&serde_json::json!({})).unwrap_err();

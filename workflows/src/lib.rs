@@ -3,6 +3,7 @@
 
 pub mod design;
 pub mod template;
+pub mod windows;
 
 use lariat_engine::Format;
 

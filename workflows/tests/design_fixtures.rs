@@ -235,3 +235,48 @@ fn every_documented_rule_has_a_broken_design() {
         );
     }
 }
+
+/// What a step may ask of a window, and what a window may say: each mistake named.
+#[test]
+fn windows_and_the_steps_gated_by_them_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = examples().join("broken/invalid-cron/base.yaml");
+    std::fs::copy(base, dir.path().join("base.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("windows.yaml"),
+        "kind: MaintenanceWindow\nname: seconds\nspec: {cron: \"0 0 2 * * *\", duration: 2h}\n---\nkind: MaintenanceWindow\nname: freeze\nspec: {cron: \"0 0 24 12 *\", duration: 48h, mode: deny, scope: {sites: [nowhere]}}\n---\nkind: MaintenanceWindow\nname: ok\nspec: {cron: \"0 1 * * *\", duration: 3h}\n---\nkind: WorkflowTemplate\nname: t\nspec:\n  steps:\n    - {name: a, action: noop, window: freeze}\n    - {name: b, action: noop, window: {cutoff: 5m}}\n    - {name: c, action: noop, window: {name: ok, cutoff: 30m}}\n    - {name: d, action: noop, window: {name: ok, cutoff: 4h}}\n",
+    )
+    .unwrap();
+    let report = design::load_dir(dir.path()).report;
+    let found: Vec<(&str, &str, &str)> = report
+        .findings
+        .iter()
+        .map(|f| (f.rule.as_str(), f.path.as_str(), f.message.as_str()))
+        .collect();
+    let has = |rule: &str, path: &str, text: &str| {
+        found
+            .iter()
+            .any(|(r, p, m)| *r == rule && *p == path && m.contains(text))
+    };
+    assert!(
+        has("invalid-cron", "spec.cron", "has 6 fields"),
+        "{found:?}"
+    );
+    assert!(
+        has("unresolved-reference", "spec.scope.sites[0]", "nowhere"),
+        "{found:?}"
+    );
+    assert!(
+        has("invalid-field", "spec.steps[a].window", "deny window"),
+        "{found:?}"
+    );
+    assert!(
+        has("invalid-field", "spec.steps[b].window", "needs a name"),
+        "{found:?}"
+    );
+    assert!(
+        has("window-too-short", "spec.steps[d].window", "needs 4h"),
+        "{found:?}"
+    );
+    assert_eq!(found.len(), 5, "step c is fine: {found:?}");
+}

@@ -7,4 +7,5 @@ pub mod ops;
 pub mod runs;
 pub mod sites;
 pub mod stream;
+pub mod windows;
 pub mod workflows;

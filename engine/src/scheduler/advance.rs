@@ -8,10 +8,15 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::action::{Output, StepContext, StepError};
-use crate::event::{EventKind, RunStatus, StepStatus, WaitFor, now_ms};
+use crate::event::{EventKind, RunStatus, StepStatus, WaitFor};
 use crate::model::ItemSource;
+use crate::windows::{WindowAnswer, WindowAsk};
 
 use super::state::{Cx, Dispatch, Effect, Phase, RunState, TaskKey, item_key};
+
+/// A waiting task is asked about at least this often, whatever its window said: the
+/// wall clock may have been set.
+const WINDOW_FALLBACK_MS: i64 = 60_000;
 
 impl Cx<'_> {
     /// Move every step that can move.
@@ -178,30 +183,14 @@ impl Cx<'_> {
     }
 
     pub(crate) fn try_start(&mut self, k: TaskKey) {
-        let now = now_ms();
+        let now = self.sh.env.clock.now_ms();
         if !self.active() {
             if self.run.task(k).row.status != StepStatus::Ready {
                 self.task_event(k, EventKind::Ready);
             }
             return;
         }
-        let wf = self.run.wf.clone();
-        if let Some(w) = &wf.step(k.step).window
-            && !self.sh.env.gate.is_open(w, now)
-        {
-            let t = &self.run.task(k).row;
-            let already = t.status == StepStatus::Waiting
-                && matches!(&t.waiting_for, Some(WaitFor::Window { window }) if window == w);
-            if !already {
-                self.task_event(
-                    k,
-                    EventKind::Waiting {
-                        wait: WaitFor::Window { window: w.clone() },
-                        until: None,
-                    },
-                );
-            }
-            self.sh.window_waiters.insert((self.id(), k));
+        if !self.window_lets_start(k, now) {
             return;
         }
         if self.sh.running >= self.sh.env.max_running {
@@ -217,6 +206,57 @@ impl Cx<'_> {
             return;
         }
         self.start_attempt(k, Phase::Run);
+    }
+
+    /// Whether `k`'s window (if its step names one) lets it start now. If not, the task
+    /// waits, showing the window and when it may next open, and the scheduler asks again
+    /// then (or within a minute, should the wall clock have been set).
+    fn window_lets_start(&mut self, k: TaskKey, now: i64) -> bool {
+        let wf = self.run.wf.clone();
+        let def = wf.step(k.step);
+        let Some(w) = &def.window else {
+            return true;
+        };
+        let item_host;
+        let hosts: &[String] = match (&def.for_each, &self.run.task(k).row.item_value) {
+            (Some(fe), Some(Value::String(h))) if fe.over == ItemSource::Targets => {
+                item_host = [h.clone()];
+                &item_host
+            }
+            _ => &self.run.row.targets,
+        };
+        let ask = WindowAsk {
+            window: &w.name,
+            hosts,
+            now_ms: now,
+            need_ms: def.window_need().as_millis().min(i64::MAX as u128) as i64,
+        };
+        let (until, why) = match self.sh.env.gate.ask(&ask) {
+            WindowAnswer::Open => return true,
+            WindowAnswer::Closed { until, why } => (until, why),
+        };
+        let t = &self.run.task(k).row;
+        let already = t.status == StepStatus::Waiting
+            && t.wake_at == until
+            && matches!(&t.waiting_for, Some(WaitFor::Window { window }) if *window == w.name);
+        if !already {
+            tracing::debug!(run = %self.id(), step = %def.name, item = ?k.item, "{why}");
+            self.task_event(
+                k,
+                EventKind::Waiting {
+                    wait: WaitFor::Window {
+                        window: w.name.clone(),
+                    },
+                    until,
+                },
+            );
+        }
+        let ask_again = until.map_or(now + WINDOW_FALLBACK_MS, |u| {
+            u.min(now + WINDOW_FALLBACK_MS)
+        });
+        let id = self.id();
+        self.sh.window_waiters.insert(id, k, ask_again);
+        false
     }
 
     pub(crate) fn step_input(&self, k: TaskKey) -> Value {
@@ -341,7 +381,7 @@ impl Cx<'_> {
             ),
             (Phase::Run, Ok(Output::AwaitSignal { timeout })) => {
                 let wait = timeout.unwrap_or(self.run.wf.step(k.step).timeout);
-                let until = now_ms() + wait.as_millis() as i64;
+                let until = self.sh.env.clock.now_ms() + wait.as_millis() as i64;
                 self.emit(
                     Some(k),
                     Some(attempt),
@@ -380,7 +420,7 @@ impl Cx<'_> {
         let text = e.to_string();
         if e.retryable && kind_retries && used < policy.max_attempts {
             let delay = policy.backoff(used, rand::random::<f64>());
-            let next_at = now_ms() + delay.as_millis() as i64;
+            let next_at = self.sh.env.clock.now_ms() + delay.as_millis() as i64;
             let kind = match phase {
                 Phase::Run => EventKind::Retrying { next_at },
                 Phase::Compensate => EventKind::CompensationRetrying { next_at },

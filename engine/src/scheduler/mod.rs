@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::error::EngineError;
-use crate::event::{Actor, EventKind, RunRow, RunStatus, StepStatus, WaitFor, now_ms};
+use crate::event::{Actor, EventKind, RunRow, RunStatus, StepStatus, WaitFor};
 use crate::model::Workflow;
 use crate::request::{NewRun, ResumeReport, Submitted};
 use crate::store::{LoadedRun, TimerRow, WriteSet};
@@ -47,8 +47,6 @@ pub(crate) struct Scheduler {
     sh: Shared,
     writer: mpsc::UnboundedSender<Batch>,
 }
-
-const WINDOW_RECHECK: Duration = Duration::from_secs(1);
 
 impl Scheduler {
     pub(crate) fn new(
@@ -73,7 +71,7 @@ impl Scheduler {
                 timers: BTreeSet::new(),
                 ready: VecDeque::new(),
                 running: 0,
-                window_waiters: HashSet::new(),
+                window_waiters: Default::default(),
                 evict: Vec::new(),
             },
             writer,
@@ -173,7 +171,8 @@ impl Scheduler {
         for k in run.keys() {
             let t = &run.task(k).row;
             if matches!(t.waiting_for, Some(WaitFor::Window { .. })) {
-                self.sh.window_waiters.insert((id, k));
+                // Asked at once: the window may have opened while the executor was down.
+                self.sh.window_waiters.insert(id, k, 0);
             }
         }
         self.runs.insert(id, run);
@@ -259,7 +258,7 @@ impl Scheduler {
                     cx.on_done(key, attempt, phase, result);
                 }
             }
-            Command::WindowsChanged => self.recheck_windows(),
+            Command::WindowsChanged => self.recheck_windows(true),
             Command::Stats { reply } => {
                 let _ = reply.send(SchedulerStats {
                     live_runs: self.runs.len(),
@@ -310,28 +309,18 @@ impl Scheduler {
         );
     }
 
-    fn recheck_windows(&mut self) {
-        if self.sh.window_waiters.is_empty() {
-            return;
-        }
-        let now = now_ms();
-        let waiters: Vec<(Uuid, TaskKey)> = self.sh.window_waiters.iter().copied().collect();
-        let gate = self.sh.env.gate.clone();
-        for (id, k) in waiters {
+    /// Asks the gate again for the waiting tasks that are due, or for all of them.
+    fn recheck_windows(&mut self, all: bool) {
+        let now = self.sh.env.clock.now_ms();
+        let due = self.sh.window_waiters.take((!all).then_some(now));
+        for (id, k) in due {
             let Some(mut cx) = self.cx(id) else {
-                self.sh.window_waiters.remove(&(id, k));
                 continue;
             };
             let t = &cx.run.task(k).row;
-            let window = match (&t.status, &t.waiting_for) {
-                (StepStatus::Waiting, Some(WaitFor::Window { window })) => window.clone(),
-                _ => {
-                    cx.sh.window_waiters.remove(&(id, k));
-                    continue;
-                }
-            };
-            if gate.is_open(&window, now) {
-                cx.sh.window_waiters.remove(&(id, k));
+            if t.status == StepStatus::Waiting
+                && matches!(t.waiting_for, Some(WaitFor::Window { .. }))
+            {
                 cx.try_start(k);
                 cx.advance();
             }
@@ -339,7 +328,7 @@ impl Scheduler {
     }
 
     fn fire_due_timers(&mut self) {
-        let now = now_ms();
+        let now = self.sh.env.clock.now_ms();
         while let Some(&(at, id, k)) = self.sh.timers.first() {
             if at > now {
                 break;
@@ -418,26 +407,20 @@ impl Scheduler {
     pub(crate) async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Command>) {
         const DRAIN: usize = 4096;
         loop {
+            let now = self.sh.env.clock.now_ms();
             let next_timer = self.sh.timers.first().map(|(at, _, _)| *at);
-            let sleep_ms = match (next_timer, self.sh.window_waiters.is_empty()) {
-                (Some(at), true) => (at - now_ms()).max(0) as u64,
-                (Some(at), false) => {
-                    ((at - now_ms()).max(0) as u64).min(WINDOW_RECHECK.as_millis() as u64)
-                }
-                (None, false) => WINDOW_RECHECK.as_millis() as u64,
-                (None, true) => 3_600_000,
+            let next = match (next_timer, self.sh.window_waiters.next_at()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
+            let sleep_ms = next.map_or(3_600_000, |at| (at - now).clamp(0, 3_600_000) as u64);
             let mut stop = false;
             tokio::select! {
                 cmd = inbox.recv() => match cmd {
                     Some(Command::Shutdown) | None => stop = true,
                     Some(cmd) => self.handle(cmd),
                 },
-                _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {
-                    if !self.sh.window_waiters.is_empty() {
-                        self.recheck_windows();
-                    }
-                }
+                _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
             }
             // Take whatever else is queued, so that one batch carries it all.
             let mut n = 0;
@@ -450,6 +433,7 @@ impl Scheduler {
                 n += 1;
             }
             self.fire_due_timers();
+            self.recheck_windows(false);
             self.fill_slots();
             if !self.flush() || stop {
                 break;

@@ -2,7 +2,7 @@
 //! since the last flush, what all runs share, and the per-run context its state machine
 //! works on ([`Cx`]; its jobs are in `advance`, `verbs` and `rollback`).
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::action::{Action, Actions, StepContext};
-use crate::event::{Actor, Event, EventKind, Rows, RunRow, RunStatus, TaskRow, apply, now_ms};
+use crate::event::{Actor, Event, EventKind, Rows, RunRow, RunStatus, TaskRow, apply};
 use crate::model::Workflow;
 use crate::store::WriteSet;
 use crate::windows::WindowGate;
@@ -64,6 +64,7 @@ pub(crate) struct Batch {
 pub(crate) struct Env {
     pub actions: Actions,
     pub gate: Arc<dyn WindowGate>,
+    pub clock: lariat_db::Clock,
     pub max_running: usize,
     pub max_interruptions: u32,
 }
@@ -227,13 +228,49 @@ impl Log {
     }
 }
 
+/// Tasks waiting for their window, each with when to ask the gate again.
+#[derive(Default)]
+pub(crate) struct WindowWaiters {
+    by_time: BTreeSet<(i64, Uuid, TaskKey)>,
+    at: HashMap<(Uuid, TaskKey), i64>,
+}
+
+impl WindowWaiters {
+    /// Ask again for `(run, k)` at `at` (replacing an earlier time).
+    pub(crate) fn insert(&mut self, run: Uuid, k: TaskKey, at: i64) {
+        if let Some(old) = self.at.insert((run, k), at) {
+            self.by_time.remove(&(old, run, k));
+        }
+        self.by_time.insert((at, run, k));
+    }
+
+    /// When the next task is due.
+    pub(crate) fn next_at(&self) -> Option<i64> {
+        self.by_time.first().map(|(at, _, _)| *at)
+    }
+
+    /// Takes the tasks due at `now`, or all of them.
+    pub(crate) fn take(&mut self, now: Option<i64>) -> Vec<(Uuid, TaskKey)> {
+        let mut out = Vec::new();
+        while let Some(&(at, run, k)) = self.by_time.first() {
+            if now.is_some_and(|n| at > n) {
+                break;
+            }
+            self.by_time.pop_first();
+            self.at.remove(&(run, k));
+            out.push((run, k));
+        }
+        out
+    }
+}
+
 /// State shared by all runs.
 pub(crate) struct Shared {
     pub(crate) env: Arc<Env>,
     pub(crate) timers: BTreeSet<(i64, Uuid, TaskKey)>,
     pub(crate) ready: VecDeque<(Uuid, TaskKey)>,
     pub(crate) running: usize,
-    pub(crate) window_waiters: HashSet<(Uuid, TaskKey)>,
+    pub(crate) window_waiters: WindowWaiters,
     pub(crate) evict: Vec<Uuid>,
 }
 
@@ -274,7 +311,7 @@ impl Cx<'_> {
             seq: self.run.row.last_seq + 1,
             owner: self.log.owner.clone(),
             owner_seq: self.log.owner_seq,
-            at: now_ms(),
+            at: self.sh.env.clock.now_ms(),
             step: key.map(|k| self.run.wf.step_names[k.step].clone()),
             item: key.and_then(|k| k.item),
             attempt,

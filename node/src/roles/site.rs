@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use lariat_db::Db;
-use lariat_engine::{Actions, Engine, ManualWindows, WindowGate};
+use lariat_engine::{Actions, Engine, WindowGate};
 use lariat_site::{
-    BootServices, BootServicesConfig, DesignSetter, HttpBoot, LateDesign, NodeTokens,
-    ProvisioningConfig, SiteDesign,
+    BootServices, BootServicesConfig, DesignSetter, DesignWindows, HttpBoot, LateDesign,
+    NodeTokens, ProvisioningConfig, SiteDesign,
 };
 
 use tokio::task::JoinHandle;
@@ -44,12 +44,13 @@ pub struct SiteRole {
     cfg: SiteConfig,
     design: LateDesign,
     set_design: DesignSetter,
-    gate: Arc<ManualWindows>,
+    gate: Arc<DesignWindows>,
 }
 
 /// The running site role.
 pub struct RunningSite {
     services: BootServices,
+    windows: JoinHandle<()>,
     routes: Option<Router>,
     boot_listener: Option<BootListener>,
 }
@@ -70,7 +71,7 @@ impl SiteRole {
             cfg,
             design,
             set_design,
-            gate: Arc::new(ManualWindows::new()),
+            gate: DesignWindows::new(),
         })
     }
 
@@ -85,8 +86,8 @@ impl SiteRole {
         lariat_site::actions(Arc::new(self.design.clone()), &p)
     }
 
-    /// The maintenance windows this site's steps wait for. Nothing opens them yet:
-    /// windows from the design's `MaintenanceWindow` documents are still to come.
+    /// The maintenance windows this site's steps start in: those of the site's design,
+    /// evaluated here. Until the design is open, every gated step waits.
     pub fn window_gate(&self) -> Arc<dyn WindowGate> {
         self.gate.clone()
     }
@@ -101,6 +102,7 @@ impl SiteRole {
         api: SocketAddr,
     ) -> Result<RunningSite, ProcessError> {
         self.set_design.set(design.clone());
+        let windows = self.gate.follow(design.clone(), engine.clone());
         let own = match (self.cfg.http_boot, self.cfg.boot_listen) {
             (true, Some(addr)) => Some(
                 tokio::net::TcpListener::bind(addr)
@@ -148,6 +150,7 @@ impl SiteRole {
         };
         Ok(RunningSite {
             services,
+            windows,
             routes,
             boot_listener,
         })
@@ -172,6 +175,7 @@ impl RunningSite {
 
     /// Stops the boot services and HTTP boot's own listener.
     pub async fn shutdown(self) {
+        self.windows.abort();
         if let Some(b) = self.boot_listener {
             b.stop.cancel();
             match b.served.await {

@@ -46,8 +46,9 @@
 //! | `asset-without-checksum` | error | a boot profile kernel or initrd not listed among its assets (with sha256) |
 //! | `template-syntax` | error | an unattended template that does not compile |
 //! | `template-render` | error | an unattended template that fails for a host using it (strict: an undefined variable fails) |
-//! | `invalid-cron` | error | a maintenance window cron expression croner refuses, or one that never fires (the 31st of February) |
+//! | `invalid-cron` | error | a maintenance window cron expression croner refuses, one without exactly five fields, or one that never fires (the 31st of February) |
 //! | `invalid-timezone` | error | a maintenance window timezone that is not an IANA zone name |
+//! | `window-too-short` | error | a template step whose window is open for less than the step needs left to start (its cutoff, else its timeout): it would never start |
 //! | `invalid-parameter` | error | a workflow template parameter declaration that is wrong (default of the wrong type, sensitive or required with a default, bad name) |
 //! | `unused-profile` | warning | a host profile no host or profile uses |
 //!

@@ -487,16 +487,49 @@ pub enum UnattendedFormat {
     Ignition,
 }
 
-/// A recurring time span in which gated steps may run.
+/// A recurring time span in which gated steps may run (`mode: allow`), or in which no
+/// gated step may start (`mode: deny`, a change freeze).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceWindowSpec {
-    /// Five-field cron expression for the window's start.
+    /// Five-field cron expression for the window's start, in `timezone`.
     pub cron: String,
+    /// How long each opening lasts, in elapsed time.
     #[serde(with = "duration_text")]
     pub duration: Duration,
+    /// IANA time zone of the cron; UTC when absent.
     #[serde(default)]
     pub timezone: Option<String>,
+    #[serde(default)]
+    pub mode: WindowMode,
+    /// The hosts the window covers; every host when absent.
+    #[serde(default)]
+    pub scope: Option<WindowScope>,
+}
+
+/// Whether a window lets gated steps start, or stops them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowMode {
+    /// Gated steps naming the window start while it is open.
+    #[default]
+    Allow,
+    /// No gated step for a covered host starts while it is open, whatever allow window
+    /// is open too.
+    Deny,
+}
+
+/// The hosts a window covers: each criterion given must hold (sites and racks: any of
+/// the list; labels: every pair).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowScope {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub racks: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 mod duration_text {

@@ -1022,68 +1022,146 @@ fn boot_profiles(design: &Design, out: &mut Vec<Finding>) {
 }
 
 fn windows(design: &Design, out: &mut Vec<Finding>) {
+    use crate::windows::{Schedule, WindowError};
     for w in design.windows() {
         let n = &w.name;
-        let zone = match w.spec.timezone.as_deref() {
-            None => Some(chrono_tz::UTC),
-            Some(z) => match z.parse::<chrono_tz::Tz>() {
-                Ok(tz) => Some(tz),
-                Err(_) => {
-                    out.push(err(
-                        "invalid-timezone",
-                        Kind::MaintenanceWindow,
-                        n,
-                        "spec.timezone",
-                        format!(
-                            "MaintenanceWindow '{n}': timezone '{z}' is not an IANA time zone (such as Europe/Amsterdam or UTC)"
-                        ),
-                    ));
-                    None
-                }
-            },
-        };
-        if w.spec.duration.is_zero() {
-            out.push(err(
-                "invalid-field",
-                Kind::MaintenanceWindow,
-                n,
-                "spec.duration",
-                format!("MaintenanceWindow '{n}': a window of no duration never opens"),
-            ));
-        }
-        let cron = match w.spec.cron.parse::<croner::Cron>() {
-            Ok(c) => c,
-            Err(e) => {
-                out.push(err(
-                    "invalid-cron",
+        if let Some(scope) = &w.spec.scope {
+            for (i, site) in scope.sites.iter().enumerate() {
+                check_ref(
+                    design,
+                    out,
                     Kind::MaintenanceWindow,
                     n,
-                    "spec.cron",
-                    format!(
-                        "MaintenanceWindow '{n}': cron expression '{}': {e}",
-                        w.spec.cron
-                    ),
+                    &format!("spec.scope.sites[{i}]"),
+                    Kind::Site,
+                    Some(site),
+                );
+            }
+        }
+        let schedule = match Schedule::new(&w.spec) {
+            Ok(s) => s,
+            Err(e) => {
+                let (rule, path) = match e {
+                    WindowError::Zone(_) => ("invalid-timezone", "spec.timezone"),
+                    WindowError::NoDuration => ("invalid-field", "spec.duration"),
+                    WindowError::Fields { .. } | WindowError::Cron { .. } => {
+                        ("invalid-cron", "spec.cron")
+                    }
+                };
+                out.push(err(
+                    rule,
+                    Kind::MaintenanceWindow,
+                    n,
+                    path,
+                    format!("MaintenanceWindow '{n}': {e}"),
                 ));
                 continue;
             }
         };
         // A cron that parses may still name no real moment (the 31st of February): a
         // window that can never open would hold its steps for good.
-        if let Some(tz) = zone {
-            let now = chrono::Utc::now().with_timezone(&tz);
-            if cron.find_next_occurrence(&now, false).is_err() {
+        if schedule.next_start(crate::windows::now_ms()).is_none() {
+            out.push(err(
+                "invalid-cron",
+                Kind::MaintenanceWindow,
+                n,
+                "spec.cron",
+                format!(
+                    "MaintenanceWindow '{n}': cron expression '{}' never fires",
+                    w.spec.cron
+                ),
+            ));
+        }
+    }
+}
+
+/// A template step's `window`: a name, or `{name, cutoff}`.
+fn step_window(
+    design: &Design,
+    out: &mut Vec<Finding>,
+    template: &str,
+    step_name: &str,
+    step: &Value,
+) {
+    use super::schema::WindowMode;
+    let Some(w) = step.get("window") else {
+        return;
+    };
+    let path = format!("spec.steps[{step_name}].window");
+    let (name, cutoff) = match w {
+        Value::String(n) => (n.as_str(), None),
+        Value::Object(m) => match m.get("name").and_then(Value::as_str) {
+            Some(n) => (n, m.get("cutoff")),
+            None => {
                 out.push(err(
-                    "invalid-cron",
-                    Kind::MaintenanceWindow,
-                    n,
-                    "spec.cron",
+                    "invalid-field",
+                    Kind::WorkflowTemplate,
+                    template,
+                    path,
                     format!(
-                        "MaintenanceWindow '{n}': cron expression '{}' never fires",
-                        w.spec.cron
+                        "WorkflowTemplate '{template}': step '{step_name}': window needs a name (window: NAME, or window: {{name: NAME, cutoff: 45m}})"
                     ),
                 ));
+                return;
             }
+        },
+        _ => return,
+    };
+    let Some(doc) = design.window(name) else {
+        if !design.resolves(Kind::MaintenanceWindow, name) {
+            out.push(unresolved(
+                Kind::WorkflowTemplate,
+                template,
+                &path,
+                Kind::MaintenanceWindow,
+                name,
+            ));
         }
+        return;
+    };
+    if doc.spec.mode == WindowMode::Deny {
+        out.push(err(
+            "invalid-field",
+            Kind::WorkflowTemplate,
+            template,
+            path,
+            format!(
+                "WorkflowTemplate '{template}': step '{step_name}' is gated by '{name}', a deny window: deny windows stop steps by themselves, a step names the allow window it runs in"
+            ),
+        ));
+        return;
+    }
+    // What the step needs left before the close: its cutoff, else its timeout.
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let need = match text(cutoff).or_else(|| text(step.get("timeout"))) {
+        Some(t) => match humantime::parse_duration(&t) {
+            Ok(d) => d,
+            Err(_) => return,
+        },
+        None => std::time::Duration::from_secs(3600),
+    };
+    let Ok(schedule) = crate::windows::Schedule::new(&doc.spec) else {
+        return;
+    };
+    let need_ms = need.as_millis().min(i64::MAX as u128) as i64;
+    let now = crate::windows::now_ms();
+    if let Some(o) = schedule.next_opening(now, now.saturating_add(need_ms))
+        && o.closes_at - o.opens_at < need_ms
+    {
+        out.push(err(
+            "window-too-short",
+            Kind::WorkflowTemplate,
+            template,
+            path,
+            format!(
+                "WorkflowTemplate '{template}': step '{step_name}' needs {} left in window '{name}' to start (its {}), but the window is open for {}: it would never start",
+                humantime::format_duration(need),
+                if cutoff.is_some() { "cutoff" } else { "timeout; set window: {name, cutoff} to start with less" },
+                humantime::format_duration(std::time::Duration::from_millis(
+                    (o.closes_at - o.opens_at) as u64
+                )),
+            ),
+        ));
     }
 }
 
@@ -1116,17 +1194,7 @@ fn templates(design: &Design, out: &mut Vec<Finding>) {
                 continue;
             };
             step_names.insert(step_name);
-            if let Some(w) = step.get("window").and_then(Value::as_str)
-                && !design.resolves(Kind::MaintenanceWindow, w)
-            {
-                out.push(unresolved(
-                    Kind::WorkflowTemplate,
-                    n,
-                    &format!("spec.steps[{step_name}].window"),
-                    Kind::MaintenanceWindow,
-                    w,
-                ));
-            }
+            step_window(design, out, n, step_name, step);
         }
     }
 }

@@ -1,0 +1,99 @@
+//! The site's window gate: the `MaintenanceWindow` documents of the design the site works
+//! from, evaluated here, by this process's clock, so that a site cut off from the centre
+//! keeps opening and closing its windows on time.
+
+use std::sync::{Arc, RwLock};
+
+use lariat_engine::{Engine, WindowAnswer, WindowAsk, WindowGate};
+use lariat_workflows::windows::{Decision, Windows};
+use tokio::task::JoinHandle;
+
+use crate::SiteDesign;
+
+/// The windows of the site's design in force, as a [`WindowGate`].
+#[derive(Default)]
+pub struct DesignWindows {
+    current: RwLock<Option<Windowed>>,
+}
+
+#[derive(Clone)]
+struct Windowed {
+    revision: Option<String>,
+    windows: Arc<Windows>,
+}
+
+impl DesignWindows {
+    /// A gate that holds every gated step until [`DesignWindows::follow`] gives it a design.
+    pub fn new() -> Arc<DesignWindows> {
+        Arc::new(DesignWindows::default())
+    }
+
+    /// The windows in force and the design revision they come from; None before the
+    /// design is open.
+    pub fn windows(&self) -> Option<(Option<String>, Arc<Windows>)> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|w| (w.revision.clone(), w.windows.clone()))
+    }
+
+    fn set(&self, revision: Option<String>, windows: Windows) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Windowed {
+            revision,
+            windows: Arc::new(windows),
+        });
+    }
+
+    /// Takes the windows of `design` now and whenever it changes, and has `engine` ask
+    /// again for its waiting steps each time. Runs until the design's sender goes away.
+    pub fn follow(self: &Arc<Self>, design: Arc<dyn SiteDesign>, engine: Engine) -> JoinHandle<()> {
+        let me = self.clone();
+        let mut changes = design.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let current = changes.borrow_and_update().clone();
+                let revision = current.revision.clone();
+                // Resolving the hosts of a large design is work: off the runtime's threads.
+                let loaded = current.loaded.clone();
+                let windows =
+                    match tokio::task::spawn_blocking(move || Windows::of(&loaded.design)).await {
+                        Ok(w) => w,
+                        Err(e) => {
+                            tracing::error!("maintenance windows of the design: {e}");
+                            return;
+                        }
+                    };
+                let count = windows.iter().count();
+                me.set(revision.clone(), windows);
+                tracing::info!(
+                    revision = revision.as_deref().unwrap_or("none"),
+                    windows = count,
+                    "maintenance windows from the design"
+                );
+                engine.windows_changed();
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+}
+
+impl WindowGate for DesignWindows {
+    fn ask(&self, q: &WindowAsk<'_>) -> WindowAnswer {
+        let Some((_, windows)) = self.windows() else {
+            return WindowAnswer::Closed {
+                until: None,
+                why: "the site's design is not open yet".into(),
+            };
+        };
+        match windows.decide(q.window, q.hosts, q.now_ms, q.need_ms) {
+            Decision::Start { .. } => WindowAnswer::Open,
+            Decision::Wait { why, recheck_at } => WindowAnswer::Closed {
+                until: recheck_at,
+                why,
+            },
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! Maintenance windows evaluated: when each `MaintenanceWindow` of a design is open, and
+//! whether a gated step for some hosts may start now.
+//!
+//! The rules of time, which DESIGN.md states too:
+//! - A window opens at each occurrence of its cron in its zone, and stays open for its
+//!   duration in elapsed time (a 2h window that opens at 01:00 on the night the clock
+//!   falls back closes at 02:00 of the second pass, two real hours later).
+//! - A fixed start in the spring-forward gap (02:30 on the night 02:00 jumps to 03:00)
+//!   opens at the first minute after the gap, 03:00, that day; a fixed start in the
+//!   fall-back overlap opens once, at its first pass. Wildcard and step minutes or hours
+//!   skip what the gap removes and fire on each pass of the overlap. (croner's DST rules,
+//!   which follow Vixie cron.)
+//! - Openings that overlap or touch (a window longer than its recurrence) are one opening:
+//!   open from the first start to the last end.
+//! - A window across midnight is nothing special: a start and a duration.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{TimeZone as _, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+
+use crate::design::Design;
+use crate::design::schema::{MaintenanceWindowSpec, WindowMode, WindowScope};
+
+/// Openings chained into one before giving up on finding where it ends: an every-minute
+/// window of a day is 1,440 of them.
+const MAX_CHAIN: usize = 20_000;
+
+/// Why a window cannot be evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    #[error("timezone '{0}' is not an IANA time zone (such as Europe/Amsterdam or UTC)")]
+    Zone(String),
+    #[error(
+        "cron expression '{cron}' has {fields} fields; a window's cron has five (minute, hour, day of month, month, day of week)"
+    )]
+    Fields { cron: String, fields: usize },
+    #[error("cron expression '{cron}': {why}")]
+    Cron { cron: String, why: String },
+    #[error("a window of no duration never opens")]
+    NoDuration,
+}
+
+/// Parses a window's five-field cron: six fields (seconds) or seven (years) are refused
+/// with the count named.
+pub fn parse_cron(cron: &str) -> Result<Cron, WindowError> {
+    let fields = cron.split_whitespace().count();
+    if fields != 5 && !cron.trim_start().starts_with('@') {
+        return Err(WindowError::Fields {
+            cron: cron.to_string(),
+            fields,
+        });
+    }
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(cron)
+        .map_err(|e| WindowError::Cron {
+            cron: cron.to_string(),
+            why: e.to_string(),
+        })
+}
+
+/// One opening: from `opens_at` (inclusive) to `closes_at` (exclusive), ms since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opening {
+    pub opens_at: i64,
+    pub closes_at: i64,
+}
+
+/// When a window is open: its cron, in its zone, and how long each opening lasts.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    cron: Cron,
+    zone: Tz,
+    duration_ms: i64,
+}
+
+impl Schedule {
+    /// The schedule of a window as the design writes it.
+    pub fn new(spec: &MaintenanceWindowSpec) -> Result<Schedule, WindowError> {
+        let zone = match spec.timezone.as_deref() {
+            None => chrono_tz::UTC,
+            Some(z) => z.parse().map_err(|_| WindowError::Zone(z.to_string()))?,
+        };
+        if spec.duration.is_zero() {
+            return Err(WindowError::NoDuration);
+        }
+        Ok(Schedule {
+            cron: parse_cron(&spec.cron)?,
+            zone,
+            duration_ms: spec.duration.as_millis().min(i64::MAX as u128) as i64,
+        })
+    }
+
+    /// The window's zone.
+    pub fn zone(&self) -> Tz {
+        self.zone
+    }
+
+    /// `t` on the wall clock of the window's zone, RFC 3339 with its offset.
+    pub fn local_text(&self, t: i64) -> String {
+        match self.zone.timestamp_millis_opt(t).single() {
+            Some(d) => d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            None => t.to_string(),
+        }
+    }
+
+    /// The first start strictly after `t`; None when the cron never fires again.
+    pub fn next_start(&self, t: i64) -> Option<i64> {
+        // Starts are whole seconds, so searching from the second `t` falls in finds
+        // exactly the starts after `t`.
+        let from = self
+            .zone
+            .timestamp_millis_opt(t.div_euclid(1000) * 1000)
+            .single()?;
+        let next = self.cron.find_next_occurrence(&from, false).ok()?;
+        Some(next.timestamp_millis())
+    }
+
+    /// The first moment from `t` on when the window is open: `t` itself, or its next start.
+    pub fn open_from(&self, t: i64) -> Option<i64> {
+        if self.opening_at(t, t).is_some() {
+            Some(t)
+        } else {
+            self.next_start(t)
+        }
+    }
+
+    /// The opening `t` falls in, chained through overlapping starts until it ends or
+    /// until it is known to last past `horizon`.
+    pub fn opening_at(&self, t: i64, horizon: i64) -> Option<Opening> {
+        // A start covers `t` when it lies in (t - duration, t].
+        let first = self.next_start(t.saturating_sub(self.duration_ms))?;
+        if first > t {
+            return None;
+        }
+        Some(Opening {
+            opens_at: first,
+            closes_at: self.chain_end(first, horizon),
+        })
+    }
+
+    /// The next opening that starts after `t` (whole, with overlapping starts chained).
+    pub fn next_opening(&self, t: i64, horizon: i64) -> Option<Opening> {
+        let start = self.next_start(t)?;
+        Some(Opening {
+            opens_at: start,
+            closes_at: self.chain_end(start, horizon),
+        })
+    }
+
+    /// The opening that covers `t`, or else the next one.
+    pub fn current_or_next(&self, t: i64, horizon: i64) -> Option<Opening> {
+        self.opening_at(t, horizon)
+            .or_else(|| self.next_opening(t, horizon))
+    }
+
+    fn chain_end(&self, start: i64, horizon: i64) -> i64 {
+        let mut end = start.saturating_add(self.duration_ms);
+        let mut at = start;
+        for _ in 0..MAX_CHAIN {
+            if end >= horizon {
+                break;
+            }
+            match self.next_start(at) {
+                Some(next) if next <= end => {
+                    end = end.max(next.saturating_add(self.duration_ms));
+                    at = next;
+                }
+                _ => break,
+            }
+        }
+        end
+    }
+}
+
+/// Where a host stands, as far as window scopes go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostPlace {
+    pub site: Option<String>,
+    pub rack: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl WindowScope {
+    /// Whether the scope covers a host at `place`.
+    pub fn covers(&self, place: &HostPlace) -> bool {
+        let any = |list: &[String], v: &Option<String>| {
+            list.is_empty() || v.as_ref().is_some_and(|v| list.contains(v))
+        };
+        any(&self.sites, &place.site)
+            && any(&self.racks, &place.rack)
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| place.labels.get(k) == Some(v))
+    }
+}
+
+/// One window of a design, ready to evaluate.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub name: String,
+    pub mode: WindowMode,
+    pub scope: Option<WindowScope>,
+    pub schedule: Schedule,
+    /// What the design wrote, for display.
+    pub spec: MaintenanceWindowSpec,
+}
+
+impl Window {
+    /// Whether the window covers every one of `places` (no places: it does).
+    pub fn covers(&self, places: &[&HostPlace]) -> bool {
+        match &self.scope {
+            None => true,
+            Some(s) => places.iter().all(|p| s.covers(p)),
+        }
+    }
+
+    /// Whether the window covers any of `places` (what a deny window needs to stop a
+    /// step; no places: only an unscoped one does).
+    fn touches(&self, places: &[&HostPlace]) -> bool {
+        match &self.scope {
+            None => true,
+            Some(s) => places.iter().any(|p| s.covers(p)),
+        }
+    }
+}
+
+/// Whether a gated step may start, and if not, why and when to ask again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// It may start: the window stays open, and no freeze begins, for what it needs.
+    Start { closes_at: i64 },
+    /// It must wait. `recheck_at` is the first moment the answer can change (the
+    /// window's next opening, the end of a freeze); None when it never can by itself.
+    Wait {
+        why: String,
+        recheck_at: Option<i64>,
+    },
+}
+
+/// The windows of one design, and where its hosts stand.
+#[derive(Debug, Clone, Default)]
+pub struct Windows {
+    windows: BTreeMap<String, Window>,
+    places: BTreeMap<String, HostPlace>,
+    /// Windows the design declares but that cannot be evaluated (design validation
+    /// reports them as errors): a step naming one waits and says why.
+    broken: BTreeMap<String, String>,
+}
+
+impl Windows {
+    /// The windows of `design`, with the place of each of its hosts.
+    pub fn of(design: &Design) -> Windows {
+        let mut out = Windows::default();
+        for w in design.windows() {
+            match Schedule::new(&w.spec) {
+                Ok(schedule) => {
+                    out.windows.insert(
+                        w.name.clone(),
+                        Window {
+                            name: w.name.clone(),
+                            mode: w.spec.mode,
+                            scope: w.spec.scope.clone(),
+                            schedule,
+                            spec: w.spec.clone(),
+                        },
+                    );
+                }
+                Err(e) => {
+                    out.broken.insert(w.name.clone(), e.to_string());
+                }
+            }
+        }
+        // Places only matter to scoped windows; resolving every host of a large design
+        // is not free.
+        if out.windows.values().all(|w| w.scope.is_none()) {
+            return out;
+        }
+        for h in design.hosts() {
+            let place = match design.resolved_host(&h.name) {
+                Ok(r) => HostPlace {
+                    site: r.site,
+                    rack: r.rack,
+                    labels: r.labels,
+                },
+                Err(_) => HostPlace {
+                    site: h.spec.site.clone(),
+                    rack: h.spec.rack.clone(),
+                    labels: h.spec.labels.clone(),
+                },
+            };
+            out.places.insert(h.name.clone(), place);
+        }
+        out
+    }
+
+    /// Every window that can be evaluated, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Window> {
+        self.windows.values()
+    }
+
+    /// The window named `name`.
+    pub fn get(&self, name: &str) -> Option<&Window> {
+        self.windows.get(name)
+    }
+
+    /// Where `host` stands, when the design knows it.
+    pub fn place(&self, host: &str) -> Option<&HostPlace> {
+        self.places.get(host)
+    }
+
+    /// Whether a step gated by `window`, acting on `hosts`, may start at `now` when an
+    /// attempt needs `need_ms` before the window closes. Hosts the design does not know
+    /// have no place: only unscoped windows cover them.
+    pub fn decide(&self, window: &str, hosts: &[String], now: i64, need_ms: i64) -> Decision {
+        let Some(w) = self.windows.get(window) else {
+            let why = match self.broken.get(window) {
+                Some(e) => format!("window '{window}' cannot be evaluated: {e}"),
+                None => format!("the design has no MaintenanceWindow '{window}'"),
+            };
+            return Decision::Wait {
+                why,
+                recheck_at: None,
+            };
+        };
+        let unknown = HostPlace::default();
+        let places: Vec<&HostPlace> = hosts
+            .iter()
+            .map(|h| self.places.get(h).unwrap_or(&unknown))
+            .collect();
+        if w.mode == WindowMode::Deny {
+            return Decision::Wait {
+                why: format!("window '{window}' is a deny window: nothing starts in it"),
+                recheck_at: None,
+            };
+        }
+        if !w.covers(&places) {
+            let who = hosts.join(", ");
+            return Decision::Wait {
+                why: format!("window '{window}' does not cover {who} (see its scope)"),
+                recheck_at: None,
+            };
+        }
+        let need_until = now.saturating_add(need_ms.max(0));
+        let closes_at = match w.schedule.opening_at(now, need_until) {
+            None => {
+                return Decision::Wait {
+                    why: format!("window '{window}' is closed"),
+                    recheck_at: w.schedule.next_start(now),
+                };
+            }
+            Some(o) if o.closes_at < need_until => {
+                return Decision::Wait {
+                    why: format!(
+                        "window '{window}' closes in {}, and the step needs {} (its cutoff)",
+                        span_text(o.closes_at - now),
+                        span_text(need_ms)
+                    ),
+                    recheck_at: w.schedule.next_start(o.closes_at - 1),
+                };
+            }
+            Some(o) => o.closes_at,
+        };
+        // A freeze open now, or one that begins before the attempt would be done.
+        for d in self.windows.values() {
+            if d.mode != WindowMode::Deny || !d.touches(&places) {
+                continue;
+            }
+            if let Some(o) = d.schedule.opening_at(now, now) {
+                let ends = d.schedule.chain_end(o.opens_at, i64::MAX);
+                return Decision::Wait {
+                    why: format!("deny window '{}' is open", d.name),
+                    recheck_at: w.schedule.open_from(ends),
+                };
+            }
+            if let Some(start) = d.schedule.next_start(now)
+                && start < need_until
+            {
+                return Decision::Wait {
+                    why: format!(
+                        "deny window '{}' opens in {}, before the step's cutoff",
+                        d.name,
+                        span_text(start - now)
+                    ),
+                    recheck_at: w.schedule.open_from(d.schedule.chain_end(start, i64::MAX)),
+                };
+            }
+        }
+        Decision::Start { closes_at }
+    }
+}
+
+/// A design's windows, shared by whoever evaluates them.
+pub type SharedWindows = Arc<Windows>;
+
+fn span_text(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
+    }
+}
+
+/// The wall clock, for checks made at design load.
+pub(crate) fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Milliseconds of a UTC wall-clock time, for tests and tools.
+pub fn utc_ms(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+        .single()
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

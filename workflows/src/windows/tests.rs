@@ -1,0 +1,260 @@
+//! The rules of time, each with the moment it is about. Amsterdam springs forward on
+//! 2027-03-28 (02:00 CET becomes 03:00 CEST, at 01:00 UTC) and falls back on 2027-10-31
+//! (03:00 CEST becomes 02:00 CET, at 01:00 UTC).
+
+use super::*;
+use crate::design::load_files;
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+
+fn schedule(cron: &str, duration: &str, zone: Option<&str>) -> Schedule {
+    Schedule::new(&MaintenanceWindowSpec {
+        cron: cron.into(),
+        duration: humantime::parse_duration(duration).unwrap(),
+        timezone: zone.map(str::to_string),
+        mode: WindowMode::Allow,
+        scope: None,
+    })
+    .unwrap()
+}
+
+fn open(s: &Schedule, t: i64) -> Option<(i64, i64)> {
+    s.opening_at(t, t + 48 * HOUR)
+        .map(|o| (o.opens_at, o.closes_at))
+}
+
+#[test]
+fn a_window_across_midnight_is_open_on_both_sides() {
+    let s = schedule("0 23 * * *", "3h", None);
+    let opens = utc_ms(2027, 1, 4, 23, 0, 0);
+    let closes = utc_ms(2027, 1, 5, 2, 0, 0);
+    assert_eq!(
+        open(&s, utc_ms(2027, 1, 4, 23, 30, 0)),
+        Some((opens, closes))
+    );
+    assert_eq!(
+        open(&s, utc_ms(2027, 1, 5, 1, 59, 59)),
+        Some((opens, closes))
+    );
+    assert_eq!(open(&s, closes), None, "the end is exclusive");
+    assert_eq!(open(&s, opens - 1), None);
+    assert_eq!(s.next_start(opens - 1), Some(opens));
+}
+
+#[test]
+fn a_start_in_the_spring_forward_gap_opens_when_the_gap_ends() {
+    let s = schedule("30 2 * * *", "1h", Some("Europe/Amsterdam"));
+    // 02:30 does not exist on 2027-03-28: the window opens at 03:00 CEST (01:00 UTC).
+    let gap_night = utc_ms(2027, 3, 28, 1, 0, 0);
+    assert_eq!(s.next_start(utc_ms(2027, 3, 27, 12, 0, 0)), Some(gap_night));
+    assert_eq!(
+        open(&s, gap_night + 30 * MIN),
+        Some((gap_night, gap_night + HOUR)),
+        "a full hour of elapsed time"
+    );
+    // The next night is summer time: 02:30 CEST is 00:30 UTC.
+    assert_eq!(s.next_start(gap_night), Some(utc_ms(2027, 3, 29, 0, 30, 0)));
+}
+
+#[test]
+fn a_start_in_the_fall_back_overlap_opens_once() {
+    let s = schedule("30 2 * * *", "2h", Some("Europe/Amsterdam"));
+    // 02:30 happens twice on 2027-10-31: at 00:30 UTC (CEST) and at 01:30 UTC (CET).
+    let first = utc_ms(2027, 10, 31, 0, 30, 0);
+    assert_eq!(s.next_start(utc_ms(2027, 10, 30, 12, 0, 0)), Some(first));
+    assert_eq!(
+        s.next_start(first),
+        Some(utc_ms(2027, 11, 1, 1, 30, 0)),
+        "the second pass of 02:30 does not open it again"
+    );
+    // Two hours of elapsed time: 02:30 CEST to 03:30 CET.
+    assert_eq!(open(&s, first + 90 * MIN), Some((first, first + 2 * HOUR)));
+}
+
+#[test]
+fn a_window_over_the_fall_back_lasts_its_elapsed_duration() {
+    let s = schedule("0 1 * * *", "2h", Some("Europe/Amsterdam"));
+    // 01:00 CEST on 2027-10-31 is 23:00 UTC the day before; two hours later the wall
+    // clock shows 02:00 CET, not 03:00.
+    let opens = utc_ms(2027, 10, 30, 23, 0, 0);
+    assert_eq!(
+        open(&s, opens + 10 * MIN),
+        Some((opens, utc_ms(2027, 10, 31, 1, 0, 0)))
+    );
+}
+
+#[test]
+fn wildcard_hours_skip_the_gap_and_fire_on_both_passes_of_the_overlap() {
+    let s = schedule("15 * * * *", "10m", Some("Europe/Amsterdam"));
+    // Spring: 01:15 CET (00:15 UTC), then 03:15 CEST (01:15 UTC): 02:15 never was.
+    assert_eq!(
+        s.next_start(utc_ms(2027, 3, 28, 0, 15, 0)),
+        Some(utc_ms(2027, 3, 28, 1, 15, 0))
+    );
+    // Autumn: 02:15 CEST (00:15 UTC) and 02:15 CET (01:15 UTC) both open it.
+    assert_eq!(
+        s.next_start(utc_ms(2027, 10, 31, 0, 15, 0)),
+        Some(utc_ms(2027, 10, 31, 1, 15, 0))
+    );
+}
+
+#[test]
+fn openings_longer_than_the_recurrence_are_one_opening() {
+    // Every hour from 00:00 to 03:00, 90 minutes each: open from 00:00 to 04:30.
+    let s = schedule("0 0-3 * * *", "90m", None);
+    let day = utc_ms(2027, 5, 3, 0, 0, 0);
+    assert_eq!(
+        open(&s, day + 2 * HOUR),
+        Some((day + HOUR, day + 4 * HOUR + 30 * MIN))
+    );
+    assert_eq!(open(&s, day + 4 * HOUR + 30 * MIN), None);
+    // Every hour for two hours: always open; the chain stops at the horizon it was given.
+    let always = schedule("0 * * * *", "2h", None);
+    let t = day + 17 * MIN;
+    let o = always.opening_at(t, t + 30 * HOUR).unwrap();
+    assert!(o.closes_at >= t + 30 * HOUR, "{o:?}");
+}
+
+#[test]
+fn a_cron_with_six_or_seven_fields_is_refused_with_the_count() {
+    for (cron, n) in [("0 0 2 * * *", 6), ("0 0 2 * * * 2027", 7), ("0 2 *", 3)] {
+        let e = parse_cron(cron).unwrap_err();
+        assert_eq!(
+            e,
+            WindowError::Fields {
+                cron: cron.into(),
+                fields: n
+            }
+        );
+        assert!(e.to_string().contains("has five"), "{e}");
+    }
+    assert!(parse_cron("30 2 * * SUN").is_ok());
+    assert!(parse_cron("@daily").is_ok());
+    assert!(matches!(
+        parse_cron("61 2 * * *"),
+        Err(WindowError::Cron { .. })
+    ));
+}
+
+fn design(yaml: &str) -> Windows {
+    let loaded = load_files(&[("d.yaml".into(), yaml.into())]);
+    Windows::of(&loaded.design)
+}
+
+const DESIGN: &str = "\
+kind: Site
+name: ams1
+spec: {}
+---
+kind: Host
+name: a01
+spec: {site: ams1, rack: r1, labels: {tier: gold}}
+---
+kind: Host
+name: a02
+spec: {site: ams1, rack: r2}
+---
+kind: MaintenanceWindow
+name: fw
+spec: {cron: \"0 2 * * *\", duration: 2h}
+---
+kind: MaintenanceWindow
+name: rack1
+spec: {cron: \"0 2 * * *\", duration: 2h, scope: {racks: [r1]}}
+---
+kind: MaintenanceWindow
+name: freeze
+spec: {cron: \"0 3 24 12 *\", duration: 48h, mode: deny, scope: {labels: {tier: gold}}}
+";
+
+#[test]
+fn a_step_starts_only_with_its_cutoff_left_before_the_close() {
+    let w = design(DESIGN);
+    let h = vec!["a02".to_string()];
+    let at_0230 = utc_ms(2027, 6, 1, 2, 30, 0);
+    assert_eq!(
+        w.decide("fw", &h, at_0230, 45 * MIN),
+        Decision::Start {
+            closes_at: utc_ms(2027, 6, 1, 4, 0, 0)
+        }
+    );
+    let at_0330 = utc_ms(2027, 6, 1, 3, 30, 0);
+    match w.decide("fw", &h, at_0330, 45 * MIN) {
+        Decision::Wait { why, recheck_at } => {
+            assert!(
+                why.contains("closes in 30m") && why.contains("45m"),
+                "{why}"
+            );
+            assert_eq!(recheck_at, Some(utc_ms(2027, 6, 2, 2, 0, 0)));
+        }
+        d => panic!("{d:?}"),
+    }
+    match w.decide("fw", &h, utc_ms(2027, 6, 1, 12, 0, 0), 0) {
+        Decision::Wait { why, recheck_at } => {
+            assert!(why.contains("closed"), "{why}");
+            assert_eq!(recheck_at, Some(utc_ms(2027, 6, 2, 2, 0, 0)));
+        }
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn a_scoped_window_covers_only_its_hosts() {
+    let w = design(DESIGN);
+    let t = utc_ms(2027, 6, 1, 2, 30, 0);
+    assert!(matches!(
+        w.decide("rack1", &["a01".into()], t, 0),
+        Decision::Start { .. }
+    ));
+    match w.decide("rack1", &["a01".into(), "a02".into()], t, 0) {
+        Decision::Wait { why, recheck_at } => {
+            assert!(why.contains("does not cover"), "{why}");
+            assert_eq!(recheck_at, None);
+        }
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn a_deny_window_wins_over_an_open_allow_window() {
+    let w = design(DESIGN);
+    let gold = vec!["a01".to_string()];
+    let plain = vec!["a02".to_string()];
+    let xmas = utc_ms(2027, 12, 25, 2, 30, 0);
+    match w.decide("fw", &gold, xmas, 10 * MIN) {
+        Decision::Wait { why, recheck_at } => {
+            assert!(why.contains("deny window 'freeze' is open"), "{why}");
+            // The freeze ends at 03:00 on the 26th, while fw is open (02:00-04:00).
+            assert_eq!(recheck_at, Some(utc_ms(2027, 12, 26, 3, 0, 0)));
+        }
+        d => panic!("{d:?}"),
+    }
+    // The freeze is scoped to gold hosts: a02 goes on.
+    assert!(matches!(
+        w.decide("fw", &plain, xmas, 10 * MIN),
+        Decision::Start { .. }
+    ));
+    // A freeze that begins before the attempt would be done stops it too.
+    let eve = utc_ms(2027, 12, 24, 2, 30, 0);
+    match w.decide("fw", &gold, eve, 45 * MIN) {
+        Decision::Wait { why, .. } => assert!(why.contains("opens in 30m"), "{why}"),
+        d => panic!("{d:?}"),
+    }
+    assert!(matches!(
+        w.decide("fw", &gold, eve, 20 * MIN),
+        Decision::Start { .. }
+    ));
+}
+
+#[test]
+fn an_unknown_window_waits_and_says_so() {
+    let w = design(DESIGN);
+    match w.decide("nope", &[], utc_ms(2027, 6, 1, 2, 30, 0), 0) {
+        Decision::Wait { why, recheck_at } => {
+            assert!(why.contains("no MaintenanceWindow 'nope'"), "{why}");
+            assert_eq!(recheck_at, None);
+        }
+        d => panic!("{d:?}"),
+    }
+}
