@@ -1219,3 +1219,93 @@ async fn batches_with_gaps_repeats_or_garbage_change_nothing_accepted() {
     .expect("a new agent registers once the site is reset");
     assert_eq!(c.all_events(run).await.unwrap().len(), 1, "history kept");
 }
+
+/// A site cut off from the centre opens its maintenance window on time: the agent
+/// evaluates the windows of the design it keeps, by its own clock (shifted to seconds
+/// before the example design's Tuesday-night `firmware` window), and the run it took
+/// while cut off waits for the window, runs in it, and reaches the centre afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_site_opens_its_window_on_time() {
+    // Tuesday 2027-06-01 01:00 in Amsterdam.
+    const OPENS_MS: i64 = 1_811_804_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (_repo, central) = two_site_centre(dir.path()).await;
+    let c = central.client();
+    c.register_workflow(
+        "name: flash\nsteps:\n  - name: flash\n    action: noop\n    for_each: {over: targets}\n    window: {name: firmware, cutoff: 30m}\n".into(),
+        lariat_client::DefinitionFormat::Yaml,
+    )
+    .await
+    .unwrap();
+    let link = Link::to(&central.base).await;
+    let ams = agent_with(
+        dir.path(),
+        "ams1",
+        &link,
+        &site_token(dir.path(), "ams1"),
+        &["--clock-start", "2027-05-31T22:59:40Z"],
+    );
+    let a = ams.client();
+    eventually("the agent connects and keeps the design", async || {
+        let sites = c.sites().await.ok()?.sites;
+        let s = sites.iter().find(|s| s.site == "ams1")?;
+        (s.connected && a.windows().await.is_ok_and(|w| w.revision.is_some())).then_some(())
+    })
+    .await;
+
+    link.cut();
+    let run = a
+        .submit(&SubmitRun {
+            workflow: "flash".into(),
+            targets: Targets::Names(vec!["ams1-a01".into(), "ams1-a02".into()]),
+            ..Default::default()
+        })
+        .await
+        .expect("the agent takes a run while cut off")
+        .run
+        .id;
+    let d = eventually("the items wait for the window", async || {
+        let d = a.run(run).await.ok()?;
+        let items = &step(&d, "flash")?.items;
+        (items.len() == 2 && items.iter().all(|i| i.status == StepStatus::Waiting)).then_some(d)
+    })
+    .await;
+    for i in &step(&d, "flash").unwrap().items {
+        let w = i.waiting_for.as_ref().unwrap();
+        assert_eq!(
+            (w.for_.as_str(), w.window.as_deref(), w.until),
+            ("window", Some("firmware"), Some(OPENS_MS)),
+            "{i:?}"
+        );
+    }
+    let windows = a.windows().await.unwrap();
+    let fw = windows
+        .windows
+        .iter()
+        .find(|w| w.name == "firmware")
+        .unwrap();
+    assert_eq!(fw.waiting.get("agent-ams1"), Some(&2), "{fw:?}");
+
+    let done = eventually(
+        "the run finishes inside the window, still cut off",
+        async || {
+            let d = a.run(run).await.ok()?;
+            (d.run.status == RunStatus::Succeeded).then_some(d)
+        },
+    )
+    .await;
+    for i in &step(&done, "flash").unwrap().items {
+        let started = i.started_at.unwrap();
+        assert!(
+            started >= OPENS_MS,
+            "started {} ms early",
+            OPENS_MS - started
+        );
+        println!(
+            "window opened -> item started at the cut-off agent: {} ms",
+            started - OPENS_MS
+        );
+    }
+    link.restore();
+    same_at_both(&c, &a, run).await;
+}
