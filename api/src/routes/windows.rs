@@ -126,11 +126,11 @@ fn status(w: &Window, now: i64, waiting: BTreeMap<String, u64>) -> WindowStatus 
         opens_local: s.local_text(o.opens_at),
         closes_local: s.local_text(o.closes_at),
     };
-    let current = s.opening_at(now, now + HORIZON_MS);
+    let current = s.opening_at(now, now.saturating_add(HORIZON_MS));
     let mut next = Vec::new();
     let mut after = current.map_or(now, |c| c.closes_at - 1);
     while next.len() < NEXT {
-        match s.next_opening(after, after + HORIZON_MS) {
+        match s.next_opening(after, after.saturating_add(HORIZON_MS)) {
             Some(o) if o.opens_at > after => {
                 after = o.closes_at - 1;
                 next.push(opening(o));

@@ -251,9 +251,12 @@ impl Cx<'_> {
                 },
             );
         }
-        let ask_again = until.map_or(now + WINDOW_FALLBACK_MS, |u| {
-            u.min(now + WINDOW_FALLBACK_MS)
-        });
+        // A gate that answers with a moment already past must not make the loop spin.
+        let ask_again = until
+            .map_or(now + WINDOW_FALLBACK_MS, |u| {
+                u.min(now + WINDOW_FALLBACK_MS)
+            })
+            .max(now + 250);
         let id = self.id();
         self.sh.window_waiters.insert(id, k, ask_again);
         false

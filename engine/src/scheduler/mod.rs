@@ -322,7 +322,14 @@ impl Scheduler {
                 && matches!(t.waiting_for, Some(WaitFor::Window { .. }))
             {
                 cx.try_start(k);
-                cx.advance();
+                // Still held: nothing else moved, and advancing a wide fan-out for each
+                // of its held items would cost the square of its width.
+                let t = &cx.run.task(k).row;
+                if !(t.status == StepStatus::Waiting
+                    && matches!(t.waiting_for, Some(WaitFor::Window { .. })))
+                {
+                    cx.advance();
+                }
             }
         }
     }
@@ -357,7 +364,14 @@ impl Scheduler {
             t.queued = false;
             if t.row.status == StepStatus::Ready {
                 cx.try_start(k);
-                cx.advance();
+                // Still held: nothing else moved, and advancing a wide fan-out for each
+                // of its held items would cost the square of its width.
+                let t = &cx.run.task(k).row;
+                if !(t.status == StepStatus::Waiting
+                    && matches!(t.waiting_for, Some(WaitFor::Window { .. })))
+                {
+                    cx.advance();
+                }
             }
         }
     }

@@ -1144,9 +1144,15 @@ fn step_window(
         return;
     };
     let need_ms = need.as_millis().min(i64::MAX as u128) as i64;
-    let now = crate::windows::now_ms();
-    if let Some(o) = schedule.next_opening(now, now.saturating_add(need_ms))
-        && o.closes_at - o.opens_at < need_ms
+    // The next opening, followed from its start as far as the step needs: the answer
+    // must not depend on the minute the design is checked.
+    let open_for = schedule.next_start(crate::windows::now_ms()).and_then(|s| {
+        schedule
+            .opening_at(s, s.saturating_add(need_ms))
+            .map(|o| o.closes_at - s)
+    });
+    if let Some(open_ms) = open_for
+        && open_ms < need_ms
     {
         out.push(err(
             "window-too-short",
@@ -1158,7 +1164,7 @@ fn step_window(
                 humantime::format_duration(need),
                 if cutoff.is_some() { "cutoff" } else { "timeout; set window: {name, cutoff} to start with less" },
                 humantime::format_duration(std::time::Duration::from_millis(
-                    (o.closes_at - o.opens_at) as u64
+                    open_ms.max(0) as u64
                 )),
             ),
         ));

@@ -258,3 +258,19 @@ fn an_unknown_window_waits_and_says_so() {
         d => panic!("{d:?}"),
     }
 }
+
+/// Hourly windows of an hour touch: a step needing 90 minutes fits, whenever the design
+/// is checked (the opening is followed from its start, not from the moment of the check).
+#[test]
+fn touching_hourly_openings_give_a_step_its_cutoff() {
+    let w = design(
+        "kind: MaintenanceWindow\nname: hourly\nspec: {cron: \"0 * * * *\", duration: 1h}\n",
+    );
+    for minute in [10, 40] {
+        let t = utc_ms(2027, 6, 1, 0, minute, 0);
+        assert!(
+            matches!(w.decide("hourly", &[], t, 90 * MIN), Decision::Start { .. }),
+            "at 00:{minute}"
+        );
+    }
+}
