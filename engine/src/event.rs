@@ -442,6 +442,16 @@ pub struct TaskRow {
 }
 
 impl TaskRow {
+    /// The window the task waits for, while it waits for one.
+    pub fn waiting_window(&self) -> Option<&str> {
+        match (&self.status, &self.waiting_for) {
+            (StepStatus::Waiting, Some(WaitFor::Window { window })) => Some(window),
+            _ => None,
+        }
+    }
+}
+
+impl TaskRow {
     pub fn new(step: Arc<str>, item: Option<u32>) -> Self {
         TaskRow {
             step,

@@ -90,10 +90,12 @@ impl StepDef {
     pub fn window_need(&self) -> Duration {
         self.window
             .as_ref()
-            .and_then(|w| w.cutoff)
-            .unwrap_or(self.timeout)
+            .map_or(self.timeout, |w| w.need(self.timeout))
     }
 }
+
+/// What a step that names no timeout gets.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// A step's window: `window: NAME`, or `window: {name: NAME, cutoff: 45m}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +104,13 @@ pub struct WindowRef {
     /// Time that must be left before the window closes for an attempt to start; the
     /// step's timeout when absent, so that an attempt that cannot finish does not start.
     pub cutoff: Option<Duration>,
+}
+
+impl WindowRef {
+    /// Time an attempt of a step with `timeout` needs left in the window to start.
+    pub fn need(&self, timeout: Duration) -> Duration {
+        self.cutoff.unwrap_or(timeout)
+    }
 }
 
 impl Serialize for WindowRef {
@@ -157,7 +166,7 @@ impl<'de> Deserialize<'de> for WindowRef {
 }
 
 fn default_timeout() -> Duration {
-    Duration::from_secs(3600)
+    DEFAULT_STEP_TIMEOUT
 }
 
 /// How a failed attempt is retried.

@@ -1038,7 +1038,7 @@ pub(crate) fn timer_kind(t: &TaskRow) -> Option<&'static str> {
         StepStatus::Retrying => Some("retry"),
         // A window wait's `wake_at` is when the window may next open: the scheduler asks
         // the gate then, and again at once after a restart; no durable timer is needed.
-        StepStatus::Waiting if matches!(t.waiting_for, Some(WaitFor::Window { .. })) => None,
+        StepStatus::Waiting if t.waiting_window().is_some() => None,
         StepStatus::Waiting => Some("wait_deadline"),
         StepStatus::Compensating => Some("compensation_retry"),
         _ => None,

@@ -13,13 +13,7 @@ use crate::SiteDesign;
 /// The windows of the site's design in force, as a [`WindowGate`].
 #[derive(Default)]
 pub struct DesignWindows {
-    current: RwLock<Option<Windowed>>,
-}
-
-#[derive(Clone)]
-struct Windowed {
-    revision: Option<String>,
-    windows: Arc<Windows>,
+    current: RwLock<Option<Arc<Windows>>>,
 }
 
 impl DesignWindows {
@@ -28,21 +22,16 @@ impl DesignWindows {
         Arc::new(DesignWindows::default())
     }
 
-    /// The windows in force and the design revision they come from; None before the
-    /// design is open.
-    pub fn windows(&self) -> Option<(Option<String>, Arc<Windows>)> {
+    /// The windows in force; None before the design is open.
+    pub fn windows(&self) -> Option<Arc<Windows>> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|w| (w.revision.clone(), w.windows.clone()))
+            .clone()
     }
 
-    fn set(&self, revision: Option<String>, windows: Windows) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Windowed {
-            revision,
-            windows: Arc::new(windows),
-        });
+    fn set(&self, windows: Windows) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(windows));
     }
 
     /// Takes the windows of `design` now and whenever it changes, and has `engine` ask
@@ -65,7 +54,7 @@ impl DesignWindows {
                         }
                     };
                 let count = windows.iter().count();
-                me.set(revision.clone(), windows);
+                me.set(windows);
                 tracing::info!(
                     revision = revision.as_deref().unwrap_or("none"),
                     windows = count,
@@ -82,7 +71,7 @@ impl DesignWindows {
 
 impl WindowGate for DesignWindows {
     fn ask(&self, q: &WindowAsk<'_>) -> WindowAnswer {
-        let Some((_, windows)) = self.windows() else {
+        let Some(windows) = self.windows() else {
             return WindowAnswer::Closed {
                 until: None,
                 why: "the site's design is not open yet".into(),

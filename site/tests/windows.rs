@@ -19,7 +19,7 @@ use lariat_workflows::windows::utc_ms;
 use serde_json::json;
 use tokio::sync::watch;
 
-/// Sleeps `input.ms`, then answers with the engine's clock reading when it started.
+/// Sleeps `input.ms`.
 struct Pause;
 #[async_trait]
 impl Action for Pause {

@@ -15,7 +15,6 @@
 //! - A window across midnight is nothing special: a start and a duration.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use chrono::{TimeZone as _, Utc};
 use chrono_tz::Tz;
@@ -152,12 +151,6 @@ impl Schedule {
             opens_at: start,
             closes_at: self.chain_end(start, horizon),
         })
-    }
-
-    /// The opening that covers `t`, or else the next one.
-    pub fn current_or_next(&self, t: i64, horizon: i64) -> Option<Opening> {
-        self.opening_at(t, horizon)
-            .or_else(|| self.next_opening(t, horizon))
     }
 
     fn chain_end(&self, start: i64, horizon: i64) -> i64 {
@@ -311,11 +304,6 @@ impl Windows {
         self.windows.get(name)
     }
 
-    /// Where `host` stands, when the design knows it.
-    pub fn place(&self, host: &str) -> Option<&HostPlace> {
-        self.places.get(host)
-    }
-
     /// Whether a step gated by `window`, acting on `hosts`, may start at `now` when an
     /// attempt needs `need_ms` before the window closes. Hosts the design does not know
     /// have no place: only unscoped windows cover them.
@@ -397,17 +385,10 @@ impl Windows {
     }
 }
 
-/// A design's windows, shared by whoever evaluates them.
-pub type SharedWindows = Arc<Windows>;
-
 fn span_text(ms: i64) -> String {
-    let s = ms.max(0) / 1000;
-    match (s / 3600, (s % 3600) / 60, s % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, m, _) => format!("{h}h{m:02}m"),
-    }
+    // Whole seconds: a window's edges are whole seconds, the clock is not.
+    humantime::format_duration(std::time::Duration::from_secs((ms.max(0) / 1000) as u64))
+        .to_string()
 }
 
 /// The wall clock, for checks made at design load.

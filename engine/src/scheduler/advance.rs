@@ -236,9 +236,7 @@ impl Cx<'_> {
             WindowAnswer::Closed { until, why } => (until, why),
         };
         let t = &self.run.task(k).row;
-        let already = t.status == StepStatus::Waiting
-            && t.wake_at == until
-            && matches!(&t.waiting_for, Some(WaitFor::Window { window }) if *window == w.name);
+        let already = t.wake_at == until && t.waiting_window() == Some(w.name.as_str());
         if !already {
             tracing::debug!(run = %self.id(), step = %def.name, item = ?k.item, "{why}");
             self.task_event(

@@ -169,8 +169,7 @@ impl Scheduler {
                 .iter()
                 .any(|s| s.task.row.status == StepStatus::Failed);
         for k in run.keys() {
-            let t = &run.task(k).row;
-            if matches!(t.waiting_for, Some(WaitFor::Window { .. })) {
+            if run.task(k).row.waiting_window().is_some() {
                 // Asked at once: the window may have opened while the executor was down.
                 self.sh.window_waiters.insert(id, k, 0);
             }
@@ -317,17 +316,11 @@ impl Scheduler {
             let Some(mut cx) = self.cx(id) else {
                 continue;
             };
-            let t = &cx.run.task(k).row;
-            if t.status == StepStatus::Waiting
-                && matches!(t.waiting_for, Some(WaitFor::Window { .. }))
-            {
+            if cx.run.task(k).row.waiting_window().is_some() {
                 cx.try_start(k);
                 // Still held: nothing else moved, and advancing a wide fan-out for each
                 // of its held items would cost the square of its width.
-                let t = &cx.run.task(k).row;
-                if !(t.status == StepStatus::Waiting
-                    && matches!(t.waiting_for, Some(WaitFor::Window { .. })))
-                {
+                if cx.run.task(k).row.waiting_window().is_none() {
                     cx.advance();
                 }
             }

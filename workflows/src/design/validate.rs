@@ -1088,10 +1088,10 @@ fn step_window(
         return;
     };
     let path = format!("spec.steps[{step_name}].window");
-    let (name, cutoff) = match w {
-        Value::String(n) => (n.as_str(), None),
+    let name = match w {
+        Value::String(n) => n.as_str(),
         Value::Object(m) => match m.get("name").and_then(Value::as_str) {
-            Some(n) => (n, m.get("cutoff")),
+            Some(n) => n,
             None => {
                 out.push(err(
                     "invalid-field",
@@ -1131,15 +1131,25 @@ fn step_window(
         ));
         return;
     }
-    // What the step needs left before the close: its cutoff, else its timeout.
-    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
-    let need = match text(cutoff).or_else(|| text(step.get("timeout"))) {
-        Some(t) => match humantime::parse_duration(&t) {
-            Ok(d) => d,
-            Err(_) => return,
-        },
-        None => std::time::Duration::from_secs(3600),
+    // What the step needs left before the close, read as the engine reads the step
+    // (a bad cutoff or timeout is the engine definition's finding, not this one's).
+    #[derive(serde::Deserialize)]
+    struct Gated {
+        window: lariat_engine::WindowRef,
+        #[serde(default, with = "lariat_engine::model::duration_text::optional")]
+        timeout: Option<std::time::Duration>,
+    }
+    let Ok(gated) = serde_json::from_value::<Gated>(serde_json::json!({
+        "window": w,
+        "timeout": step.get("timeout"),
+    })) else {
+        return;
     };
+    let need = gated.window.need(
+        gated
+            .timeout
+            .unwrap_or(lariat_engine::model::DEFAULT_STEP_TIMEOUT),
+    );
     let Ok(schedule) = crate::windows::Schedule::new(&doc.spec) else {
         return;
     };
@@ -1162,7 +1172,7 @@ fn step_window(
             format!(
                 "WorkflowTemplate '{template}': step '{step_name}' needs {} left in window '{name}' to start (its {}), but the window is open for {}: it would never start",
                 humantime::format_duration(need),
-                if cutoff.is_some() { "cutoff" } else { "timeout; set window: {name, cutoff} to start with less" },
+                if gated.window.cutoff.is_some() { "cutoff" } else { "timeout; set window: {name, cutoff} to start with less" },
                 humantime::format_duration(std::time::Duration::from_millis(
                     open_ms.max(0) as u64
                 )),
