@@ -13,12 +13,13 @@ use uuid::Uuid;
 use crate::action::Actions;
 use crate::error::EngineError;
 use crate::event::{Actor, Event, RunRow, RunStatus};
+use crate::groups::Scheduling;
 use crate::model::{self, Format, Workflow};
 use crate::request::{NewRun, Registered, ResumeReport, Submitted};
 use crate::scheduler::{self, Command, Env, Scheduler, SchedulerStats, Verb};
 use crate::store::{ApplyReport, RunQuery, Store, StoreError, StoreOptions, StoredWorkflow};
 use crate::view::{RunView, build_view};
-use crate::windows::{ManualWindows, WindowGate};
+use crate::windows::ManualWindows;
 
 /// Settings for [`Engine::start`].
 #[derive(Debug, Clone)]
@@ -75,15 +76,20 @@ pub struct Engine {
 impl Engine {
     /// Start with manually opened maintenance windows (all closed until opened).
     pub async fn start(config: EngineConfig, actions: Actions) -> Result<Engine, EngineError> {
-        Self::start_with_windows(config, actions, Arc::new(ManualWindows::new())).await
+        Self::start_with(
+            config,
+            actions,
+            Scheduling::manual(Arc::new(ManualWindows::new())),
+        )
+        .await
     }
 
     /// Open the store, take over every live run this executor owns, and start executing.
     /// Returns once resumed runs are scheduled again.
-    pub async fn start_with_windows(
+    pub async fn start_with(
         config: EngineConfig,
         actions: Actions,
-        gate: Arc<dyn WindowGate>,
+        scheduling: Scheduling,
     ) -> Result<Engine, EngineError> {
         let began = Instant::now();
         let store = Store::open(config.store.clone()).await?;
@@ -98,7 +104,8 @@ impl Engine {
         let fatal = Arc::new(OnceLock::new());
         let env = Arc::new(Env {
             actions: actions.clone(),
-            gate,
+            gate: scheduling.windows,
+            groups: scheduling.groups,
             clock: config.clock,
             max_running: config.max_running.max(1),
             max_interruptions: config.max_interruptions,

@@ -4,7 +4,7 @@
 //! Parsing happens in two passes so that every error can name the step it is about: the
 //! document is first read as a generic JSON value, then each step is decoded on its own.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -266,6 +266,10 @@ pub struct ForEach {
     /// Items in progress at once; unbounded when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallel: Option<u32>,
+    /// Rolling limits: at most N items in progress at once per value of a host's
+    /// grouping key (`{rack: 1}`: one host per rack), as [`crate::HostGroups`] answers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub max_per: BTreeMap<String, u32>,
     /// Items that may fail while the step still succeeds.
     #[serde(default)]
     pub max_failures: u32,
@@ -598,6 +602,20 @@ fn check(
                 problems.push(Problem::InvalidStep {
                     step: s.name.clone(),
                     message: "for_each.max_parallel must be at least 1".into(),
+                });
+            }
+            for (key, n) in &fe.max_per {
+                let message = if key.trim().is_empty() {
+                    "for_each.max_per has an empty key; keys are rack, site or a host label"
+                        .to_string()
+                } else if *n == 0 {
+                    format!("for_each.max_per.{key} must be at least 1")
+                } else {
+                    continue;
+                };
+                problems.push(Problem::InvalidStep {
+                    step: s.name.clone(),
+                    message,
                 });
             }
             if let ItemSource::List(items) = &fe.over

@@ -233,6 +233,8 @@ steps:
   - {name: e, action: noop, window: {name: fw, cutoff: 45 minutes please}}
   - {name: f, action: noop, window: {name: fw, cutoff: 2h}, timeout: 1h}
   - {name: g, action: noop, window: 5}
+  - {name: h, action: noop, for_each: {over: targets, max_per: {rack: 0}}}
+  - {name: i, action: noop, for_each: {over: targets, max_per: {" ": 1}}}
 "#;
     let problems = reject(&h, yaml, Format::Yaml).await;
     let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
@@ -244,6 +246,16 @@ steps:
     assert!(
         text.iter()
             .any(|t| t.starts_with("step 'b'") && t.contains("max_parallel")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.starts_with("step 'h'") && t.contains("max_per.rack must be at least 1")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.starts_with("step 'i'") && t.contains("max_per has an empty key")),
         "{text:?}"
     );
     assert!(

@@ -2,6 +2,7 @@
 //! fan-out, windows, the concurrency bound.
 mod common;
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -455,6 +456,127 @@ steps:
     assert_eq!(view.steps[0].items[2].row.status, StepStatus::Succeeded);
 }
 
+/// Racks and rows from a table, as a site's design would place its hosts.
+struct Floor(HashMap<&'static str, (&'static str, &'static str)>);
+
+impl Floor {
+    /// The host's value for `key`, or "unplaced", as the limits count it.
+    fn value(&self, host: &str, key: &str) -> String {
+        lariat_engine::HostGroups::group(self, host, key).unwrap_or_else(|| "unplaced".into())
+    }
+}
+
+impl lariat_engine::HostGroups for Floor {
+    fn group(&self, host: &str, key: &str) -> Option<String> {
+        let (rack, row) = self.0.get(host)?;
+        match key {
+            "rack" => Some(rack.to_string()),
+            "row" => Some(row.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// Walking the log in order: the most items of `step` in progress at once per group (as
+/// `group` names an item's host's group), and in all.
+fn most_at_once(
+    events: &[lariat_engine::Event],
+    step: &str,
+    group: impl Fn(&str) -> String,
+) -> (HashMap<String, usize>, usize) {
+    let mut hosts = Vec::new();
+    let mut now: HashMap<String, usize> = HashMap::new();
+    let mut most: HashMap<String, usize> = HashMap::new();
+    let (mut all_now, mut all_most) = (0, 0);
+    for e in events.iter().filter(|e| e.step.as_deref() == Some(step)) {
+        if let EventKind::Expanded { items } = &e.kind {
+            hosts = items
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+        }
+        let Some(i) = e.item else { continue };
+        let g = group(&hosts[i as usize]);
+        match &e.kind {
+            EventKind::Started => {
+                let n = now.entry(g.clone()).or_default();
+                *n += 1;
+                let m = most.entry(g).or_default();
+                *m = (*m).max(*n);
+                all_now += 1;
+                all_most = all_most.max(all_now);
+            }
+            EventKind::Succeeded { .. } | EventKind::Failed => {
+                *now.entry(g).or_default() -= 1;
+                all_now -= 1;
+            }
+            _ => {}
+        }
+    }
+    (most, all_most)
+}
+
+#[tokio::test]
+async fn rolling_limits_start_one_host_per_rack() {
+    let floor = std::sync::Arc::new(Floor(HashMap::from([
+        ("a1", ("r1", "east")),
+        ("a2", ("r1", "east")),
+        ("a3", ("r1", "east")),
+        ("b1", ("r2", "east")),
+        ("b2", ("r2", "east")),
+        ("c1", ("r3", "west")),
+        ("c2", ("r3", "west")),
+    ])));
+    let h = Harness::with_groups(floor.clone()).await;
+    h.register(
+        r#"
+name: campaign
+steps:
+  - name: flash
+    action: record
+    input: {ms: 20}
+    for_each: {over: targets, max_parallel: 10, max_per: {rack: 1}}
+  - name: cycle
+    action: record
+    needs: [flash]
+    input: {ms: 20}
+    for_each: {over: targets, max_per: {rack: 2, row: 1}}
+"#,
+    )
+    .await;
+    // u1 and u2 are in no rack the floor knows: they count as one group.
+    let hosts = ["a1", "a2", "a3", "b1", "b2", "c1", "c2", "u1", "u2"];
+    let run = h.submit("campaign", &hosts).await;
+    h.wait(run, &[RunStatus::Succeeded]).await;
+    let events = h.events(run).await;
+    check_log(&events);
+
+    let (per_rack, at_once) = most_at_once(&events, "flash", |h| floor.value(h, "rack"));
+    assert_eq!(per_rack.len(), 4, "{per_rack:?}");
+    for (rack, n) in &per_rack {
+        assert_eq!(*n, 1, "rack {rack} had {n} hosts flashing at once");
+    }
+    assert_eq!(
+        at_once, 4,
+        "one host of each rack, and one unplaced host, at once"
+    );
+
+    // Two limits: both hold. Two per rack, but one per row, so the row binds.
+    let (per_row, at_once) = most_at_once(&events, "cycle", |h| floor.value(h, "row"));
+    for (row, n) in &per_row {
+        assert_eq!(*n, 1, "row {row} had {n} hosts cycling at once");
+    }
+    assert_eq!(at_once, 3, "east, west and unplaced: {per_row:?}");
+    let view = h.engine.run_view(run).await.unwrap();
+    assert!(
+        view.step("cycle")
+            .unwrap()
+            .items
+            .iter()
+            .all(|i| i.row.status == StepStatus::Succeeded)
+    );
+}
+
 #[tokio::test]
 async fn empty_fan_out_is_skipped_and_dependents_run() {
     let h = Harness::new().await;
@@ -477,10 +599,10 @@ async fn window_gates_a_step_until_it_opens() {
     let dir = tempfile::tempdir().unwrap();
     let rec = common::Recorder::default();
     let windows = std::sync::Arc::new(ManualWindows::new());
-    let engine = lariat_engine::Engine::start_with_windows(
+    let engine = lariat_engine::Engine::start_with(
         lariat_engine::EngineConfig::new(dir.path().join("w.db")),
         common::actions(&rec),
-        windows.clone(),
+        lariat_engine::Scheduling::manual(windows.clone()),
     )
     .await
     .unwrap();

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::Router;
 use lariat_api::{ApiConfig, Auth, CancellationToken, TokenStore};
 use lariat_db::{Db, DbOptions, Durability};
-use lariat_engine::{Actions, Engine, EngineConfig, WindowGate};
+use lariat_engine::{Actions, Engine, EngineConfig, Scheduling};
 use lariat_source::DesignSource;
 
 pub use error::ProcessError;
@@ -71,7 +71,7 @@ pub async fn serve(
 ) -> Result<(), ProcessError> {
     let tls = tls_config(&cfg.executor, &cfg.site)?;
     let site = SiteRole::new(cfg.site.clone())?;
-    let engine = start_engine(&cfg.executor, site.actions(), site.window_gate()).await?;
+    let engine = start_engine(&cfg.executor, site.actions(), site.scheduling()).await?;
     let tables = open_tables(&cfg.executor).await?;
     if cfg.central.auth == Auth::InsecureNoAuth {
         warn_no_auth();
@@ -100,7 +100,7 @@ pub async fn serve_agent(
 ) -> Result<(), ProcessError> {
     let tls = tls_config(&cfg.executor, &cfg.site)?;
     let site = SiteRole::new(cfg.site.clone())?;
-    let engine = start_engine(&cfg.executor, site.actions(), site.window_gate()).await?;
+    let engine = start_engine(&cfg.executor, site.actions(), site.scheduling()).await?;
     let tables = open_tables(&cfg.executor).await?;
     if cfg.auth == Auth::InsecureNoAuth {
         warn_no_auth();
@@ -170,7 +170,7 @@ fn tls_config(
 async fn start_engine(
     cfg: &ExecutorConfig,
     actions: Actions,
-    gate: Arc<dyn WindowGate>,
+    scheduling: Scheduling,
 ) -> Result<Engine, ProcessError> {
     let mut ec = EngineConfig::new(&cfg.db);
     ec.executor_id = cfg.executor_id.clone();
@@ -184,7 +184,7 @@ async fn start_engine(
             "the engine runs by a shifted clock (--clock-start): for drills only"
         );
     }
-    let engine = Engine::start_with_windows(ec, actions, gate)
+    let engine = Engine::start_with(ec, actions, scheduling)
         .await
         .map_err(ProcessError::Engine)?;
     let r = engine.resume_report();

@@ -1,16 +1,18 @@
 //! The site's window gate: the `MaintenanceWindow` documents of the design the site works
 //! from, evaluated here, by this process's clock, so that a site cut off from the centre
-//! keeps opening and closing its windows on time.
+//! keeps opening and closing its windows on time. The same design places the hosts in
+//! racks, sites and labels for the rolling limits of fan-outs (`max_per`).
 
 use std::sync::{Arc, RwLock};
 
-use lariat_engine::{Engine, WindowAnswer, WindowAsk, WindowGate};
+use lariat_engine::{Engine, HostGroups, WindowAnswer, WindowAsk, WindowGate};
 use lariat_workflows::windows::{Decision, Windows};
 use tokio::task::JoinHandle;
 
 use crate::SiteDesign;
 
-/// The windows of the site's design in force, as a [`WindowGate`].
+/// The windows of the site's design in force, as a [`WindowGate`], and where its hosts
+/// are, as [`HostGroups`].
 #[derive(Default)]
 pub struct DesignWindows {
     current: RwLock<Option<Arc<Windows>>>,
@@ -84,5 +86,11 @@ impl WindowGate for DesignWindows {
                 why,
             },
         }
+    }
+}
+
+impl HostGroups for DesignWindows {
+    fn group(&self, host: &str, key: &str) -> Option<String> {
+        self.windows()?.place(host)?.value(key).map(str::to_string)
     }
 }

@@ -172,12 +172,24 @@ impl Schedule {
     }
 }
 
-/// Where a host stands, as far as window scopes go.
+/// Where a host stands, as far as window scopes and rolling limits go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostPlace {
     pub site: Option<String>,
     pub rack: Option<String>,
     pub labels: BTreeMap<String, String>,
+}
+
+impl HostPlace {
+    /// The host's value for a grouping key of a rolling limit: `site`, `rack`, or else
+    /// the label of that name.
+    pub fn value(&self, key: &str) -> Option<&str> {
+        match key {
+            "site" => self.site.as_deref(),
+            "rack" => self.rack.as_deref(),
+            label => self.labels.get(label).map(String::as_str),
+        }
+    }
 }
 
 impl WindowScope {
@@ -271,11 +283,7 @@ impl Windows {
                 }
             }
         }
-        // Places only matter to scoped windows; resolving every host of a large design
-        // is not free.
-        if out.windows.values().all(|w| w.scope.is_none()) {
-            return out;
-        }
+        // Every host's place, for scoped windows and for rolling limits (`max_per`).
         for h in design.hosts() {
             let place = match design.resolved_host(&h.name) {
                 Ok(r) => HostPlace {
@@ -297,6 +305,11 @@ impl Windows {
     /// Every window that can be evaluated, by name.
     pub fn iter(&self) -> impl Iterator<Item = &Window> {
         self.windows.values()
+    }
+
+    /// Where the design puts `host`; None for a host it does not know.
+    pub fn place(&self, host: &str) -> Option<&HostPlace> {
+        self.places.get(host)
     }
 
     /// The window named `name`.

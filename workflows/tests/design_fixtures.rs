@@ -244,7 +244,7 @@ fn windows_and_the_steps_gated_by_them_are_checked() {
     std::fs::copy(base, dir.path().join("base.yaml")).unwrap();
     std::fs::write(
         dir.path().join("windows.yaml"),
-        "kind: MaintenanceWindow\nname: seconds\nspec: {cron: \"0 0 2 * * *\", duration: 2h}\n---\nkind: MaintenanceWindow\nname: freeze\nspec: {cron: \"0 0 24 12 *\", duration: 48h, mode: deny, scope: {sites: [nowhere]}}\n---\nkind: MaintenanceWindow\nname: ok\nspec: {cron: \"0 1 * * *\", duration: 3h}\n---\nkind: MaintenanceWindow\nname: hourly\nspec: {cron: \"0 * * * *\", duration: 1h}\n---\nkind: WorkflowTemplate\nname: t\nspec:\n  steps:\n    - {name: a, action: noop, window: freeze}\n    - {name: b, action: noop, window: {cutoff: 5m}}\n    - {name: c, action: noop, window: {name: ok, cutoff: 30m}}\n    - {name: d, action: noop, window: {name: ok, cutoff: 4h}}\n    - {name: e, action: noop, window: {name: hourly, cutoff: 90m}}\n",
+        "kind: MaintenanceWindow\nname: seconds\nspec: {cron: \"0 0 2 * * *\", duration: 2h}\n---\nkind: MaintenanceWindow\nname: freeze\nspec: {cron: \"0 0 24 12 *\", duration: 48h, mode: deny, scope: {sites: [nowhere]}}\n---\nkind: MaintenanceWindow\nname: ok\nspec: {cron: \"0 1 * * *\", duration: 3h}\n---\nkind: MaintenanceWindow\nname: hourly\nspec: {cron: \"0 * * * *\", duration: 1h}\n---\nkind: WorkflowTemplate\nname: t\nspec:\n  steps:\n    - {name: a, action: noop, window: freeze}\n    - {name: b, action: noop, window: {cutoff: 5m}}\n    - {name: c, action: noop, window: {name: ok, cutoff: 30m}}\n    - {name: d, action: noop, window: {name: ok, cutoff: 4h}}\n    - {name: e, action: noop, window: {name: hourly, cutoff: 90m}}\n    - {name: f, action: noop, for_each: {over: targets, max_per: {rack: 1, site: 2}}}\n    - {name: g, action: noop, for_each: {over: targets, max_per: {rack: 1, row: 1}}}\n",
     )
     .unwrap();
     let report = design::load_dir(dir.path()).report;
@@ -278,9 +278,17 @@ fn windows_and_the_steps_gated_by_them_are_checked() {
         has("window-too-short", "spec.steps[d].window", "needs 4h"),
         "{found:?}"
     );
+    assert!(
+        has(
+            "unknown-label",
+            "spec.steps[g].for_each.max_per.row",
+            "no host or host profile has a label 'row'"
+        ),
+        "{found:?}"
+    );
     assert_eq!(
         found.len(),
-        5,
-        "steps c and e (touching hourly openings) are fine: {found:?}"
+        6,
+        "steps c and e (touching hourly openings) and f (by rack and site) are fine: {found:?}"
     );
 }

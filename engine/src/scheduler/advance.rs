@@ -124,6 +124,10 @@ impl Cx<'_> {
         let over = failed > fe.max_failures as usize;
         let mut busy = count(self.run, &in_progress);
         if !over {
+            let mut rolling =
+                RollingLimits::new(fe, &self.run.steps[i].items, &in_progress, |h, key| {
+                    self.sh.env.groups.group(h, key)
+                });
             let n = self.run.steps[i].items.len();
             for j in 0..n {
                 if busy >= max_parallel {
@@ -133,10 +137,19 @@ impl Cx<'_> {
                     step: i,
                     item: Some(j as u32),
                 };
-                if self.run.task(k).row.status == StepStatus::Pending {
-                    self.try_start(k);
-                    busy += 1;
+                let t = self.run.task(k);
+                if t.row.status != StepStatus::Pending {
+                    continue;
                 }
+                let groups = rolling.groups_of(t.row.item_value.as_ref(), |h, key| {
+                    self.sh.env.groups.group(h, key)
+                });
+                if !rolling.admits(&groups) {
+                    continue;
+                }
+                rolling.take(groups);
+                self.try_start(k);
+                busy += 1;
             }
         }
         let busy = count(self.run, &in_progress);
@@ -518,5 +531,63 @@ impl Cx<'_> {
             _ => return,
         }
         self.advance();
+    }
+}
+
+/// The `max_per` limits of one fan-out: how many items are in progress per group of each
+/// grouping key, counted afresh each time items are pumped (so a restart, a retry or a
+/// design that moved a host changes nothing to the rule).
+struct RollingLimits<'a> {
+    limits: &'a std::collections::BTreeMap<String, u32>,
+    /// Per limit, in its order: items in progress per group (None: hosts without one).
+    busy: Vec<std::collections::HashMap<Option<String>, u32>>,
+}
+
+impl<'a> RollingLimits<'a> {
+    fn new(
+        fe: &'a crate::model::ForEach,
+        items: &[super::state::Task],
+        in_progress: &dyn Fn(StepStatus) -> bool,
+        group: impl Fn(&str, &str) -> Option<String>,
+    ) -> Self {
+        let mut me = RollingLimits {
+            limits: &fe.max_per,
+            busy: vec![Default::default(); fe.max_per.len()],
+        };
+        if me.limits.is_empty() {
+            return me;
+        }
+        for t in items.iter().filter(|t| in_progress(t.row.status)) {
+            let g = me.groups_of(t.row.item_value.as_ref(), &group);
+            me.take(g);
+        }
+        me
+    }
+
+    /// The item's group under each limit. An item that is not a host name has none.
+    fn groups_of(
+        &self,
+        item: Option<&Value>,
+        group: impl Fn(&str, &str) -> Option<String>,
+    ) -> Vec<Option<String>> {
+        let host = item.and_then(Value::as_str);
+        self.limits
+            .keys()
+            .map(|key| host.and_then(|h| group(h, key)))
+            .collect()
+    }
+
+    fn admits(&self, groups: &[Option<String>]) -> bool {
+        self.limits
+            .values()
+            .zip(groups)
+            .zip(&self.busy)
+            .all(|((max, g), busy)| busy.get(g).copied().unwrap_or(0) < *max)
+    }
+
+    fn take(&mut self, groups: Vec<Option<String>>) {
+        for (g, busy) in groups.into_iter().zip(&mut self.busy) {
+            *busy.entry(g).or_default() += 1;
+        }
     }
 }

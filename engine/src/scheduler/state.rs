@@ -64,6 +64,7 @@ pub(crate) struct Batch {
 pub(crate) struct Env {
     pub actions: Actions,
     pub gate: Arc<dyn WindowGate>,
+    pub groups: Arc<dyn crate::groups::HostGroups>,
     pub clock: lariat_db::Clock,
     pub max_running: usize,
     pub max_interruptions: u32,

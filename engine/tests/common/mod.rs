@@ -178,6 +178,21 @@ impl Harness {
         Harness { dir, engine, rec }
     }
 
+    /// An engine whose rolling limits count hosts by `groups`.
+    pub async fn with_groups(groups: Arc<dyn lariat_engine::HostGroups>) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::default();
+        let cfg = EngineConfig::new(dir.path().join("lariat.db"));
+        let scheduling = lariat_engine::Scheduling {
+            windows: Arc::new(lariat_engine::ManualWindows::new()),
+            groups,
+        };
+        let engine = Engine::start_with(cfg, actions(&rec), scheduling)
+            .await
+            .unwrap();
+        Harness { dir, engine, rec }
+    }
+
     pub fn db(&self) -> std::path::PathBuf {
         self.dir.path().join("lariat.db")
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use lariat_db::Db;
-use lariat_engine::{Actions, Engine, WindowGate};
+use lariat_engine::{Actions, Engine, Scheduling};
 use lariat_site::{
     BootServices, BootServicesConfig, DesignSetter, DesignWindows, HttpBoot, LateDesign,
     NodeTokens, ProvisioningConfig, SiteDesign,
@@ -86,10 +86,11 @@ impl SiteRole {
         lariat_site::actions(Arc::new(self.design.clone()), &p)
     }
 
-    /// The maintenance windows this site's steps start in: those of the site's design,
-    /// evaluated here. Until the design is open, every gated step waits.
-    pub fn window_gate(&self) -> Arc<dyn WindowGate> {
-        self.gate.clone()
+    /// The maintenance windows this site's steps start in, and the racks, sites and
+    /// labels its rolling limits count by: those of the site's design, evaluated here.
+    /// Until the design is open, every gated step waits and every host is unplaced.
+    pub fn scheduling(&self) -> Scheduling {
+        Scheduling::of(self.gate.clone())
     }
 
     /// The design is open: the actions go on with it, and the boot services start. `api`

@@ -49,6 +49,7 @@
 //! | `invalid-cron` | error | a maintenance window cron expression croner refuses, one without exactly five fields, or one that never fires (the 31st of February) |
 //! | `invalid-timezone` | error | a maintenance window timezone that is not an IANA zone name |
 //! | `window-too-short` | error | a template step whose window is open for less than the step needs left to start (its cutoff, else its timeout): it would never start |
+//! | `unknown-label` | error | a template step whose `for_each.max_per` counts hosts by a label no host or host profile sets (keys are `site`, `rack` or a label) |
 //! | `invalid-parameter` | error | a workflow template parameter declaration that is wrong (default of the wrong type, sensitive or required with a default, bad name) |
 //! | `unused-profile` | warning | a host profile no host or profile uses |
 //!

@@ -1075,6 +1075,45 @@ fn windows(design: &Design, out: &mut Vec<Finding>) {
     }
 }
 
+/// A template step's `for_each.max_per`: each key a host grouping that exists (`site`,
+/// `rack`, or a label some host or host profile sets). Under a key nobody sets, every
+/// host would be in one group, which is never what the author meant.
+fn step_rolling_limits(
+    design: &Design,
+    out: &mut Vec<Finding>,
+    template: &str,
+    step_name: &str,
+    step: &Value,
+) {
+    let Some(limits) = step
+        .get("for_each")
+        .and_then(|f| f.get("max_per"))
+        .and_then(Value::as_object)
+    else {
+        return;
+    };
+    for key in limits.keys() {
+        if key == "site" || key == "rack" {
+            continue;
+        }
+        let set = design.hosts().any(|h| h.spec.labels.contains_key(key))
+            || design
+                .host_profiles()
+                .any(|p| p.spec.labels.contains_key(key));
+        if !set {
+            out.push(err(
+                "unknown-label",
+                Kind::WorkflowTemplate,
+                template,
+                format!("spec.steps[{step_name}].for_each.max_per.{key}"),
+                format!(
+                    "WorkflowTemplate '{template}': step '{step_name}' limits hosts per '{key}', but no host or host profile has a label '{key}' (max_per counts by site, rack or a label)"
+                ),
+            ));
+        }
+    }
+}
+
 /// A template step's `window`: a name, or `{name, cutoff}`.
 fn step_window(
     design: &Design,
@@ -1211,6 +1250,7 @@ fn templates(design: &Design, out: &mut Vec<Finding>) {
             };
             step_names.insert(step_name);
             step_window(design, out, n, step_name, step);
+            step_rolling_limits(design, out, n, step_name, step);
         }
     }
 }

@@ -274,3 +274,30 @@ fn touching_hourly_openings_give_a_step_its_cutoff() {
         );
     }
 }
+
+#[test]
+fn hosts_are_placed_for_rolling_limits_after_inheritance() {
+    // No window is scoped here: the places are still there for `max_per`.
+    let w = design(
+        "\
+kind: Site
+name: ams1
+spec: {}
+---
+kind: HostProfile
+name: compute
+spec: {labels: {row: east, tier: silver}}
+---
+kind: Host
+name: c01
+spec: {site: ams1, rack: r7, profile: compute, labels: {tier: gold}}
+",
+    );
+    let p = w.place("c01").expect("c01 is placed");
+    assert_eq!(p.value("rack"), Some("r7"));
+    assert_eq!(p.value("site"), Some("ams1"));
+    assert_eq!(p.value("row"), Some("east"), "from the profile");
+    assert_eq!(p.value("tier"), Some("gold"), "the host's own label wins");
+    assert_eq!(p.value("pdu"), None);
+    assert!(w.place("nowhere").is_none());
+}
