@@ -55,6 +55,7 @@ fn crates_depend_on_each_other_only_along_the_arrows_of_design_md() {
         ("workflows", &["engine"][..]),
         ("source", &["db", "workflows"][..]),
         ("bmc", &[][..]),
+        ("redfish-sim", &[][..]),
         ("boot", &[][..]),
         ("steps", &["engine", "workflows", "bmc"][..]),
         (

@@ -262,7 +262,9 @@ impl Redfish {
             let state = answer.body.get("TaskState").and_then(Value::as_str);
             let messages = task_messages(&answer.body);
             match (answer.status, state) {
-                (StatusCode::ACCEPTED, _) => {}
+                // 202: still running. 503: the BMC restarts while it applies the update,
+                // as many do; the task goes on afterwards, so keep following it.
+                (StatusCode::ACCEPTED | StatusCode::SERVICE_UNAVAILABLE, _) => {}
                 (s, Some(state)) if s.is_success() => match state {
                     "Completed" => {
                         let status = answer.body.get("TaskStatus").and_then(Value::as_str);

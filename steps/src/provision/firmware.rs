@@ -90,3 +90,114 @@ impl Action for FirmwareUpdate {
         })))
     }
 }
+
+/// `firmware_upgrade`: the whole upgrade of one host, so that a rolling limit
+/// (`max_per: {rack: 1}`) holds one host per rack from the update to the check: the
+/// image through SimpleUpdate, the task followed, a power cycle when the BMC staged it
+/// for the next reset, and the inventory read again until it shows the version expected.
+///
+/// The version expected is `input.version`, else the hardware profile's `firmware` entry
+/// for `input.component`. Safe to repeat: a host at that version is skipped without
+/// anything sent, and a repeat after a crash between the update and the power cycle
+/// sends the update again (BMCs accept a staged image twice) and cycles.
+pub struct FirmwareUpgrade(pub Arc<Provisioning>);
+
+#[async_trait]
+impl Action for FirmwareUpgrade {
+    async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
+        let host = self.0.host(&ctx).await?;
+        let text = |k: &str| {
+            ctx.input
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let image_uri = text("image_url")
+            .ok_or_else(|| StepError::fatal("bad_input", "input.image_url is required"))?;
+        let component = text("component")
+            .ok_or_else(|| StepError::fatal("bad_input", "input.component is required"))?;
+        let want = match text("version") {
+            Some(v) => v,
+            None => host
+                .firmware
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(&component))
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| {
+                    StepError::fatal(
+                        "bad_input",
+                        format!(
+                            "host '{}': no version expected for component '{component}': set input.version, or firmware.{component} in the hardware profile",
+                            host.name
+                        ),
+                    )
+                })?,
+        };
+        let bmc = self.0.bmc(&host)?;
+        let version_now = || async {
+            let inv = bmc
+                .firmware_inventory()
+                .await
+                .map_err(|e| bmc_error(&host.name, e))?;
+            inv.iter()
+                .find(|f| f.id.eq_ignore_ascii_case(&component) || f.name.eq_ignore_ascii_case(&component))
+                .map(|f| f.version.clone())
+                .ok_or_else(|| {
+                    StepError::fatal(
+                        "unknown_component",
+                        format!(
+                            "host '{}': the BMC's firmware inventory has no component '{component}' (it has {})",
+                            host.name,
+                            inv.iter().map(|f| f.id.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                    )
+                })
+        };
+        let before = version_now().await?;
+        if before == want {
+            return Ok(Output::done(json!({
+                "host": host.name, "component": component, "version": before,
+                "skipped": true, "reason": "already at the expected version",
+            })));
+        }
+        let update = Update {
+            image_uri: image_uri.clone(),
+            transfer_protocol: None,
+            targets: text("target").into_iter().collect(),
+        };
+        let outcome = tokio::select! {
+            r = bmc.firmware_update(&update) => r.map_err(|e| bmc_error(&host.name, e))?,
+            _ = ctx.cancel.cancelled() => {
+                return Err(StepError::retryable("cancelled", format!("host '{}': stopped following the update task", host.name)));
+            }
+        };
+        let mut cycled = false;
+        let mut after = version_now().await?;
+        if after != want {
+            // Staged for the next reset (Redfish OperationApplyTime OnReset).
+            bmc.power_cycle()
+                .await
+                .map_err(|e| bmc_error(&host.name, e))?;
+            cycled = true;
+            after = version_now().await?;
+        }
+        if after != want {
+            return Err(StepError::fatal(
+                "firmware_not_applied",
+                format!(
+                    "host '{}': {component} is at {after} after the update{} (expected {want}; task {} ended {})",
+                    host.name,
+                    if cycled { " and a power cycle" } else { "" },
+                    outcome.task.as_deref().unwrap_or("-"),
+                    outcome.state,
+                ),
+            ));
+        }
+        Ok(Output::done(json!({
+            "host": host.name, "component": component, "from": before, "version": after,
+            "image_url": image_uri, "task": outcome.task, "power_cycled": cycled,
+            "messages": outcome.messages,
+        })))
+    }
+}

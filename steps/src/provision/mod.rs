@@ -26,7 +26,7 @@ use serde_json::Value;
 pub use assets::StageAssets;
 pub use callback::AwaitCallback;
 pub use design::ValidateDesign;
-pub use firmware::FirmwareUpdate;
+pub use firmware::{FirmwareUpdate, FirmwareUpgrade};
 pub use power::{PowerCycle, PowerOff, PowerOn, SetBootDevice, SetPxe};
 pub use verify::Verify;
 
@@ -145,7 +145,8 @@ impl Provisioning {
             .register("set_boot_device", with_params(SetBootDevice(p())))
             .register("await_callback", with_params(AwaitCallback(p())))
             .register("verify", with_params(Verify(p())))
-            .register("firmware_update", with_params(FirmwareUpdate(p())));
+            .register("firmware_update", with_params(FirmwareUpdate(p())))
+            .register("firmware_upgrade", with_params(FirmwareUpgrade(p())));
     }
 
     async fn for_host(&self, host: &str) -> Result<CurrentDesign, StepError> {
