@@ -794,3 +794,89 @@ async fn bad_submissions_are_rejected_without_a_run() {
         .unwrap();
     assert!(all.is_empty());
 }
+
+/// A window open for some hosts only, as a scoped window is.
+struct OpenFor(std::sync::RwLock<Vec<String>>);
+
+impl lariat_engine::WindowGate for OpenFor {
+    fn ask(&self, q: &lariat_engine::WindowAsk<'_>) -> lariat_engine::WindowAnswer {
+        let open = self.0.read().unwrap();
+        if q.hosts.iter().all(|h| open.contains(h)) {
+            lariat_engine::WindowAnswer::Open
+        } else {
+            lariat_engine::WindowAnswer::Closed {
+                until: None,
+                why: "not open for these hosts".into(),
+            }
+        }
+    }
+}
+
+/// A fan-out over its failure budget stops: the items still waiting for their window do
+/// not start when it opens, the run fails for the operator, and a retry starts them.
+#[tokio::test]
+async fn items_waiting_for_their_window_do_not_start_once_the_step_has_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = common::Recorder::default();
+    let gate = std::sync::Arc::new(OpenFor(std::sync::RwLock::new(vec!["a".into()])));
+    let engine = lariat_engine::Engine::start_with(
+        lariat_engine::EngineConfig::new(dir.path().join("w.db")),
+        common::actions(&rec),
+        lariat_engine::Scheduling {
+            windows: gate.clone(),
+            groups: std::sync::Arc::new(lariat_engine::Unplaced),
+        },
+    )
+    .await
+    .unwrap();
+    engine
+        .register_workflow(
+            "name: fw\nsteps:\n  - {name: each, action: record, input: {fail_items: [a]}, for_each: {over: targets}, window: fw, retry: {max_attempts: 1}}\n",
+            lariat_engine::Format::Yaml,
+        )
+        .await
+        .unwrap();
+    let run = engine
+        .submit(
+            lariat_engine::NewRun {
+                workflow: "fw".into(),
+                targets: vec!["a".into(), "b".into(), "c".into()],
+                ..Default::default()
+            },
+            lariat_engine::Actor::system(),
+        )
+        .await
+        .unwrap()
+        .run_id;
+    let row =
+        lariat_engine::wait_for_status(&engine, run, &[RunStatus::Failed], Duration::from_secs(10))
+            .await
+            .expect("the run fails though b and c wait for their window");
+    assert!(row.error.unwrap().contains("1 of 3 items failed"));
+    *gate.0.write().unwrap() = vec!["a".into(), "b".into(), "c".into()];
+    engine.windows_changed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        rec.entries(),
+        vec!["run:each[a]"],
+        "nothing started after the failure"
+    );
+    let v = engine.run_view(run).await.unwrap();
+    for i in &v.step("each").unwrap().items[1..] {
+        assert_eq!(i.row.status, StepStatus::Waiting, "{:?}", i.row);
+    }
+
+    engine
+        .retry(run, "each", None, lariat_engine::Actor::system())
+        .await
+        .unwrap();
+    lariat_engine::wait_for_status(&engine, run, &[RunStatus::Failed], Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut ran = rec.entries();
+    ran.sort();
+    assert_eq!(
+        ran,
+        vec!["run:each[a]", "run:each[a]", "run:each[b]", "run:each[c]"]
+    );
+}

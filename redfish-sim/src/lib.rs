@@ -83,6 +83,10 @@ pub struct BmcSpec {
     /// Power state at start.
     #[serde(default = "default_on")]
     pub powered_on: bool,
+    /// If set, every update's flash fails with this message (a bad flash part, a
+    /// signature the BMC refuses): the task ends Exception, nothing changes.
+    #[serde(default)]
+    pub fail_update: Option<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -302,7 +306,11 @@ impl Bmc {
                 continue;
             }
             t.ended_wall = Some(t.began_wall + ends.duration_since(t.began));
-            match t.image_check.clone() {
+            let check = match (t.image_check.clone(), &self.spec.fail_update) {
+                (Some(Ok(_)), Some(why)) => Some(Err(why.clone())),
+                (check, _) => check,
+            };
+            match check {
                 Some(Ok((component, version))) => {
                     t.state = "Completed";
                     t.status = "OK";
@@ -329,7 +337,7 @@ impl Bmc {
                 Some(Err(why)) => {
                     t.state = "Exception";
                     t.status = "Critical";
-                    t.messages.push(("Update.1.0.TransferFailed".into(), why));
+                    t.messages.push(("Update.1.0.UpdateFailed".into(), why));
                 }
                 // The fetch has not answered yet: keep running.
                 None => {

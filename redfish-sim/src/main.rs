@@ -13,7 +13,7 @@ use lariat_redfish_sim::{SimConfig, start};
 )]
 struct Args {
     /// JSON file: {"bmcs": [{"name", "listen", "username", "password", "firmware",
-    /// "apply_time", "task_duration", "reboot_mid_update", "powered_on"}]}.
+    /// "apply_time", "task_duration", "reboot_mid_update", "powered_on", "fail_update"}]}.
     #[arg(long)]
     config: PathBuf,
 }

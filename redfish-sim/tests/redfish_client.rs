@@ -31,6 +31,7 @@ fn spec(name: &str) -> BmcSpec {
         task_duration: Duration::from_millis(600),
         reboot_mid_update: None,
         powered_on: true,
+        fail_update: None,
     }
 }
 
@@ -231,4 +232,28 @@ async fn a_bmc_that_reboots_mid_update_answers_503_then_completes() {
     let outcome = update.await.unwrap().unwrap();
     assert_eq!(outcome.state, "Completed");
     assert_eq!(sim.versions()["BIOS"], "2.2.0", "applied at once");
+}
+
+#[tokio::test]
+async fn a_bmc_whose_flash_fails_ends_the_task_in_exception_and_changes_nothing() {
+    let images = image_server(&[("/bmc.bin", "component=BMC\nversion=1.80\n")]).await;
+    let mut s = spec("h06");
+    s.fail_update = Some("Flash write failed at block 0x1f00.".into());
+    let sim = one(s).await;
+    let e = driver(&sim)
+        .firmware_update(&FirmwareUpdate {
+            image_uri: format!("{images}/bmc.bin"),
+            transfer_protocol: None,
+            targets: vec![],
+        })
+        .await
+        .unwrap_err();
+    match e {
+        BmcError::TaskFailed { state, message, .. } => {
+            assert_eq!(state, "Exception");
+            assert!(message.contains("Flash write failed"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.versions()["BMC"], "1.70");
 }

@@ -32,6 +32,7 @@ async fn bmc(version: &str, apply_time: ApplyTime) -> RunningBmc {
         task_duration: Duration::from_millis(400),
         reboot_mid_update: None,
         powered_on: true,
+        fail_update: None,
     };
     lariat_redfish_sim::start(SimConfig { bmcs: vec![spec] })
         .await

@@ -152,7 +152,17 @@ impl Cx<'_> {
                 busy += 1;
             }
         }
-        let busy = count(self.run, &in_progress);
+        // Over its failure budget, the step settles without the items still waiting for
+        // their window: they never started, and must not start at its next opening.
+        let busy = if over {
+            self.run.steps[i]
+                .items
+                .iter()
+                .filter(|t| in_progress(t.row.status) && t.row.waiting_window().is_none())
+                .count()
+        } else {
+            count(self.run, &in_progress)
+        };
         let pending = count(self.run, &|s| s == StepStatus::Pending);
         if busy > 0 || (pending > 0 && !over) {
             return;

@@ -316,6 +316,12 @@ impl Scheduler {
             let Some(mut cx) = self.cx(id) else {
                 continue;
             };
+            // A run that failed keeps its waiting items as they are (a retry resets them).
+            if cx.run.failing
+                || !matches!(cx.run.row.status, RunStatus::Running | RunStatus::Paused)
+            {
+                continue;
+            }
             if cx.run.task(k).row.waiting_window().is_some() {
                 cx.try_start(k);
                 // Still held: nothing else moved, and advancing a wide fan-out for each

@@ -263,10 +263,12 @@ impl Cx<'_> {
                 step: i,
                 item: Some(j as u32),
             };
+            let t = &self.run.task(k).row;
             if matches!(
-                self.run.task(k).row.status,
+                t.status,
                 StepStatus::Failed | StepStatus::Cancelled | StepStatus::Ready
-            ) {
+            ) || t.waiting_window().is_some()
+            {
                 self.task_event(k, EventKind::Reset { input: None });
             }
         }
