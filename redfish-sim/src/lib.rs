@@ -536,16 +536,21 @@ async fn system(State(bmc): State<Arc<Bmc>>) -> Response {
     .into_response()
 }
 
+/// A request's JSON body, or the error a BMC answers for one that is not JSON.
+fn json_body(body: &[u8]) -> Result<Value, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "MalformedJSON",
+            format!("The request body submitted was malformed JSON: {e}"),
+        ))
+    })
+}
+
 async fn patch_system(State(bmc): State<Arc<Bmc>>, body: axum::body::Bytes) -> Response {
-    let body: Value = match serde_json::from_slice(&body) {
+    let body = match json_body(&body) {
         Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "MalformedJSON",
-                format!("The request body submitted was malformed JSON: {e}"),
-            );
-        }
+        Err(r) => return *r,
     };
     let Some(boot) = body.get("Boot").and_then(Value::as_object) else {
         return error(
@@ -688,15 +693,9 @@ async fn inventory_item(State(bmc): State<Arc<Bmc>>, Path(id): Path<String>) -> 
 }
 
 async fn simple_update(State(bmc): State<Arc<Bmc>>, body: axum::body::Bytes) -> Response {
-    let body: Value = match serde_json::from_slice(&body) {
+    let body = match json_body(&body) {
         Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "MalformedJSON",
-                format!("The request body submitted was malformed JSON: {e}"),
-            );
-        }
+        Err(r) => return *r,
     };
     let Some(image) = body
         .get("ImageURI")

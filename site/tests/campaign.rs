@@ -5,11 +5,14 @@
 //! for an operator with that host named. The engine runs by a clock shifted to just
 //! before the window opens; the window opens every minute, for twelve seconds.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
+use std::time::Duration;
+use support::Fixed;
+
 use axum::Router;
 use axum::routing::get;
 use lariat_db::Clock;
@@ -21,31 +24,6 @@ use lariat_site::{CurrentDesign, DesignWindows, ProvisioningConfig, SiteDesign};
 use lariat_workflows::design::load_files;
 use lariat_workflows::windows::utc_ms;
 use tokio::sync::watch;
-
-struct Fixed(watch::Sender<CurrentDesign>);
-
-#[async_trait]
-impl SiteDesign for Fixed {
-    fn current(&self) -> CurrentDesign {
-        self.0.borrow().clone()
-    }
-    fn subscribe(&self) -> watch::Receiver<CurrentDesign> {
-        self.0.subscribe()
-    }
-    async fn for_site(&self, _site: &str) -> Result<CurrentDesign, String> {
-        Ok(self.current())
-    }
-    async fn for_host(&self, _host: &str) -> Result<CurrentDesign, String> {
-        Ok(self.current())
-    }
-}
-
-#[async_trait]
-impl lariat_steps::DesignView for Fixed {
-    async fn current(&self) -> CurrentDesign {
-        self.0.borrow().clone()
-    }
-}
 
 const PASSWORD_ENV: &str = "LARIAT_CAMPAIGN_BMC_PASSWORD";
 const OPEN_FOR_MS: i64 = 12_000;

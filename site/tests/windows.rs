@@ -4,8 +4,12 @@
 //! waits for the next opening. The engine runs by a clock shifted to a few seconds before
 //! the moment a test is about, so nothing waits for a night.
 
+mod support;
+
 use std::sync::Arc;
+
 use std::time::Duration;
+use support::Fixed;
 
 use async_trait::async_trait;
 use lariat_db::Clock;
@@ -27,25 +31,6 @@ impl Action for Pause {
         let ms = ctx.input["ms"].as_u64().unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(Output::Done(json!({})))
-    }
-}
-
-/// A design that never changes.
-struct Fixed(watch::Sender<CurrentDesign>);
-
-#[async_trait]
-impl SiteDesign for Fixed {
-    fn current(&self) -> CurrentDesign {
-        self.0.borrow().clone()
-    }
-    fn subscribe(&self) -> watch::Receiver<CurrentDesign> {
-        self.0.subscribe()
-    }
-    async fn for_site(&self, _site: &str) -> Result<CurrentDesign, String> {
-        Ok(self.current())
-    }
-    async fn for_host(&self, _host: &str) -> Result<CurrentDesign, String> {
-        Ok(self.current())
     }
 }
 
