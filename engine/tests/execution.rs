@@ -527,7 +527,11 @@ async fn rolling_limits_start_one_host_per_rack() {
         ("c1", ("r3", "west")),
         ("c2", ("r3", "west")),
     ])));
-    let h = Harness::with_groups(floor.clone()).await;
+    let h = Harness::with_scheduling(lariat_engine::Scheduling {
+        windows: std::sync::Arc::new(ManualWindows::new()),
+        groups: floor.clone(),
+    })
+    .await;
     h.register(
         r#"
 name: campaign
@@ -596,16 +600,9 @@ async fn empty_fan_out_is_skipped_and_dependents_run() {
 
 #[tokio::test]
 async fn window_gates_a_step_until_it_opens() {
-    let dir = tempfile::tempdir().unwrap();
-    let rec = common::Recorder::default();
     let windows = std::sync::Arc::new(ManualWindows::new());
-    let engine = lariat_engine::Engine::start_with(
-        lariat_engine::EngineConfig::new(dir.path().join("w.db")),
-        common::actions(&rec),
-        lariat_engine::Scheduling::manual(windows.clone()),
-    )
-    .await
-    .unwrap();
+    let h = Harness::with_scheduling(lariat_engine::Scheduling::manual(windows.clone())).await;
+    let (engine, rec) = (&h.engine, &h.rec);
     engine
         .register_workflow(
             "name: fw\nsteps:\n  - {name: prep, action: record}\n  - {name: flash, action: record, needs: [prep], window: fw-sat}\n",
@@ -648,7 +645,7 @@ async fn window_gates_a_step_until_it_opens() {
     windows.set("fw-sat", true);
     engine.windows_changed();
     lariat_engine::wait_for_status(
-        &engine,
+        engine,
         run,
         &[RunStatus::Succeeded],
         Duration::from_secs(10),
@@ -816,19 +813,13 @@ impl lariat_engine::WindowGate for OpenFor {
 /// not start when it opens, the run fails for the operator, and a retry starts them.
 #[tokio::test]
 async fn items_waiting_for_their_window_do_not_start_once_the_step_has_failed() {
-    let dir = tempfile::tempdir().unwrap();
-    let rec = common::Recorder::default();
     let gate = std::sync::Arc::new(OpenFor(std::sync::RwLock::new(vec!["a".into()])));
-    let engine = lariat_engine::Engine::start_with(
-        lariat_engine::EngineConfig::new(dir.path().join("w.db")),
-        common::actions(&rec),
-        lariat_engine::Scheduling {
-            windows: gate.clone(),
-            groups: std::sync::Arc::new(lariat_engine::Unplaced),
-        },
-    )
-    .await
-    .unwrap();
+    let h = Harness::with_scheduling(lariat_engine::Scheduling {
+        windows: gate.clone(),
+        groups: std::sync::Arc::new(lariat_engine::Unplaced),
+    })
+    .await;
+    let (engine, rec) = (&h.engine, &h.rec);
     engine
         .register_workflow(
             "name: fw\nsteps:\n  - {name: each, action: record, input: {fail_items: [a]}, for_each: {over: targets}, window: fw, retry: {max_attempts: 1}}\n",
@@ -849,7 +840,7 @@ async fn items_waiting_for_their_window_do_not_start_once_the_step_has_failed() 
         .unwrap()
         .run_id;
     let row =
-        lariat_engine::wait_for_status(&engine, run, &[RunStatus::Failed], Duration::from_secs(10))
+        lariat_engine::wait_for_status(engine, run, &[RunStatus::Failed], Duration::from_secs(10))
             .await
             .expect("the run fails though b and c wait for their window");
     assert!(row.error.unwrap().contains("1 of 3 items failed"));
@@ -870,7 +861,7 @@ async fn items_waiting_for_their_window_do_not_start_once_the_step_has_failed() 
         .retry(run, "each", None, lariat_engine::Actor::system())
         .await
         .unwrap();
-    lariat_engine::wait_for_status(&engine, run, &[RunStatus::Failed], Duration::from_secs(10))
+    lariat_engine::wait_for_status(engine, run, &[RunStatus::Failed], Duration::from_secs(10))
         .await
         .unwrap();
     let mut ran = rec.entries();

@@ -223,7 +223,6 @@ struct Bmc {
     spec: BmcSpec,
     http: reqwest::Client,
     state: Mutex<Inner>,
-    started: Instant,
 }
 
 struct Inner {
@@ -272,8 +271,27 @@ impl Bmc {
             spec,
             http,
             state: Mutex::new(inner),
-            started: Instant::now(),
         }
+    }
+
+    /// The service's UUID: stable for a name, as a BMC's is across requests and restarts.
+    fn uuid(&self) -> String {
+        // FNV-1a over the name: 64 bits are plenty to tell a rack's BMCs apart.
+        let h = self
+            .spec
+            .name
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            h >> 32,
+            (h >> 16) & 0xffff,
+            h & 0xfff,
+            (h >> 4) & 0xfff,
+            h & 0xffff_ffff_ffff
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -297,21 +315,23 @@ impl Bmc {
                 reboot = Some(t.began + total / 2 + down);
             }
             let ends = t.began + total + self.spec.reboot_mid_update.unwrap_or_default();
-            if now < ends {
+            // It ends once its time is up and the BMC has fetched and checked the image.
+            let checked = t.image_check.clone().filter(|_| now >= ends);
+            let Some(check) = checked else {
                 t.state = if elapsed < total / 10 {
                     "New"
                 } else {
                     "Running"
                 };
                 continue;
-            }
+            };
             t.ended_wall = Some(t.began_wall + ends.duration_since(t.began));
-            let check = match (t.image_check.clone(), &self.spec.fail_update) {
-                (Some(Ok(_)), Some(why)) => Some(Err(why.clone())),
+            let check = match (check, &self.spec.fail_update) {
+                (Ok(_), Some(why)) => Err(why.clone()),
                 (check, _) => check,
             };
             match check {
-                Some(Ok((component, version))) => {
+                Ok((component, version)) => {
                     t.state = "Completed";
                     t.status = "OK";
                     match t.apply {
@@ -334,15 +354,10 @@ impl Bmc {
                         }
                     }
                 }
-                Some(Err(why)) => {
+                Err(why) => {
                     t.state = "Exception";
                     t.status = "Critical";
                     t.messages.push(("Update.1.0.UpdateFailed".into(), why));
-                }
-                // The fetch has not answered yet: keep running.
-                None => {
-                    t.ended_wall = None;
-                    t.state = "Running";
                 }
             }
         }
@@ -383,6 +398,8 @@ fn router(bmc: Arc<Bmc>) -> Router {
             "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate",
             post(simple_update),
         )
+        .route("/redfish/v1/TaskService", get(task_service))
+        .route("/redfish/v1/TaskService/Tasks", get(tasks))
         .route("/redfish/v1/TaskService/Tasks/{id}", get(task))
         .route(
             "/redfish/v1/TaskService/TaskMonitors/{id}",
@@ -493,7 +510,7 @@ async fn service_root(State(bmc): State<Arc<Bmc>>) -> Response {
         "Id": "RootService",
         "Name": "Root Service",
         "RedfishVersion": "1.15.0",
-        "UUID": format!("00000000-0000-4000-8000-{:012x}", bmc.started.elapsed().as_nanos() as u64 & 0xffff_ffff_ffff),
+        "UUID": bmc.uuid(),
         "Systems": {"@odata.id": "/redfish/v1/Systems"},
         "UpdateService": {"@odata.id": "/redfish/v1/UpdateService"},
         "TaskService": {"@odata.id": "/redfish/v1/TaskService"},
@@ -865,6 +882,35 @@ fn find_task(bmc: &Bmc, id: &str, f: impl FnOnce(&Task) -> Response) -> Response
             format!("The resource at the URI '/redfish/v1/TaskService/Tasks/{id}' was not found."),
         ),
     }
+}
+
+async fn task_service() -> Response {
+    axum::Json(json!({
+        "@odata.id": "/redfish/v1/TaskService",
+        "@odata.type": "#TaskService.v1_2_0.TaskService",
+        "Id": "TaskService",
+        "Name": "Task Service",
+        "ServiceEnabled": true,
+        "Tasks": {"@odata.id": "/redfish/v1/TaskService/Tasks"},
+    }))
+    .into_response()
+}
+
+async fn tasks(State(bmc): State<Arc<Bmc>>) -> Response {
+    let g = bmc.lock();
+    let members: Vec<Value> = g
+        .tasks
+        .iter()
+        .map(|t| json!({"@odata.id": format!("/redfish/v1/TaskService/Tasks/{}", t.id)}))
+        .collect();
+    axum::Json(json!({
+        "@odata.id": "/redfish/v1/TaskService/Tasks",
+        "@odata.type": "#TaskCollection.TaskCollection",
+        "Name": "Task Collection",
+        "Members@odata.count": members.len(),
+        "Members": members,
+    }))
+    .into_response()
 }
 
 async fn task(State(bmc): State<Arc<Bmc>>, Path(id): Path<String>) -> Response {

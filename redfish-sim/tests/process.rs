@@ -41,6 +41,28 @@ async fn one_process_serves_every_bmc_of_its_configuration() {
             .await
             .unwrap();
         assert_eq!(system["Name"], v["name"], "{system}");
+        // Every link of the service root resolves, and the root is the same each time.
+        let root = || async {
+            http.get(format!("{url}/redfish/v1"))
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        };
+        let first = root().await;
+        assert_eq!(first, root().await, "the service root is stable");
+        for link in ["Systems", "UpdateService", "TaskService"] {
+            let path = first[link]["@odata.id"].as_str().unwrap();
+            let r = http
+                .get(format!("{url}{path}"))
+                .basic_auth("admin", Some("admin"))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+        }
         seen.push((
             v["name"].as_str().unwrap().to_string(),
             system["PowerState"].clone(),

@@ -124,10 +124,9 @@ impl Cx<'_> {
         let over = failed > fe.max_failures as usize;
         let mut busy = count(self.run, &in_progress);
         if !over {
+            let groups = self.sh.env.groups.clone();
             let mut rolling =
-                RollingLimits::new(fe, &self.run.steps[i].items, &in_progress, |h, key| {
-                    self.sh.env.groups.group(h, key)
-                });
+                RollingLimits::new(fe, &self.run.steps[i].items, &in_progress, &*groups);
             let n = self.run.steps[i].items.len();
             for j in 0..n {
                 if busy >= max_parallel {
@@ -141,13 +140,11 @@ impl Cx<'_> {
                 if t.row.status != StepStatus::Pending {
                     continue;
                 }
-                let groups = rolling.groups_of(t.row.item_value.as_ref(), |h, key| {
-                    self.sh.env.groups.group(h, key)
-                });
-                if !rolling.admits(&groups) {
+                let of_item = rolling.groups_of(t.row.item_value.as_ref());
+                if !rolling.admits(&of_item) {
                     continue;
                 }
-                rolling.take(groups);
+                rolling.take(of_item);
                 self.try_start(k);
                 busy += 1;
             }
@@ -549,6 +546,7 @@ impl Cx<'_> {
 /// design that moved a host changes nothing to the rule).
 struct RollingLimits<'a> {
     limits: &'a std::collections::BTreeMap<String, u32>,
+    groups: &'a dyn crate::groups::HostGroups,
     /// Per limit, in its order: items in progress per group (None: hosts without one).
     busy: Vec<std::collections::HashMap<Option<String>, u32>>,
 }
@@ -558,32 +556,29 @@ impl<'a> RollingLimits<'a> {
         fe: &'a crate::model::ForEach,
         items: &[super::state::Task],
         in_progress: &dyn Fn(StepStatus) -> bool,
-        group: impl Fn(&str, &str) -> Option<String>,
+        groups: &'a dyn crate::groups::HostGroups,
     ) -> Self {
         let mut me = RollingLimits {
             limits: &fe.max_per,
+            groups,
             busy: vec![Default::default(); fe.max_per.len()],
         };
         if me.limits.is_empty() {
             return me;
         }
         for t in items.iter().filter(|t| in_progress(t.row.status)) {
-            let g = me.groups_of(t.row.item_value.as_ref(), &group);
+            let g = me.groups_of(t.row.item_value.as_ref());
             me.take(g);
         }
         me
     }
 
     /// The item's group under each limit. An item that is not a host name has none.
-    fn groups_of(
-        &self,
-        item: Option<&Value>,
-        group: impl Fn(&str, &str) -> Option<String>,
-    ) -> Vec<Option<String>> {
+    fn groups_of(&self, item: Option<&Value>) -> Vec<Option<String>> {
         let host = item.and_then(Value::as_str);
         self.limits
             .keys()
-            .map(|key| host.and_then(|h| group(h, key)))
+            .map(|key| host.and_then(|h| self.groups.group(h, key)))
             .collect()
     }
 

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::error::EngineError;
-use crate::event::{Actor, EventKind, RunRow, RunStatus, StepStatus, WaitFor};
+use crate::event::{Actor, EventKind, RunRow, RunStatus, StepStatus};
 use crate::model::Workflow;
 use crate::request::{NewRun, ResumeReport, Submitted};
 use crate::store::{LoadedRun, TimerRow, WriteSet};
@@ -365,10 +365,7 @@ impl Scheduler {
                 cx.try_start(k);
                 // Still held: nothing else moved, and advancing a wide fan-out for each
                 // of its held items would cost the square of its width.
-                let t = &cx.run.task(k).row;
-                if !(t.status == StepStatus::Waiting
-                    && matches!(t.waiting_for, Some(WaitFor::Window { .. })))
-                {
+                if cx.run.task(k).row.waiting_window().is_none() {
                     cx.advance();
                 }
             }

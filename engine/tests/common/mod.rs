@@ -178,15 +178,11 @@ impl Harness {
         Harness { dir, engine, rec }
     }
 
-    /// An engine whose rolling limits count hosts by `groups`.
-    pub async fn with_groups(groups: Arc<dyn lariat_engine::HostGroups>) -> Harness {
+    /// An engine that asks `scheduling` for its windows and host groups.
+    pub async fn with_scheduling(scheduling: lariat_engine::Scheduling) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let rec = Recorder::default();
         let cfg = EngineConfig::new(dir.path().join("lariat.db"));
-        let scheduling = lariat_engine::Scheduling {
-            windows: Arc::new(lariat_engine::ManualWindows::new()),
-            groups,
-        };
         let engine = Engine::start_with(cfg, actions(&rec), scheduling)
             .await
             .unwrap();

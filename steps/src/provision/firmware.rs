@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lariat_bmc::FirmwareUpdate as Update;
+use lariat_bmc::{Bmc, FirmwareComponent, FirmwareUpdate as Update, FirmwareUpdateOutcome};
 use lariat_engine::{Action, Output, StepContext, StepError};
+use lariat_workflows::design::ResolvedHost;
 use serde_json::{Value, json};
 
 use super::{Provisioning, bmc_error};
@@ -22,21 +23,11 @@ pub struct FirmwareUpdate(pub Arc<Provisioning>);
 impl Action for FirmwareUpdate {
     async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
         let host = self.0.host(&ctx).await?;
-        let image_uri = ctx
-            .input
-            .get("image_url")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| StepError::fatal("bad_input", "input.image_url is required"))?
-            .to_string();
+        let image_uri = image_url(&ctx.input)?;
         let component = ctx.input.get("component").and_then(Value::as_str);
         let bmc = self.0.bmc(&host)?;
         if let Some(c) = component {
-            let expected = host
-                .firmware
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(c))
-                .map(|(_, v)| v);
+            let expected = expected_version(&host, c);
             // A BMC without an inventory (sushy's fake driver, some older Redfish
             // services) cannot tell: update anyway rather than refuse.
             let inventory = match bmc.firmware_inventory().await {
@@ -44,9 +35,7 @@ impl Action for FirmwareUpdate {
                 Err(lariat_bmc::BmcError::Unsupported { .. }) => Vec::new(),
                 Err(e) => return Err(bmc_error(&host.name, e)),
             };
-            let current = inventory
-                .iter()
-                .find(|f| f.id.eq_ignore_ascii_case(c) || f.name.eq_ignore_ascii_case(c));
+            let current = component_in(&inventory, c);
             if let (Some(want), Some(now)) = (expected, current)
                 && &now.version == want
             {
@@ -56,31 +45,12 @@ impl Action for FirmwareUpdate {
                 })));
             }
         }
-        // Redfish makes Targets optional; some services (sushy) insist on them.
-        let targets = match ctx.input.get("targets") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
-                .iter()
-                .filter_map(|t| t.as_str().map(str::to_string))
-                .collect(),
-            Some(other) => {
-                return Err(StepError::fatal(
-                    "bad_input",
-                    format!("input.targets must be a list of Redfish resource paths, got {other}"),
-                ));
-            }
-        };
         let update = Update {
             image_uri: image_uri.clone(),
             transfer_protocol: None,
-            targets,
+            targets: update_targets(&ctx.input)?,
         };
-        let outcome = tokio::select! {
-            r = bmc.firmware_update(&update) => r.map_err(|e| bmc_error(&host.name, e))?,
-            _ = ctx.cancel.cancelled() => {
-                return Err(StepError::retryable("cancelled", format!("host '{}': stopped following the update task", host.name)));
-            }
-        };
+        let outcome = send_and_follow(&*bmc, &host.name, &update, &ctx).await?;
         Ok(Output::done(json!({
             "host": host.name,
             "image_url": image_uri,
@@ -113,17 +83,13 @@ impl Action for FirmwareUpgrade {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
         };
-        let image_uri = text("image_url")
-            .ok_or_else(|| StepError::fatal("bad_input", "input.image_url is required"))?;
+        let image_uri = image_url(&ctx.input)?;
         let component = text("component")
             .ok_or_else(|| StepError::fatal("bad_input", "input.component is required"))?;
         let want = match text("version") {
             Some(v) => v,
-            None => host
-                .firmware
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(&component))
-                .map(|(_, v)| v.clone())
+            None => expected_version(&host, &component)
+                .cloned()
                 .ok_or_else(|| {
                     StepError::fatal(
                         "bad_input",
@@ -140,8 +106,7 @@ impl Action for FirmwareUpgrade {
                 .firmware_inventory()
                 .await
                 .map_err(|e| bmc_error(&host.name, e))?;
-            inv.iter()
-                .find(|f| f.id.eq_ignore_ascii_case(&component) || f.name.eq_ignore_ascii_case(&component))
+            component_in(&inv, &component)
                 .map(|f| f.version.clone())
                 .ok_or_else(|| {
                     StepError::fatal(
@@ -164,14 +129,9 @@ impl Action for FirmwareUpgrade {
         let update = Update {
             image_uri: image_uri.clone(),
             transfer_protocol: None,
-            targets: text("target").into_iter().collect(),
+            targets: update_targets(&ctx.input)?,
         };
-        let outcome = tokio::select! {
-            r = bmc.firmware_update(&update) => r.map_err(|e| bmc_error(&host.name, e))?,
-            _ = ctx.cancel.cancelled() => {
-                return Err(StepError::retryable("cancelled", format!("host '{}': stopped following the update task", host.name)));
-            }
-        };
+        let outcome = send_and_follow(&*bmc, &host.name, &update, &ctx).await?;
         let mut cycled = false;
         let mut after = version_now().await?;
         if after != want {
@@ -199,5 +159,64 @@ impl Action for FirmwareUpgrade {
             "image_url": image_uri, "task": outcome.task, "power_cycled": cycled,
             "messages": outcome.messages,
         })))
+    }
+}
+
+fn image_url(input: &Value) -> Result<String, StepError> {
+    input
+        .get("image_url")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| StepError::fatal("bad_input", "input.image_url is required"))
+}
+
+/// The version the host's hardware profile expects of `component`.
+fn expected_version<'a>(host: &'a ResolvedHost, component: &str) -> Option<&'a String> {
+    host.firmware
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(component))
+        .map(|(_, v)| v)
+}
+
+/// `component` in a BMC's inventory, by id or by name.
+fn component_in<'a>(
+    inventory: &'a [FirmwareComponent],
+    component: &str,
+) -> Option<&'a FirmwareComponent> {
+    inventory
+        .iter()
+        .find(|f| f.id.eq_ignore_ascii_case(component) || f.name.eq_ignore_ascii_case(component))
+}
+
+/// `input.targets`: the Redfish resources to update. Redfish makes them optional; some
+/// services (sushy) insist on them.
+fn update_targets(input: &Value) -> Result<Vec<String>, StepError> {
+    match input.get("targets") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => Ok(a
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect()),
+        Some(other) => Err(StepError::fatal(
+            "bad_input",
+            format!("input.targets must be a list of Redfish resource paths, got {other}"),
+        )),
+    }
+}
+
+/// Sends the update and follows its task, until it ends or the attempt is cancelled.
+async fn send_and_follow(
+    bmc: &dyn Bmc,
+    host: &str,
+    update: &Update,
+    ctx: &StepContext,
+) -> Result<FirmwareUpdateOutcome, StepError> {
+    tokio::select! {
+        r = bmc.firmware_update(update) => r.map_err(|e| bmc_error(host, e)),
+        _ = ctx.cancel.cancelled() => Err(StepError::retryable(
+            "cancelled",
+            format!("host '{host}': stopped following the update task"),
+        )),
     }
 }
