@@ -603,24 +603,8 @@ async fn window_gates_a_step_until_it_opens() {
     let windows = std::sync::Arc::new(ManualWindows::new());
     let h = Harness::with_scheduling(lariat_engine::Scheduling::manual(windows.clone())).await;
     let (engine, rec) = (&h.engine, &h.rec);
-    engine
-        .register_workflow(
-            "name: fw\nsteps:\n  - {name: prep, action: record}\n  - {name: flash, action: record, needs: [prep], window: fw-sat}\n",
-            lariat_engine::Format::Yaml,
-        )
-        .await
-        .unwrap();
-    let run = engine
-        .submit(
-            lariat_engine::NewRun {
-                workflow: "fw".into(),
-                ..Default::default()
-            },
-            lariat_engine::Actor::system(),
-        )
-        .await
-        .unwrap()
-        .run_id;
+    h.register("name: fw\nsteps:\n  - {name: prep, action: record}\n  - {name: flash, action: record, needs: [prep], window: fw-sat}\n").await;
+    let run = h.submit("fw", &[]).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let v = engine.run_view(run).await.unwrap();
@@ -820,25 +804,8 @@ async fn items_waiting_for_their_window_do_not_start_once_the_step_has_failed() 
     })
     .await;
     let (engine, rec) = (&h.engine, &h.rec);
-    engine
-        .register_workflow(
-            "name: fw\nsteps:\n  - {name: each, action: record, input: {fail_items: [a]}, for_each: {over: targets}, window: fw, retry: {max_attempts: 1}}\n",
-            lariat_engine::Format::Yaml,
-        )
-        .await
-        .unwrap();
-    let run = engine
-        .submit(
-            lariat_engine::NewRun {
-                workflow: "fw".into(),
-                targets: vec!["a".into(), "b".into(), "c".into()],
-                ..Default::default()
-            },
-            lariat_engine::Actor::system(),
-        )
-        .await
-        .unwrap()
-        .run_id;
+    h.register("name: fw\nsteps:\n  - {name: each, action: record, input: {fail_items: [a]}, for_each: {over: targets}, window: fw, retry: {max_attempts: 1}}\n").await;
+    let run = h.submit("fw", &["a", "b", "c"]).await;
     let row =
         lariat_engine::wait_for_status(engine, run, &[RunStatus::Failed], Duration::from_secs(10))
             .await

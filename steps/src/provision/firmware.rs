@@ -39,18 +39,10 @@ impl Action for FirmwareUpdate {
             if let (Some(want), Some(now)) = (expected, current)
                 && &now.version == want
             {
-                return Ok(Output::done(json!({
-                    "host": host.name, "component": c, "version": now.version,
-                    "skipped": true, "reason": "already at the expected version",
-                })));
+                return Ok(at_version(&host.name, c, &now.version));
             }
         }
-        let update = Update {
-            image_uri: image_uri.clone(),
-            transfer_protocol: None,
-            targets: update_targets(&ctx.input)?,
-        };
-        let outcome = send_and_follow(&*bmc, &host.name, &update, &ctx).await?;
+        let outcome = send_and_follow(&*bmc, &host.name, &image_uri, &ctx).await?;
         Ok(Output::done(json!({
             "host": host.name,
             "image_url": image_uri,
@@ -121,17 +113,9 @@ impl Action for FirmwareUpgrade {
         };
         let before = version_now().await?;
         if before == want {
-            return Ok(Output::done(json!({
-                "host": host.name, "component": component, "version": before,
-                "skipped": true, "reason": "already at the expected version",
-            })));
+            return Ok(at_version(&host.name, &component, &before));
         }
-        let update = Update {
-            image_uri: image_uri.clone(),
-            transfer_protocol: None,
-            targets: update_targets(&ctx.input)?,
-        };
-        let outcome = send_and_follow(&*bmc, &host.name, &update, &ctx).await?;
+        let outcome = send_and_follow(&*bmc, &host.name, &image_uri, &ctx).await?;
         let mut cycled = false;
         let mut after = version_now().await?;
         if after != want {
@@ -205,15 +189,29 @@ fn update_targets(input: &Value) -> Result<Vec<String>, StepError> {
     }
 }
 
-/// Sends the update and follows its task, until it ends or the attempt is cancelled.
+/// What an action answers for a host already at the version: nothing was sent.
+fn at_version(host: &str, component: &str, version: &str) -> Output {
+    Output::done(json!({
+        "host": host, "component": component, "version": version,
+        "skipped": true, "reason": "already at the expected version",
+    }))
+}
+
+/// Sends `image_uri` (to `input.targets`) and follows the update's task, until it ends
+/// or the attempt is cancelled.
 async fn send_and_follow(
     bmc: &dyn Bmc,
     host: &str,
-    update: &Update,
+    image_uri: &str,
     ctx: &StepContext,
 ) -> Result<FirmwareUpdateOutcome, StepError> {
+    let update = Update {
+        image_uri: image_uri.to_string(),
+        transfer_protocol: None,
+        targets: update_targets(&ctx.input)?,
+    };
     tokio::select! {
-        r = bmc.firmware_update(update) => r.map_err(|e| bmc_error(host, e)),
+        r = bmc.firmware_update(&update) => r.map_err(|e| bmc_error(host, e)),
         _ = ctx.cancel.cancelled() => Err(StepError::retryable(
             "cancelled",
             format!("host '{host}': stopped following the update task"),
