@@ -1309,3 +1309,97 @@ async fn a_cut_off_site_opens_its_window_on_time() {
     link.restore();
     same_at_both(&c, &a, run).await;
 }
+
+/// A window override made at the centre reaches the agent with its sync, is kept in the
+/// agent's database, and opens the window there after a restart while cut off; the
+/// centre shows which agents have not taken an override yet, and an agent refuses to
+/// make one itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_override_made_at_the_centre_opens_the_window_at_a_cut_off_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let design = dir.path().join("design");
+    two_site_design(&design);
+    let repo = Repo::with(&design);
+    // Monday noon UTC: `firmware` next opens at 23:00 UTC.
+    let clock = ["--clock-start", "2027-05-31T12:00:00Z"];
+    let central = centre_with(dir.path(), &repo, &clock);
+    let c = central.client();
+    c.register_workflow(
+        "name: flash\nsteps:\n  - name: flash\n    action: noop\n    for_each: {over: targets}\n    window: {name: firmware, cutoff: 30m}\n".into(),
+        lariat_client::DefinitionFormat::Yaml,
+    )
+    .await
+    .unwrap();
+    let link = Link::to(&central.base).await;
+    let token = site_token(dir.path(), "ams1");
+    let mut ams = agent_with(dir.path(), "ams1", &link, &token, &clock);
+    eventually("the agent connects", async || {
+        let sites = c.sites().await.ok()?.sites;
+        sites
+            .iter()
+            .find(|s| s.site == "ams1" && s.connected)
+            .map(|_| ())
+    })
+    .await;
+    let req = lariat_client::types::OverrideRequest {
+        duration: Some("2h".into()),
+        reason: "CVE hotfix".into(),
+        site: Some("ams1".into()),
+    };
+    let refused = ams.client().override_window("firmware", "open", &req).await;
+    assert!(
+        matches!(&refused, Err(ClientError::Api { status: 409, .. })),
+        "an agent does not make overrides: {refused:?}"
+    );
+
+    link.cut();
+    let made = c.override_window("firmware", "open", &req).await.unwrap();
+    assert_eq!(made.awaiting, vec!["ams1".to_string()], "{made:?}");
+    link.restore();
+    eventually("the agent takes the override", async || {
+        let w = c.window("firmware").await.ok()?;
+        let o = w.window.overrides.first()?;
+        o.awaiting.is_empty().then_some(())
+    })
+    .await;
+    let a = ams.client();
+    let held = a.window("firmware").await.unwrap();
+    assert_eq!(held.window.overrides.len(), 1, "{held:?}");
+    assert!(
+        held.window.open,
+        "open at the agent by the override: {held:?}"
+    );
+
+    // Cut off and restarted (later by its clock, still inside the override): the
+    // override comes from the agent's own database, and the run starts at once.
+    link.cut();
+    ams.kill9();
+    let ams = agent_with(
+        dir.path(),
+        "ams1",
+        &link,
+        &token,
+        &["--clock-start", "2027-05-31T12:05:00Z"],
+    );
+    let a = ams.client();
+    let run = a
+        .submit(&SubmitRun {
+            workflow: "flash".into(),
+            targets: Targets::Names(vec!["ams1-a01".into()]),
+            ..Default::default()
+        })
+        .await
+        .expect("the agent takes a run while cut off")
+        .run
+        .id;
+    eventually(
+        "the run finishes in the overridden window, cut off",
+        async || {
+            let d = a.run(run).await.ok()?;
+            (d.run.status == RunStatus::Succeeded).then_some(())
+        },
+    )
+    .await;
+    link.restore();
+    same_at_both(&c, &a, run).await;
+}

@@ -54,6 +54,9 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("GET", "/v1/commands/{id}", Some("viewer")),
     ("GET", "/v1/windows", Some("viewer")),
     ("GET", "/v1/windows/{name}", Some("viewer")),
+    ("POST", "/v1/windows/{name}/open", Some("operator")),
+    ("POST", "/v1/windows/{name}/close", Some("operator")),
+    ("POST", "/v1/windows/{name}/clear", Some("operator")),
     // A site agent's credential, which no operator token is.
     ("POST", "/v1/agent/hello", Some("agent")),
     ("POST", "/v1/agent/sync", Some("agent")),

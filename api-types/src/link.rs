@@ -74,6 +74,10 @@ pub struct SyncRequest {
     /// Active DHCP leases at the site; absent when the agent serves no DHCP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp_leases: Option<i64>,
+    /// The version of the window overrides the agent holds (`overrides_version` of the
+    /// answer it last took).
+    #[serde(default)]
+    pub overrides_seen: i64,
 }
 
 /// What travels to the agent.
@@ -89,6 +93,13 @@ pub struct SyncAnswer {
     pub assignments: Vec<Assignment>,
     /// Operator commands for the agent's runs, in `seq` order.
     pub commands: Vec<LinkCommand>,
+    /// The operators' window overrides in force for the agent's site (those for every
+    /// site and its own): the whole set, which replaces the one the agent holds.
+    #[serde(default)]
+    pub overrides: Vec<crate::WindowOverride>,
+    /// The version of that set.
+    #[serde(default)]
+    pub overrides_version: i64,
 }
 
 /// A workflow version as the centre numbered it.

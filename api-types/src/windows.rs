@@ -40,6 +40,74 @@ pub struct WindowStatus {
     /// Steps (and fan-out items) waiting for it, by the executor that owns their run (a
     /// site's agent, or the central node).
     pub waiting: BTreeMap<String, u64>,
+    /// Operators' overrides in force now. One for every site decides `open` and
+    /// `current`; one for a site decides for that site's hosts only.
+    #[serde(default)]
+    pub overrides: Vec<WindowOverride>,
+}
+
+/// An operator's manual override of a window: open (or, for a deny window, the freeze in
+/// force) or closed (the freeze lifted) from `starts_at` until `ends_at`, when it expires
+/// by itself. The latest override in force wins over earlier ones and over the schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WindowOverride {
+    pub id: String,
+    pub window: String,
+    /// `open` or `close`.
+    pub action: String,
+    /// Only hosts of this site; every host the window covers when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub reason: String,
+    /// The token that made it.
+    pub who: String,
+    /// The client's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Ended by an operator before it expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
+    /// The order overrides were made in: the later wins.
+    pub seq: i64,
+    /// Sites whose agents have not taken it yet (cut off, say); they still go by what
+    /// they held. Filled in by the centre for overrides in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub awaiting: Vec<String>,
+}
+
+/// `POST /v1/windows/{name}/open` and `/close`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideRequest {
+    /// How long, such as `2h` or `45m` (at least a minute, at most 7 days). Required to
+    /// open; to close, the default is the end of the current opening.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// Why: kept with the override and shown wherever it is.
+    pub reason: String,
+    /// Only this site's hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+}
+
+/// `POST /v1/windows/{name}/clear`: ends the window's overrides in force early.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClearOverrides {
+    pub reason: String,
+    /// Only the overrides of this site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+}
+
+/// The overrides a clear ended.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClearedOverrides {
+    pub ended: Vec<WindowOverride>,
 }
 
 /// The hosts a window covers.
@@ -69,6 +137,10 @@ pub struct WindowDetail {
     pub window: WindowStatus,
     /// At most 1,000, by run.
     pub waiters: Vec<WindowWaiter>,
+    /// Its latest overrides, ended and expired ones too, newest first (at most 50): who
+    /// opened or closed it, when and why.
+    #[serde(default)]
+    pub history: Vec<WindowOverride>,
 }
 
 /// A step (or fan-out item) waiting for a window.

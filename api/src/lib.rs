@@ -50,6 +50,7 @@ use utoipa_axum::routes;
 pub use auth::{Auth, ClientCertificate};
 pub use error::HttpError;
 pub use lariat_api_types as types;
+pub use state::OverrideFeed;
 pub use tokens::{NewToken, Role, TokenError, TokenInfo, TokenStore};
 pub use tokio_util::sync::CancellationToken;
 
@@ -70,6 +71,9 @@ pub struct ApiConfig {
     /// Routes of another role served on the same listener, under the same layers (a
     /// site's HTTP boot); they are not part of the OpenAPI document.
     pub extra: Option<Router>,
+    /// The window overrides an agent was sent, shown in its windows; a central node
+    /// shows its own.
+    pub overrides: Option<state::OverrideFeed>,
 }
 
 impl Default for ApiConfig {
@@ -79,6 +83,7 @@ impl Default for ApiConfig {
             body_limit: 1 << 20,
             shutdown: CancellationToken::new(),
             extra: None,
+            overrides: None,
         }
     }
 }
@@ -147,6 +152,9 @@ fn documented() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(sites::list_sites))
         .routes(routes!(windows::list_windows))
         .routes(routes!(windows::get_window))
+        .routes(routes!(windows::open_window))
+        .routes(routes!(windows::close_window))
+        .routes(routes!(windows::clear_window))
         .routes(routes!(sites::get_command))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
@@ -233,7 +241,11 @@ pub async fn router(
     finish_doc(&mut doc);
     let runs = Arc::new(cache::RunCache::default());
     tokio::spawn(runs.clone().follow(engine.subscribe()));
+    let overrides = cfg
+        .overrides
+        .or_else(|| central.as_ref().map(|c| c.overrides().feed()));
     let state = Arc::new(AppState {
+        overrides,
         auth: Authenticator::new(cfg.auth, tokens),
         metrics: metrics::install(),
         openapi: serde_json::to_string(&doc)?,

@@ -21,6 +21,31 @@ pub(crate) struct AppState {
     pub(crate) design: lariat_source::DesignSource,
     /// Placement and the site agents' link, on a central node; none on an agent.
     pub(crate) central: Option<lariat_central::Central>,
+    /// The window overrides this process goes by: the centre's, or those an agent was sent.
+    pub(crate) overrides: Option<OverrideFeed>,
+}
+
+/// The operators' window overrides as they change.
+pub type OverrideFeed = tokio::sync::watch::Receiver<Arc<Vec<lariat_workflows::windows::Override>>>;
+
+impl AppState {
+    /// The overrides now (none when nothing feeds them). An agent holds only those for
+    /// every site and its own, so at an agent each counts for every host it serves.
+    pub(crate) fn overrides(&self) -> Arc<Vec<lariat_workflows::windows::Override>> {
+        let set = self
+            .overrides
+            .as_ref()
+            .map(|f| f.borrow().clone())
+            .unwrap_or_default();
+        if self.central.is_some() {
+            return set;
+        }
+        let mut own = (*set).clone();
+        for o in &mut own {
+            o.site = None;
+        }
+        Arc::new(own)
+    }
 }
 
 impl FromRef<Arc<AppState>> for AgentAuth {

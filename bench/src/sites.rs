@@ -26,7 +26,7 @@ use futures::StreamExt;
 use lariat_client::Client;
 use lariat_db::{Db, DbOptions, Durability};
 use lariat_engine::{Actions, Actor, Engine, EngineConfig, EventKind, NewRun};
-use lariat_link::{Link, LinkConfig, StoredDesign};
+use lariat_link::{Link, LinkConfig, StoredDesign, StoredOverrides};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -201,11 +201,13 @@ impl Agent {
         })
         .await?;
         let design = StoredDesign::open(tables.clone()).await?;
+        let overrides = StoredOverrides::open(tables.clone()).await?;
         let client = Client::new(&centre, Some(token))?;
         let link = Link::open(
             LinkConfig::default(),
             engine.clone(),
             design,
+            overrides,
             tables,
             client,
         )

@@ -10,6 +10,7 @@
 //! command the agent carries out (or refuses) in the run's log.
 
 mod link;
+mod overrides;
 mod placement;
 mod sites;
 
@@ -19,6 +20,7 @@ use lariat_engine::{Engine, EngineError};
 use lariat_source::{DesignSource, SourceError};
 
 pub use link::event_of;
+pub use overrides::{NewOverride, Overrides, StoredOverride, override_body};
 pub use placement::Placed;
 pub use sites::{MIGRATIONS, NewSiteToken, Registration, Sites, StoredCommand};
 
@@ -121,6 +123,7 @@ pub struct Central {
     engine: Engine,
     design: DesignSource,
     sites: Sites,
+    overrides: Overrides,
     local: LocalSites,
     /// Keyed submits that span sites take turns, so that a repeat finds the first
     /// group whole.
@@ -130,11 +133,18 @@ pub struct Central {
 }
 
 impl Central {
-    pub fn new(engine: Engine, design: DesignSource, sites: Sites, local: LocalSites) -> Self {
+    pub fn new(
+        engine: Engine,
+        design: DesignSource,
+        sites: Sites,
+        overrides: Overrides,
+        local: LocalSites,
+    ) -> Self {
         Central {
             engine,
             design,
             sites,
+            overrides,
             local,
             placing: Default::default(),
             local_leases: Default::default(),
@@ -150,6 +160,11 @@ impl Central {
 
     pub fn sites(&self) -> &Sites {
         &self.sites
+    }
+
+    /// The operators' window overrides.
+    pub fn overrides(&self) -> &Overrides {
+        &self.overrides
     }
 
     /// Every site an agent may speak for: the active design's, and those with a

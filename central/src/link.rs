@@ -103,6 +103,7 @@ impl Central {
                 Some(SyncReport {
                     commands_seen: req.commands_after,
                     dhcp_leases: req.dhcp_leases,
+                    overrides_seen: req.overrides_seen,
                 }),
             )
             .await?;
@@ -146,12 +147,16 @@ impl Central {
             .sites
             .commands_after(site, req.commands_after, COMMANDS_PER_SYNC)
             .await?;
+        let (overrides_version, overrides) = self.overrides.for_site(site);
+        let overrides = overrides.iter().map(crate::override_body).collect();
         Ok(SyncAnswer {
             cursor,
             workflows,
             design,
             assignments,
             commands,
+            overrides,
+            overrides_version,
         })
     }
 

@@ -23,6 +23,8 @@ pub struct Registration {
     pub commands_seen: i64,
     /// Active DHCP leases at the site, at the agent's last sync.
     pub dhcp_leases: Option<i64>,
+    /// The version of the window overrides the agent holds.
+    pub overrides_seen: i64,
 }
 
 /// What an agent reports at each sync, beyond its log's end.
@@ -32,6 +34,8 @@ pub struct SyncReport {
     pub commands_seen: i64,
     /// Active DHCP leases, or `None` when it serves no DHCP.
     pub dhcp_leases: Option<i64>,
+    /// The version of the window overrides it holds.
+    pub overrides_seen: i64,
 }
 
 /// A site credential just made: `token` is shown once.
@@ -73,7 +77,7 @@ struct Seen {
     last_seen: i64,
 }
 
-type RegRow = (String, String, String, i64, i64, i64, i64, Option<i64>);
+type RegRow = (String, String, String, i64, i64, i64, i64, Option<i64>, i64);
 
 fn registration(
     (
@@ -85,6 +89,7 @@ fn registration(
         owner_seq,
         commands_seen,
         dhcp_leases,
+        overrides_seen,
     ): RegRow,
 ) -> Registration {
     Registration {
@@ -96,13 +101,14 @@ fn registration(
         owner_seq,
         commands_seen,
         dhcp_leases,
+        overrides_seen,
     }
 }
 
 /// The columns [`registration`] decodes, in its order (a macro so queries stay `&'static str`).
 macro_rules! reg_columns {
     () => {
-        "site, executor, agent_version, registered_at, last_seen, owner_seq, commands_seen, dhcp_leases"
+        "site, executor, agent_version, registered_at, last_seen, owner_seq, commands_seen, dhcp_leases, overrides_seen"
     };
 }
 
@@ -248,7 +254,8 @@ impl Sites {
         sqlx::query(
             "UPDATE sites SET last_seen = ?2, agent_version = ?3, owner_seq = ?4,
                commands_seen = COALESCE(?5, commands_seen),
-               dhcp_leases = CASE WHEN ?5 IS NULL THEN dhcp_leases ELSE ?6 END
+               dhcp_leases = CASE WHEN ?5 IS NULL THEN dhcp_leases ELSE ?6 END,
+               overrides_seen = COALESCE(?7, overrides_seen)
              WHERE site = ?1",
         )
         .bind(site)
@@ -257,6 +264,7 @@ impl Sites {
         .bind(owner_seq)
         .bind(report.map(|r| r.commands_seen))
         .bind(report.and_then(|r| r.dhcp_leases))
+        .bind(report.map(|r| r.overrides_seen))
         .execute(&mut *w)
         .await?;
         drop(w);

@@ -500,6 +500,28 @@ impl Client {
         self.get(&format!("/v1/windows/{}", encode(name))).await
     }
 
+    /// Opens a window (`open`) or closes it (`close`) by an override that expires by
+    /// itself.
+    pub async fn override_window(
+        &self,
+        name: &str,
+        action: &str,
+        req: &lariat_api_types::OverrideRequest,
+    ) -> Result<lariat_api_types::WindowOverride, ClientError> {
+        let path = format!("/v1/windows/{}/{}", encode(name), encode(action));
+        Ok(self.post(&path, Some(req)).await?.1)
+    }
+
+    /// Ends a window's overrides in force.
+    pub async fn clear_window(
+        &self,
+        name: &str,
+        req: &lariat_api_types::ClearOverrides,
+    ) -> Result<lariat_api_types::ClearedOverrides, ClientError> {
+        let path = format!("/v1/windows/{}/clear", encode(name));
+        Ok(self.post(&path, Some(req)).await?.1)
+    }
+
     // ---- sites and the agents' link -------------------------------------------------
 
     /// Every site, with its agent's health.

@@ -6,9 +6,10 @@
 //!    centre has applied its events;
 //! 2. syncs: mirrors the workflow versions the centre has (same numbers, so a run pinned
 //!    to one means the same on both sides), keeps its site's design when it changed,
-//!    starts the runs assigned to it with the ids the centre gave them, and carries out
+//!    starts the runs assigned to it with the ids the centre gave them, carries out
 //!    the operator commands queued for its runs, in order, each acknowledged in the
-//!    run's log (the verb's own `operator` event, or `command_refused` with the reason);
+//!    run's log (the verb's own `operator` event, or `command_refused` with the reason),
+//!    and keeps the operators' window overrides in force for its site;
 //! 3. ships its events after the centre's cursor, oldest first, in batches;
 //! 4. waits for new events of its own or the next tick.
 //!
@@ -17,6 +18,7 @@
 //! never prunes them), so catching up is step 3 from the centre's cursor.
 
 mod design;
+mod overrides;
 
 use std::time::Duration;
 
@@ -33,6 +35,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 pub use design::StoredDesign;
+pub use overrides::StoredOverrides;
 
 /// The migrations of the agent's link tables (`link/migrations/sqlite`).
 pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -128,6 +131,7 @@ pub struct Link {
     cfg: LinkConfig,
     engine: Engine,
     design: StoredDesign,
+    overrides: StoredOverrides,
     cursors: Cursors,
     centre: Client,
     leases: Option<LeaseCount>,
@@ -139,6 +143,7 @@ impl Link {
         cfg: LinkConfig,
         engine: Engine,
         design: StoredDesign,
+        overrides: StoredOverrides,
         tables: Db,
         centre: Client,
     ) -> Result<Link, DbError> {
@@ -147,6 +152,7 @@ impl Link {
             cfg,
             engine,
             design,
+            overrides,
             cursors: Cursors { db: tables },
             centre,
             leases: None,
@@ -261,6 +267,7 @@ impl Link {
                 Some(count) => count().await,
                 None => None,
             },
+            overrides_seen: self.overrides.version(),
         };
         self.answer(self.centre.agent_sync(&req)).await
     }
@@ -291,6 +298,9 @@ impl Link {
         if let Some(d) = &a.design {
             self.design.replace(d).await?;
         }
+        self.overrides
+            .replace(a.overrides_version, &a.overrides)
+            .await?;
         for r in a.assignments {
             let run = NewRun {
                 workflow: r.workflow,

@@ -18,6 +18,8 @@ pub enum ProcessError {
     Tokens(#[source] lariat_api::TokenError),
     #[error("cannot open the site agents' tables")]
     Sites(#[source] lariat_db::DbError),
+    #[error("cannot open the window overrides' table")]
+    Overrides(#[source] lariat_db::DbError),
     #[error("cannot open the link's tables")]
     Link(#[source] lariat_db::DbError),
     #[error("the central node's URL {0} cannot be used")]

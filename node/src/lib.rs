@@ -80,7 +80,13 @@ pub async fn serve(
     let listener = bind(cfg.executor.listen).await?;
     let local = listener.local_addr().map_err(ProcessError::Serve)?;
     let mut site = site
-        .start(engine.clone(), central.site_design(), &tables, local)
+        .start(
+            engine.clone(),
+            central.site_design(),
+            central.overrides(),
+            &tables,
+            local,
+        )
         .await?;
     if let Some(count) = site.lease_count() {
         central.serve_leases(count);
@@ -106,6 +112,7 @@ pub async fn serve_agent(
         warn_no_auth();
     }
     let design = LinkRole::design(&tables).await?;
+    let overrides = LinkRole::overrides(&tables).await?;
     let tokens = TokenStore::open(tables.clone())
         .await
         .map_err(ProcessError::Tokens)?;
@@ -118,12 +125,20 @@ pub async fn serve_agent(
     let listener = bind(cfg.executor.listen).await?;
     let local = listener.local_addr().map_err(ProcessError::Serve)?;
     let mut site = site
-        .start(engine.clone(), Arc::new(design.clone()), &tables, local)
+        .start(
+            engine.clone(),
+            Arc::new(design.clone()),
+            overrides.feed(),
+            &tables,
+            local,
+        )
         .await?;
+    let feed = overrides.feed();
     let link = LinkRole::start(
         &cfg.link,
         engine.clone(),
         design,
+        overrides,
         tables.clone(),
         site.lease_count(),
     )
@@ -133,6 +148,7 @@ pub async fn serve_agent(
         auth: cfg.auth,
         shutdown: end_streams.clone(),
         extra: site.take_routes(),
+        overrides: Some(feed),
         ..Default::default()
     };
     let app = lariat_api::router(engine.clone(), records, tokens, None, api).await?;

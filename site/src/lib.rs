@@ -26,7 +26,7 @@ pub use node_tokens::{MIGRATIONS, NodeToken, NodeTokens};
 pub use nodes::SiteNodes;
 pub use provisioning::{ProvisioningConfig, actions};
 pub use services::{BootServices, BootServicesConfig, ServicesError, active_leases};
-pub use windows::DesignWindows;
+pub use windows::{DesignWindows, OverrideFeed};
 
 /// HTTP boot of this site: where nodes reach it, and what it serves them.
 #[derive(Debug, Clone)]

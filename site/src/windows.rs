@@ -1,12 +1,15 @@
 //! The site's window gate: the `MaintenanceWindow` documents of the design the site works
 //! from, evaluated here, by this process's clock, so that a site cut off from the centre
 //! keeps opening and closing its windows on time. The same design places the hosts in
-//! racks, sites and labels for the rolling limits of fan-outs (`max_per`).
+//! racks, sites and labels for the rolling limits of fan-outs (`max_per`). Operators'
+//! overrides (`lariat window open|close`) come from the centre, as the set in force, and
+//! win over the schedule until they expire.
 
 use std::sync::{Arc, RwLock};
 
 use lariat_engine::{Engine, HostGroups, WindowAnswer, WindowAsk, WindowGate};
-use lariat_workflows::windows::{Decision, Windows};
+use lariat_workflows::windows::{Decision, Override, Windows};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::SiteDesign;
@@ -16,7 +19,12 @@ use crate::SiteDesign;
 #[derive(Default)]
 pub struct DesignWindows {
     current: RwLock<Option<Arc<Windows>>>,
+    overrides: RwLock<Arc<Vec<Override>>>,
 }
+
+/// The operators' overrides as they change: every override made and not ended, expired
+/// ones included (each is checked against the clock when asked).
+pub type OverrideFeed = watch::Receiver<Arc<Vec<Override>>>;
 
 impl DesignWindows {
     /// A gate that holds every gated step until [`DesignWindows::follow`] gives it a design.
@@ -30,6 +38,35 @@ impl DesignWindows {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The overrides last given.
+    pub fn overrides(&self) -> Arc<Vec<Override>> {
+        self.overrides
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes the overrides of `feed` now and whenever they change, and has `engine` ask
+    /// again for its waiting steps each time. Runs until the feed's sender goes away.
+    pub fn follow_overrides(
+        self: &Arc<Self>,
+        mut feed: OverrideFeed,
+        engine: Engine,
+    ) -> JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let set = feed.borrow_and_update().clone();
+                tracing::info!(overrides = set.len(), "window overrides");
+                *me.overrides.write().unwrap_or_else(|e| e.into_inner()) = set;
+                engine.windows_changed();
+                if feed.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
     }
 
     fn set(&self, windows: Windows) {
@@ -79,7 +116,8 @@ impl WindowGate for DesignWindows {
                 why: "the site's design is not open yet".into(),
             };
         };
-        match windows.decide(q.window, q.hosts, q.now_ms, q.need_ms) {
+        let overrides = self.overrides();
+        match windows.decide_with(q.window, q.hosts, q.now_ms, q.need_ms, &overrides) {
             Decision::Start { .. } => WindowAnswer::Open,
             Decision::Wait { why, recheck_at } => WindowAnswer::Closed {
                 until: recheck_at,

@@ -20,6 +20,7 @@ use chrono::{TimeZone as _, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
+use serde::{Deserialize, Serialize};
 
 use crate::design::Design;
 use crate::design::schema::{MaintenanceWindowSpec, WindowMode, WindowScope};
@@ -227,6 +228,12 @@ impl Window {
         }
     }
 
+    /// The opening `now` falls in, as the schedule and the overrides for every host
+    /// (those not scoped to a site) make it; None while closed.
+    pub fn opening_with(&self, overrides: &[Override], now: i64, horizon: i64) -> Option<Opening> {
+        Effective::new(self, overrides, &[], now).opening_now(now, horizon)
+    }
+
     /// Whether the window covers any of `places` (what a deny window needs to stop a
     /// step; no places: only an unscoped one does).
     fn touches(&self, places: &[&HostPlace]) -> bool {
@@ -321,6 +328,19 @@ impl Windows {
     /// attempt needs `need_ms` before the window closes. Hosts the design does not know
     /// have no place: only unscoped windows cover them.
     pub fn decide(&self, window: &str, hosts: &[String], now: i64, need_ms: i64) -> Decision {
+        self.decide_with(window, hosts, now, need_ms, &[])
+    }
+
+    /// [`Windows::decide`] with the operators' overrides: of those in force now that
+    /// count for the task's hosts, the latest made wins over the window's schedule.
+    pub fn decide_with(
+        &self,
+        window: &str,
+        hosts: &[String],
+        now: i64,
+        need_ms: i64,
+        overrides: &[Override],
+    ) -> Decision {
         let Some(w) = self.windows.get(window) else {
             let why = match self.broken.get(window) {
                 Some(e) => format!("window '{window}' cannot be evaluated: {e}"),
@@ -350,11 +370,16 @@ impl Windows {
             };
         }
         let need_until = now.saturating_add(need_ms.max(0));
-        let closes_at = match w.schedule.opening_at(now, need_until) {
+        let allow = Effective::new(w, overrides, &places, now);
+        let closes_at = match allow.opening_now(now, need_until) {
             None => {
+                let why = match allow.by {
+                    Some(o) => format!("window '{window}' is closed by {}", o.describe()),
+                    None => format!("window '{window}' is closed"),
+                };
                 return Decision::Wait {
-                    why: format!("window '{window}' is closed"),
-                    recheck_at: w.schedule.next_start(now),
+                    why,
+                    recheck_at: allow.open_from(now),
                 };
             }
             Some(o) if o.closes_at < need_until => {
@@ -374,27 +399,192 @@ impl Windows {
             if d.mode != WindowMode::Deny || !d.touches(&places) {
                 continue;
             }
-            if let Some(o) = d.schedule.opening_at(now, now) {
-                let ends = d.schedule.chain_end(o.opens_at, i64::MAX);
+            let freeze = Effective::new(d, overrides, &places, now);
+            if let Some(o) = freeze.opening_now(now, i64::MAX) {
+                let why = match freeze.by {
+                    Some(by) => {
+                        format!("deny window '{}' is in force by {}", d.name, by.describe())
+                    }
+                    None => format!("deny window '{}' is open", d.name),
+                };
                 return Decision::Wait {
-                    why: format!("deny window '{}' is open", d.name),
-                    recheck_at: w.schedule.open_from(ends),
+                    why,
+                    recheck_at: allow.open_from(o.closes_at),
                 };
             }
-            if let Some(start) = d.schedule.next_start(now)
+            if let Some(start) = freeze.next_start(now)
                 && start < need_until
             {
+                let ends = d
+                    .schedule
+                    .opening_at(start, i64::MAX)
+                    .map_or(start, |o| o.closes_at);
                 return Decision::Wait {
                     why: format!(
                         "deny window '{}' opens in {}, before the step's cutoff",
                         d.name,
                         span_text(start - now)
                     ),
-                    recheck_at: w.schedule.open_from(d.schedule.chain_end(start, i64::MAX)),
+                    recheck_at: allow.open_from(ends),
                 };
             }
         }
         Decision::Start { closes_at }
+    }
+}
+
+/// What an operator's override does to a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverrideAction {
+    /// Open for its span whatever the schedule says: an allow window lets its steps
+    /// start; a deny window's freeze is in force.
+    Open,
+    /// Closed for its span: an allow window lets nothing new start; a deny window's
+    /// freeze is lifted.
+    Close,
+}
+
+/// An operator's manual override of a window, from `from` (inclusive) to `until`
+/// (exclusive), ms since the epoch. It expires by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    pub id: String,
+    /// Later overrides win over earlier ones: the order they were made in.
+    pub seq: i64,
+    pub window: String,
+    pub action: OverrideAction,
+    /// Only hosts of this site; every host the window covers when absent.
+    #[serde(default)]
+    pub site: Option<String>,
+    pub from: i64,
+    pub until: i64,
+    pub reason: String,
+    pub who: String,
+}
+
+impl Override {
+    /// Whether it is in force at `t`.
+    pub fn in_force(&self, t: i64) -> bool {
+        self.from <= t && t < self.until
+    }
+
+    /// Whether it counts for a task on `places`. One scoped to a site loosens (opens an
+    /// allow window, lifts a freeze) only when every host is at that site, and tightens
+    /// (closes an allow window, puts a freeze in force) when any host is.
+    fn counts_for(&self, mode: WindowMode, places: &[&HostPlace]) -> bool {
+        let Some(site) = &self.site else {
+            return true;
+        };
+        let at = |p: &&HostPlace| p.site.as_deref() == Some(site.as_str());
+        let loosens = matches!(
+            (mode, self.action),
+            (WindowMode::Allow, OverrideAction::Open) | (WindowMode::Deny, OverrideAction::Close)
+        );
+        if loosens {
+            !places.is_empty() && places.iter().all(at)
+        } else {
+            places.iter().any(at)
+        }
+    }
+
+    fn describe(&self) -> String {
+        let until = Utc
+            .timestamp_millis_opt(self.until)
+            .single()
+            .map_or(self.until.to_string(), |t| {
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            });
+        format!(
+            "an override of {} until {until} ({})",
+            self.who, self.reason
+        )
+    }
+}
+
+/// The override among `overrides` that decides `w` for a task on `places` at `now`: the
+/// latest made of those in force that count for it.
+pub fn override_in_force<'a>(
+    overrides: &'a [Override],
+    w: &Window,
+    places: &[&HostPlace],
+    now: i64,
+) -> Option<&'a Override> {
+    overrides
+        .iter()
+        .filter(|o| o.window == w.name && o.in_force(now) && o.counts_for(w.mode, places))
+        .max_by_key(|o| o.seq)
+}
+
+/// A window as its schedule and the override in force make it.
+struct Effective<'a> {
+    w: &'a Window,
+    /// The override that decides now.
+    by: Option<&'a Override>,
+    /// Every override of the window that counts for the task and has not expired.
+    live: Vec<&'a Override>,
+}
+
+impl<'a> Effective<'a> {
+    fn new(w: &'a Window, overrides: &'a [Override], places: &[&HostPlace], now: i64) -> Self {
+        let live: Vec<&Override> = overrides
+            .iter()
+            .filter(|o| o.window == w.name && o.until > now && o.counts_for(w.mode, places))
+            .collect();
+        Effective {
+            w,
+            by: live
+                .iter()
+                .copied()
+                .filter(|o| o.in_force(now))
+                .max_by_key(|o| o.seq),
+            live,
+        }
+    }
+
+    /// The opening `now` falls in, followed until `horizon`; None while closed.
+    fn opening_now(&self, now: i64, horizon: i64) -> Option<Opening> {
+        let s = &self.w.schedule;
+        match self.by {
+            None => s.opening_at(now, horizon),
+            Some(o) if o.action == OverrideAction::Close => None,
+            // Open until the override ends, and on through a scheduled opening it runs into.
+            Some(o) => Some(Opening {
+                opens_at: s
+                    .opening_at(now, now)
+                    .map_or(o.from, |c| c.opens_at.min(o.from)),
+                closes_at: s
+                    .opening_at(o.until, horizon.max(o.until))
+                    .map_or(o.until, |c| c.closes_at.max(o.until)),
+            }),
+        }
+    }
+
+    /// The first moment from `t` on when it is open.
+    fn open_from(&self, t: i64) -> Option<i64> {
+        match self.by {
+            Some(o) if o.action == OverrideAction::Open && t < o.until => Some(t.max(o.from)),
+            Some(o) if o.action == OverrideAction::Close && t < o.until => {
+                // An earlier open override that outlasts this close takes over at its end.
+                let resumes = self.live.iter().any(|x| {
+                    x.action == OverrideAction::Open && x.seq < o.seq && x.in_force(o.until)
+                });
+                if resumes {
+                    Some(o.until)
+                } else {
+                    self.w.schedule.open_from(o.until)
+                }
+            }
+            _ => self.w.schedule.open_from(t),
+        }
+    }
+
+    /// The first start after `now` while it is closed now.
+    fn next_start(&self, now: i64) -> Option<i64> {
+        match self.by {
+            Some(o) if o.action == OverrideAction::Close => self.w.schedule.open_from(o.until),
+            _ => self.w.schedule.next_start(now),
+        }
     }
 }
 

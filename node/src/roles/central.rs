@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::Router;
 use lariat_api::{ApiConfig, Auth, CancellationToken, TokenStore};
-use lariat_central::{Central, LocalSites, Sites};
+use lariat_central::{Central, LocalSites, Overrides, Sites};
 use lariat_db::Db;
 use lariat_engine::Engine;
 use lariat_site::{CurrentDesign, SiteDesign};
@@ -77,11 +77,17 @@ impl CentralRole {
                 d
             }
         };
-        let sites = Sites::open(tables).await.map_err(ProcessError::Sites)?;
+        let sites = Sites::open(tables.clone())
+            .await
+            .map_err(ProcessError::Sites)?;
+        let overrides = Overrides::open(tables, engine.clock())
+            .await
+            .map_err(ProcessError::Overrides)?;
         let central = Central::new(
             engine.clone(),
             design.clone(),
             sites,
+            overrides,
             cfg.local_sites.clone(),
         );
         let stop_poller = CancellationToken::new();
@@ -106,6 +112,11 @@ impl CentralRole {
     /// the site pins.
     pub fn site_design(&self) -> Arc<dyn SiteDesign> {
         SourceDesign::new(self.design.clone())
+    }
+
+    /// The operators' window overrides, for the site role's gate.
+    pub fn overrides(&self) -> lariat_site::OverrideFeed {
+        self.central.overrides().feed()
     }
 
     /// The REST API, with `extra` routes (the site's HTTP boot) under the same layers.

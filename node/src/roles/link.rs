@@ -4,7 +4,7 @@
 use lariat_client::Client;
 use lariat_db::Db;
 use lariat_engine::Engine;
-use lariat_link::{LeaseCount, Link, LinkConfig, StoredDesign};
+use lariat_link::{LeaseCount, Link, LinkConfig, StoredDesign, StoredOverrides};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProcessError;
@@ -36,17 +36,25 @@ impl LinkRole {
             .map_err(ProcessError::Link)
     }
 
+    /// The window overrides the agent keeps from the centre.
+    pub async fn overrides(tables: &Db) -> Result<StoredOverrides, ProcessError> {
+        StoredOverrides::open(tables.clone())
+            .await
+            .map_err(ProcessError::Link)
+    }
+
     /// Starts dialling out.
     pub async fn start(
         s: &LinkSettings,
         engine: Engine,
         design: StoredDesign,
+        overrides: StoredOverrides,
         tables: Db,
         leases: Option<LeaseCount>,
     ) -> Result<LinkRole, ProcessError> {
         let centre = Client::with_tls(&s.central, s.token.clone(), &s.tls)
             .map_err(|e| ProcessError::Central(s.central.clone(), e))?;
-        let mut link = Link::open(s.link.clone(), engine, design, tables, centre)
+        let mut link = Link::open(s.link.clone(), engine, design, overrides, tables, centre)
             .await
             .map_err(ProcessError::Link)?;
         if let Some(l) = leases {

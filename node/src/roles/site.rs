@@ -10,7 +10,7 @@ use lariat_db::Db;
 use lariat_engine::{Actions, Engine, Scheduling};
 use lariat_site::{
     BootServices, BootServicesConfig, DesignSetter, DesignWindows, HttpBoot, LateDesign,
-    NodeTokens, ProvisioningConfig, SiteDesign,
+    NodeTokens, OverrideFeed, ProvisioningConfig, SiteDesign,
 };
 
 use tokio::task::JoinHandle;
@@ -51,6 +51,7 @@ pub struct SiteRole {
 pub struct RunningSite {
     services: BootServices,
     windows: JoinHandle<()>,
+    overrides: JoinHandle<()>,
     routes: Option<Router>,
     boot_listener: Option<BootListener>,
 }
@@ -94,16 +95,19 @@ impl SiteRole {
     }
 
     /// The design is open: the actions go on with it, and the boot services start. `api`
-    /// is the API's listener, which HTTP boot shares unless it has one of its own.
+    /// is the API's listener, which HTTP boot shares unless it has one of its own. The
+    /// window gate goes by `overrides` besides the design.
     pub async fn start(
         self,
         engine: Engine,
         design: Arc<dyn SiteDesign>,
+        overrides: OverrideFeed,
         tables: &Db,
         api: SocketAddr,
     ) -> Result<RunningSite, ProcessError> {
         self.set_design.set(design.clone());
         let windows = self.gate.follow(design.clone(), engine.clone());
+        let overrides = self.gate.follow_overrides(overrides, engine.clone());
         let own = match (self.cfg.http_boot, self.cfg.boot_listen) {
             (true, Some(addr)) => Some(
                 tokio::net::TcpListener::bind(addr)
@@ -152,6 +156,7 @@ impl SiteRole {
         Ok(RunningSite {
             services,
             windows,
+            overrides,
             routes,
             boot_listener,
         })
@@ -177,6 +182,7 @@ impl RunningSite {
     /// Stops the boot services and HTTP boot's own listener.
     pub async fn shutdown(self) {
         self.windows.abort();
+        self.overrides.abort();
         if let Some(b) = self.boot_listener {
             b.stop.cancel();
             match b.served.await {

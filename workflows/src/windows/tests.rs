@@ -301,3 +301,175 @@ spec: {site: ams1, rack: r7, profile: compute, labels: {tier: gold}}
     assert_eq!(p.value("pdu"), None);
     assert!(w.place("nowhere").is_none());
 }
+
+fn ov(seq: i64, window: &str, action: OverrideAction, from: i64, until: i64) -> Override {
+    Override {
+        id: format!("o{seq}"),
+        seq,
+        window: window.into(),
+        action,
+        site: None,
+        from,
+        until,
+        reason: "test".into(),
+        who: "alice".into(),
+    }
+}
+
+#[test]
+fn an_open_override_opens_a_closed_window_until_it_expires() {
+    let w = design(DESIGN);
+    let h = vec!["a02".to_string()];
+    let noon = utc_ms(2027, 6, 1, 12, 0, 0);
+    let o = [ov(1, "fw", OverrideAction::Open, noon, noon + 2 * HOUR)];
+    assert_eq!(
+        w.decide_with("fw", &h, noon + MIN, 45 * MIN, &o),
+        Decision::Start {
+            closes_at: noon + 2 * HOUR
+        }
+    );
+    // The cutoff counts against the override's end as against a scheduled close.
+    match w.decide_with("fw", &h, noon + 90 * MIN, 45 * MIN, &o) {
+        Decision::Wait { why, recheck_at } => {
+            assert!(why.contains("closes in 30m"), "{why}");
+            assert_eq!(recheck_at, Some(utc_ms(2027, 6, 2, 2, 0, 0)));
+        }
+        d => panic!("{d:?}"),
+    }
+    // Expired: the schedule again.
+    assert!(matches!(
+        w.decide_with("fw", &h, noon + 2 * HOUR, 0, &o),
+        Decision::Wait { .. }
+    ));
+    // An override running into a scheduled opening lasts through it.
+    let late = utc_ms(2027, 6, 2, 1, 0, 0);
+    let o = [ov(1, "fw", OverrideAction::Open, late, late + HOUR)];
+    assert_eq!(
+        w.decide_with("fw", &h, late, 0, &o),
+        Decision::Start {
+            closes_at: utc_ms(2027, 6, 2, 4, 0, 0)
+        }
+    );
+}
+
+#[test]
+fn a_close_override_holds_an_open_window_and_the_latest_override_wins() {
+    let w = design(DESIGN);
+    let h = vec!["a02".to_string()];
+    let t = utc_ms(2027, 6, 1, 2, 10, 0);
+    let close = ov(1, "fw", OverrideAction::Close, t, t + HOUR);
+    match w.decide_with("fw", &h, t + MIN, 0, std::slice::from_ref(&close)) {
+        Decision::Wait { why, recheck_at } => {
+            assert!(why.contains("closed by an override of alice"), "{why}");
+            // The schedule resumes when the override ends: fw is still open at 03:10.
+            assert_eq!(recheck_at, Some(t + HOUR));
+        }
+        d => panic!("{d:?}"),
+    }
+    let reopen = ov(2, "fw", OverrideAction::Open, t + 5 * MIN, t + 20 * MIN);
+    assert!(matches!(
+        w.decide_with("fw", &h, t + 6 * MIN, 0, &[close.clone(), reopen]),
+        Decision::Start { .. }
+    ));
+    // A window the design does not declare is not made up by an override.
+    let ghost = ov(3, "ghost", OverrideAction::Open, t, t + HOUR);
+    assert!(matches!(
+        w.decide_with("ghost", &h, t + MIN, 0, &[ghost]),
+        Decision::Wait {
+            recheck_at: None,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn overrides_of_a_freeze_lift_it_or_put_it_in_force() {
+    let w = design(DESIGN);
+    let gold = vec!["a01".to_string()];
+    let xmas = utc_ms(2027, 12, 25, 2, 30, 0);
+    let lift = ov(1, "freeze", OverrideAction::Close, xmas, xmas + 20 * MIN);
+    assert!(matches!(
+        w.decide_with(
+            "fw",
+            &gold,
+            xmas + MIN,
+            10 * MIN,
+            std::slice::from_ref(&lift)
+        ),
+        Decision::Start { .. }
+    ));
+    // The freeze comes back when the lift ends: an attempt that would outlast it waits.
+    match w.decide_with("fw", &gold, xmas + MIN, 30 * MIN, &[lift]) {
+        Decision::Wait { why, .. } => assert!(why.contains("opens in 19m"), "{why}"),
+        d => panic!("{d:?}"),
+    }
+    let june = utc_ms(2027, 6, 1, 2, 30, 0);
+    let freeze = ov(1, "freeze", OverrideAction::Open, june, june + HOUR);
+    match w.decide_with("fw", &gold, june + MIN, 0, &[freeze]) {
+        Decision::Wait { why, recheck_at } => {
+            assert!(why.contains("'freeze' is in force by an override"), "{why}");
+            assert_eq!(recheck_at, Some(june + HOUR));
+        }
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn a_site_override_loosens_only_when_every_host_is_there_and_tightens_when_any_is() {
+    let yaml = format!(
+        "{DESIGN}---\nkind: Site\nname: fra1\nspec: {{}}\n---\nkind: Host\nname: f01\nspec: {{site: fra1, rack: r9}}\n"
+    );
+    let w = design(&yaml);
+    let noon = utc_ms(2027, 6, 1, 12, 0, 0);
+    let mut open = ov(1, "fw", OverrideAction::Open, noon, noon + HOUR);
+    open.site = Some("fra1".into());
+    let f = vec!["f01".to_string()];
+    let both = vec!["f01".to_string(), "a02".to_string()];
+    let o = std::slice::from_ref(&open);
+    assert!(matches!(
+        w.decide_with("fw", &f, noon, 0, o),
+        Decision::Start { .. }
+    ));
+    assert!(matches!(
+        w.decide_with("fw", &both, noon, 0, o),
+        Decision::Wait { .. }
+    ));
+    let night = utc_ms(2027, 6, 1, 2, 30, 0);
+    let mut close = ov(2, "fw", OverrideAction::Close, night, night + HOUR);
+    close.site = Some("fra1".into());
+    let c = std::slice::from_ref(&close);
+    assert!(matches!(
+        w.decide_with("fw", &both, night, 0, c),
+        Decision::Wait { .. }
+    ));
+    assert!(matches!(
+        w.decide_with("fw", &["a02".to_string()], night, 0, c),
+        Decision::Start { .. }
+    ));
+}
+
+#[test]
+fn an_open_override_that_outlasts_a_close_takes_over_when_the_close_ends() {
+    let w = design(DESIGN);
+    let h = vec!["a02".to_string()];
+    let noon = utc_ms(2027, 6, 1, 12, 0, 0);
+    let o = [
+        ov(1, "fw", OverrideAction::Open, noon, noon + 2 * HOUR),
+        ov(2, "fw", OverrideAction::Close, noon + MIN, noon + 31 * MIN),
+    ];
+    match w.decide_with("fw", &h, noon + 2 * MIN, 0, &o) {
+        Decision::Wait { recheck_at, .. } => assert_eq!(recheck_at, Some(noon + 31 * MIN)),
+        d => panic!("{d:?}"),
+    }
+    assert!(matches!(
+        w.decide_with("fw", &h, noon + 31 * MIN, 0, &o),
+        Decision::Start { .. }
+    ));
+    // Without the open override under it, the close ends into the schedule.
+    match w.decide_with("fw", &h, noon + 2 * MIN, 0, &o[1..]) {
+        Decision::Wait { recheck_at, .. } => {
+            assert_eq!(recheck_at, Some(utc_ms(2027, 6, 2, 2, 0, 0)))
+        }
+        d => panic!("{d:?}"),
+    }
+}
