@@ -146,6 +146,17 @@ fn centre_with(dir: &Path, repo: &Repo, extra: &[&str]) -> Proc {
     Proc::spawn("centre", &args, &[])
 }
 
+/// Registers `flash`: one item per target, each gated by the example design's `firmware`
+/// window with a 30 minute cutoff.
+async fn register_flash(c: &Client) {
+    c.register_workflow(
+        "name: flash\nsteps:\n  - name: flash\n    action: noop\n    for_each: {over: targets}\n    window: {name: firmware, cutoff: 30m}\n".into(),
+        lariat_client::DefinitionFormat::Yaml,
+    )
+    .await
+    .unwrap();
+}
+
 /// A centre over the two-site design (in `dir`), with the test's workflow registered.
 async fn two_site_centre(dir: &Path) -> (Repo, Proc) {
     let design = dir.join("design");
@@ -1231,12 +1242,7 @@ async fn a_cut_off_site_opens_its_window_on_time() {
     let dir = tempfile::tempdir().unwrap();
     let (_repo, central) = two_site_centre(dir.path()).await;
     let c = central.client();
-    c.register_workflow(
-        "name: flash\nsteps:\n  - name: flash\n    action: noop\n    for_each: {over: targets}\n    window: {name: firmware, cutoff: 30m}\n".into(),
-        lariat_client::DefinitionFormat::Yaml,
-    )
-    .await
-    .unwrap();
+    register_flash(&c).await;
     let link = Link::to(&central.base).await;
     let ams = agent_with(
         dir.path(),
@@ -1324,12 +1330,7 @@ async fn an_override_made_at_the_centre_opens_the_window_at_a_cut_off_agent() {
     let clock = ["--clock-start", "2027-05-31T12:00:00Z"];
     let central = centre_with(dir.path(), &repo, &clock);
     let c = central.client();
-    c.register_workflow(
-        "name: flash\nsteps:\n  - name: flash\n    action: noop\n    for_each: {over: targets}\n    window: {name: firmware, cutoff: 30m}\n".into(),
-        lariat_client::DefinitionFormat::Yaml,
-    )
-    .await
-    .unwrap();
+    register_flash(&c).await;
     let link = Link::to(&central.base).await;
     let token = site_token(dir.path(), "ams1");
     let mut ams = agent_with(dir.path(), "ams1", &link, &token, &clock);

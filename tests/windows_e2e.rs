@@ -12,25 +12,27 @@ use serde_json::json;
 /// Tuesday 2027-06-01 01:00 in Amsterdam (CEST, UTC+2): Monday 23:00 UTC.
 const OPENS_MS: i64 = 1_811_804_400_000;
 
+/// A server over the example design from git whose clock starts at `clock`, with `flash`
+/// registered: one item per target, gated by `firmware` with a 30 minute cutoff.
+async fn flash_server(clock: &str) -> (Repo, TestServer) {
+    let repo = Repo::with(&examples().join("design"));
+    let s = TestServer::start_with(&["--design-repo", repo.path(), "--clock-start", clock]);
+    s.register(
+        "name: flash\nsteps:\n  - name: flash\n    action: noop\n    for_each: {over: targets}\n    window: {name: firmware, cutoff: 30m}\n",
+    )
+    .await;
+    (repo, s)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gated_run_waits_for_the_design_window_and_starts_when_it_opens() {
     assert_eq!(
         lariat_workflows::windows::utc_ms(2027, 5, 31, 23, 0, 0),
         OPENS_MS
     );
-    let repo = Repo::with(&examples().join("design"));
     // Long enough before the opening for the server to start and the run to be submitted
     // on a busy machine; the test takes that long.
-    let s = TestServer::start_with(&[
-        "--design-repo",
-        repo.path(),
-        "--clock-start",
-        "2027-05-31T22:59:48Z",
-    ]);
-    s.register(
-        "name: flash\nsteps:\n  - name: flash\n    action: noop\n    for_each: {over: targets}\n    window: {name: firmware, cutoff: 30m}\n",
-    )
-    .await;
+    let (_repo, s) = flash_server("2027-05-31T22:59:48Z").await;
     let id = s
         .submit(json!({"workflow": "flash", "targets": ["ams1-a02"]}))
         .await;
@@ -121,18 +123,8 @@ async fn a_gated_run_waits_for_the_design_window_and_starts_when_it_opens() {
 /// is audited, and bad requests change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_opens_and_closes_a_window_by_overrides_that_expire() {
-    let repo = Repo::with(&examples().join("design"));
     // Monday noon UTC: `firmware` next opens at 23:00 UTC, eleven hours away.
-    let s = TestServer::start_with(&[
-        "--design-repo",
-        repo.path(),
-        "--clock-start",
-        "2027-05-31T12:00:00Z",
-    ]);
-    s.register(
-        "name: flash\nsteps:\n  - name: flash\n    action: noop\n    for_each: {over: targets}\n    window: {name: firmware, cutoff: 30m}\n",
-    )
-    .await;
+    let (_repo, s) = flash_server("2027-05-31T12:00:00Z").await;
     let first = s
         .submit(json!({"workflow": "flash", "targets": ["ams1-a02"]}))
         .await;

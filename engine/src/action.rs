@@ -30,6 +30,9 @@ pub struct StepContext {
     /// The step's input, or the operator's replacement given on retry.
     pub input: Value,
     pub run_input: Arc<Value>,
+    /// The run parameters the workflow declares sensitive: their values in `run_input`
+    /// are references (`SecretRef`), resolved only by the action that needs them.
+    pub sensitive: Arc<[String]>,
     pub targets: Arc<Vec<String>>,
     /// Outputs of the steps this one needs, by step name.
     pub needs: BTreeMap<String, Value>,

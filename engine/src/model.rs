@@ -363,6 +363,8 @@ pub struct Workflow {
     /// version whose declarations no longer read: its runs are refused at submit, with
     /// the reason.
     pub parameters: Result<Parameters, ParamError>,
+    /// The names of the parameters declared sensitive, handed to each attempt.
+    pub sensitive: Arc<[String]>,
     index: HashMap<String, usize>,
 }
 
@@ -707,6 +709,15 @@ fn check(
         deps,
         dependents,
         topo,
+        sensitive: match &parameters {
+            Ok(p) => {
+                p.0.iter()
+                    .filter(|(_, d)| d.sensitive)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            }
+            Err(_) => Arc::from([]),
+        },
         parameters,
         index,
     })

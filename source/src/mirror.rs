@@ -18,7 +18,8 @@ const MAX_FILE_BYTES: usize = 8 << 20;
 pub struct Snapshot {
     pub commit: String,
     pub summary: String,
-    /// `(path in the repository, contents)` of every `.yaml`/`.yml` file, sorted by path.
+    /// `(path in the repository, contents)` of every `.yaml`/`.yml` file and every script
+    /// under `scripts/`, sorted by path.
     pub files: Vec<(String, String)>,
 }
 
@@ -111,9 +112,10 @@ impl Mirror {
         let mut found = Vec::new();
         tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
             let name = entry.name().unwrap_or("");
-            let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");
-            if is_yaml && entry.kind() == Some(git2::ObjectType::Blob) {
-                found.push((format!("{dir}{name}"), entry.id()));
+            let path = format!("{dir}{name}");
+            let wanted = lariat_workflows::design::is_design_file(&path);
+            if wanted && entry.kind() == Some(git2::ObjectType::Blob) {
+                found.push((path, entry.id()));
             }
             TreeWalkResult::Ok
         })

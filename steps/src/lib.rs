@@ -165,6 +165,7 @@ mod tests {
             idempotency_key: format!("k/{attempt}"),
             input,
             run_input: Arc::new(Value::Null),
+            sensitive: Arc::from([]),
             targets: Arc::new(Vec::new()),
             needs: Default::default(),
             undoing: None,

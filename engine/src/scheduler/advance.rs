@@ -351,6 +351,7 @@ impl Cx<'_> {
             attempt,
             input,
             run_input: self.run.row.input.clone(),
+            sensitive: self.run.wf.sensitive.clone(),
             targets: self.run.row.targets.clone(),
             needs,
             undoing,

@@ -10,6 +10,7 @@
 mod assets;
 mod callback;
 mod design;
+mod exec;
 mod firmware;
 mod power;
 mod verify;
@@ -26,6 +27,7 @@ use serde_json::Value;
 pub use assets::StageAssets;
 pub use callback::AwaitCallback;
 pub use design::ValidateDesign;
+pub use exec::{Exec, KILL_GRACE, OUTPUT_LIMIT};
 pub use firmware::{FirmwareUpdate, FirmwareUpgrade};
 pub use power::{PowerCycle, PowerOff, PowerOn, SetBootDevice, SetPxe};
 pub use verify::Verify;
@@ -146,7 +148,8 @@ impl Provisioning {
             .register("await_callback", with_params(AwaitCallback(p())))
             .register("verify", with_params(Verify(p())))
             .register("firmware_update", with_params(FirmwareUpdate(p())))
-            .register("firmware_upgrade", with_params(FirmwareUpgrade(p())));
+            .register("firmware_upgrade", with_params(FirmwareUpgrade(p())))
+            .register("exec", with_params(Exec(p())));
     }
 
     async fn for_host(&self, host: &str) -> Result<CurrentDesign, StepError> {

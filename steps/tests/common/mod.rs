@@ -19,6 +19,7 @@ pub fn attempt(item: Option<&str>, targets: &[&str], input: Value, attempt: u32)
         idempotency_key: format!("r/step[{}]/{attempt}", item.unwrap_or("")),
         input,
         run_input: Arc::new(json!({})),
+        sensitive: Arc::from([]),
         targets: Arc::new(targets.iter().map(|t| t.to_string()).collect()),
         needs: Default::default(),
         undoing: None,

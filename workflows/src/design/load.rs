@@ -605,11 +605,7 @@ pub(crate) fn read_dir(dir: &Path, findings: &mut Vec<Finding>) -> Vec<(String, 
             match entry.file_type() {
                 Ok(t) if t.is_dir() => stack.push(p),
                 _ => {
-                    let is_yaml = matches!(
-                        p.extension().and_then(|e| e.to_str()),
-                        Some("yaml") | Some("yml")
-                    );
-                    if is_yaml {
+                    if super::is_design_file(&rel(dir, &p)) {
                         paths.push(p);
                     }
                 }

@@ -51,6 +51,7 @@
 //! | `window-too-short` | error | a template step whose window is open for less than the step needs left to start (its cutoff, else its timeout): it would never start |
 //! | `unknown-label` | error | a template step whose `for_each.max_per` counts hosts by a label no host or host profile sets (keys are `site`, `rack` or a label) |
 //! | `invalid-parameter` | error | a workflow template parameter declaration that is wrong (default of the wrong type, sensitive or required with a default, bad name) |
+//! | `missing-script` | error | a template step `exec`s a script the design repository does not have (scripts are the files of its `scripts/` folders) |
 //! | `unused-profile` | warning | a host profile no host or profile uses |
 //!
 //! Each rule has a broken design in `examples/broken/<rule-id>/` that produces exactly
@@ -159,6 +160,8 @@ pub struct Design {
     boot_profiles: BTreeMap<String, BootProfile>,
     windows: BTreeMap<String, MaintenanceWindow>,
     templates: BTreeMap<String, WorkflowTemplate>,
+    /// Files under `scripts/`, by path in the repository: what `exec` steps run.
+    scripts: BTreeMap<String, Arc<str>>,
     /// Documents that were named but failed their schema: references to them resolve,
     /// so that one mistake is reported once.
     broken: HashSet<(Kind, String)>,
@@ -188,6 +191,25 @@ pub fn load_dir(dir: &Path) -> Loaded {
     loaded.report.findings = findings;
     sort_findings(&mut loaded.report.findings);
     loaded
+}
+
+/// The folder name scripts of `exec` steps live in, anywhere in a design repository.
+pub const SCRIPTS_DIR: &str = "scripts";
+
+/// Whether `path` (from the repository's root) is a script `exec` steps may run: a file
+/// in a `scripts` folder (`scripts/raid.sh`, `design/scripts/bios/set.sh`), hidden
+/// entries excepted.
+pub fn is_script(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    let Some((_file, folders)) = parts.split_last() else {
+        return false;
+    };
+    folders.contains(&SCRIPTS_DIR) && parts.iter().all(|p| !p.is_empty() && !p.starts_with('.'))
+}
+
+/// Whether `path` is part of a design: a YAML file, or a script.
+pub fn is_design_file(path: &str) -> bool {
+    is_script(path) || path.ends_with(".yaml") || path.ends_with(".yml")
 }
 
 /// Loads in-memory files given as (relative path, contents); see [`load_dir`].
@@ -223,7 +245,14 @@ pub fn load_files_timed(files: &[(String, String)]) -> TimedLoad {
         owned = v;
         &owned
     };
-    load::parse_files(sorted, &mut design, &mut findings);
+    // Scripts are carried as they are; every other file is YAML documents.
+    let (scripts, documents): (Vec<_>, Vec<_>) =
+        sorted.iter().cloned().partition(|(p, _)| is_script(p));
+    design.scripts = scripts
+        .into_iter()
+        .map(|(p, t)| (p, Arc::from(t)))
+        .collect();
+    load::parse_files(&documents, &mut design, &mut findings);
     let t1 = Instant::now();
     design.resolve_all();
     let t2 = Instant::now();
@@ -374,6 +403,16 @@ impl Design {
         self.templates.get(name)
     }
     /// Every workflow template, by name.
+    pub fn script(&self, path: &str) -> Option<&Arc<str>> {
+        self.scripts.get(path)
+    }
+
+    /// The scripts' paths, sorted.
+    pub fn script_paths(&self) -> impl Iterator<Item = &str> {
+        self.scripts.keys().map(String::as_str)
+    }
+
+    /// Every workflow template.
     pub fn templates(&self) -> impl Iterator<Item = &WorkflowTemplate> {
         self.templates.values()
     }

@@ -76,6 +76,9 @@ mod tests {
         format!("kind: Host\nname: {name}\nspec:\n{site}  rack: r1\n")
     }
 
+    /// A script whose text would read as two YAML documents.
+    const SCRIPT: &str = "#!/bin/sh\necho kind: Host\n---\necho name: b1\n";
+
     #[test]
     fn keeps_the_sites_own_hosts_and_everything_else() {
         let mixed = [
@@ -87,6 +90,7 @@ mod tests {
         let files = vec![
             ("hosts/b.yaml".to_string(), host("b2", Some("b"))),
             ("hosts/mixed.yaml".to_string(), mixed),
+            ("scripts/raid.sh".to_string(), SCRIPT.to_string()),
             ("sites.yaml".to_string(), SITES.to_string()),
         ];
         let loaded = load_files(&files);
@@ -94,11 +98,16 @@ mod tests {
         let paths: Vec<&str> = part.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
             paths,
-            ["hosts/mixed.yaml", "sites.yaml"],
+            ["hosts/mixed.yaml", "scripts/raid.sh", "sites.yaml"],
             "b.yaml is all b's"
         );
-        assert_eq!(part[1].1, SITES, "an untouched file is kept as it was");
+        assert_eq!(part[2].1, SITES, "an untouched file is kept as it was");
         let mine = load_files(&part);
+        assert_eq!(
+            mine.design.script("scripts/raid.sh").map(|s| &**s),
+            Some(SCRIPT),
+            "scripts travel as they are"
+        );
         let mut names: Vec<&str> = mine.design.hosts().map(|h| h.name.as_str()).collect();
         names.sort();
         assert_eq!(names, ["a1", "n1"]);

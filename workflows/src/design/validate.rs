@@ -1078,6 +1078,44 @@ fn windows(design: &Design, out: &mut Vec<Finding>) {
 /// A template step's `for_each.max_per`: each key a host grouping that exists (`site`,
 /// `rack`, or a label some host or host profile sets). Under a key nobody sets, every
 /// host would be in one group, which is never what the author meant.
+/// An `exec` step's script must be in the design's `scripts/` (one given by a run
+/// parameter is checked when the step runs).
+fn step_script(
+    design: &Design,
+    out: &mut Vec<Finding>,
+    template: &str,
+    step_name: &str,
+    step: &Value,
+) {
+    let script = step.get("input").and_then(|i| i.get("script"));
+    let Some(path) = script.and_then(Value::as_str) else {
+        out.push(err(
+            "missing-script",
+            Kind::WorkflowTemplate,
+            template,
+            format!("spec.steps[{step_name}].input.script"),
+            format!(
+                "WorkflowTemplate '{template}': step '{step_name}' runs exec without `input.script` (the path of a file in a scripts/ folder of the design repository)"
+            ),
+        ));
+        return;
+    };
+    if path.starts_with("${params.") || design.script(path).is_some() {
+        return;
+    }
+    let known: Vec<&str> = design.script_paths().collect();
+    out.push(err(
+        "missing-script",
+        Kind::WorkflowTemplate,
+        template,
+        format!("spec.steps[{step_name}].input.script"),
+        format!(
+            "WorkflowTemplate '{template}': step '{step_name}' runs script '{path}', which the design repository does not have (scripts: {})",
+            if known.is_empty() { "none in a scripts/ folder".to_string() } else { known.join(", ") }
+        ),
+    ));
+}
+
 fn step_rolling_limits(
     design: &Design,
     out: &mut Vec<Finding>,
@@ -1251,6 +1289,9 @@ fn templates(design: &Design, out: &mut Vec<Finding>) {
             step_names.insert(step_name);
             step_window(design, out, n, step_name, step);
             step_rolling_limits(design, out, n, step_name, step);
+            if action == Some("exec") {
+                step_script(design, out, n, step_name, step);
+            }
         }
     }
 }
