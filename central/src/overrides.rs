@@ -284,9 +284,9 @@ impl Overrides {
                 "window override ended"
             );
         }
-        if !ended.is_empty() {
-            self.publish().await?;
-        }
+        // Even when nothing ended: a publish that failed after an earlier change is
+        // made good by the next call.
+        self.publish().await?;
         Ok(ended)
     }
 

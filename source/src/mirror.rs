@@ -126,14 +126,28 @@ impl Mirror {
                 .repo
                 .find_blob(id)
                 .map_err(|e| SourceError::git(format!("read {path}"), e))?;
+            // A script that cannot be carried (a binary helper, an outsized file in some
+            // scripts/ folder) is left out with a warning rather than failing the design;
+            // a step that runs it says it is missing.
+            let script = lariat_workflows::design::is_script(&path);
             if blob.size() > MAX_FILE_BYTES {
+                if script {
+                    tracing::warn!(%path, bytes = blob.size(), "script left out of the design: over {MAX_FILE_BYTES} bytes");
+                    continue;
+                }
                 return Err(SourceError::FileTooLarge {
                     path,
                     bytes: blob.size(),
                 });
             }
-            let text = String::from_utf8(blob.content().to_vec())
-                .map_err(|_| SourceError::NotUtf8(path.clone()))?;
+            let text = match String::from_utf8(blob.content().to_vec()) {
+                Ok(t) => t,
+                Err(_) if script => {
+                    tracing::warn!(%path, "script left out of the design: not UTF-8 text");
+                    continue;
+                }
+                Err(_) => return Err(SourceError::NotUtf8(path.clone())),
+            };
             files.push((path, text));
         }
         files.sort_by(|a, b| a.0.cmp(&b.0));

@@ -103,8 +103,10 @@ async fn the_result_file_wins_over_stdout_and_output_is_kept_to_its_end() {
 #[tokio::test]
 async fn a_secret_reaches_the_script_by_file_only_and_never_comes_back() {
     const SECRET: &str = "hunter2-7f3a9c";
-    // SAFETY of the test: one variable of its own name, set before any script runs.
-    unsafe { std::env::set_var("LARIAT_TEST_EXEC_SECRET", SECRET) };
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret_file = secret_dir.path().join("pw");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let reference = json!({"file": secret_file.display().to_string()});
     let e = exec(&[(
         "scripts/leak.sh",
         r#"#!/bin/sh
@@ -112,12 +114,15 @@ pw=$(cat "$LARIAT_SECRET_BMC_PASSWORD_FILE")
 echo "the password is $pw"
 echo "stderr has $pw too" >&2
 env | grep -c hunter2 >&2 || true
-echo "{\"pw\": \"$pw\", \"mode\": \"$(stat -c %a "$LARIAT_SECRET_BMC_PASSWORD_FILE")\", \"env\": \"$(env | grep -c LARIAT_TEST_EXEC_SECRET)\"}" > "$LARIAT_RESULT"
+echo "{\"pw\": \"$pw\", \"mode\": \"$(stat -c %a "$LARIAT_SECRET_BMC_PASSWORD_FILE")\", \"env\": \"$(env | grep -c ^CARGO_)\"}" > "$LARIAT_RESULT"
 "#,
     )]);
-    let params = json!({"bmc_password": {"env": "LARIAT_TEST_EXEC_SECRET"}, "user": "admin"});
-    let input =
-        json!({"script": "scripts/leak.sh", "password": {"env": "LARIAT_TEST_EXEC_SECRET"}});
+    assert!(
+        std::env::var("CARGO_PKG_NAME").is_ok(),
+        "cargo gives the test its variables"
+    );
+    let params = json!({"bmc_password": reference.clone(), "user": "admin"});
+    let input = json!({"script": "scripts/leak.sh", "password": params["bmc_password"]});
     let out = common::finished(&e, ctx(input, params, &["bmc_password"]))
         .await
         .unwrap();
@@ -148,7 +153,7 @@ echo "{\"pw\": \"$pw\", \"mode\": \"$(stat -c %a "$LARIAT_SECRET_BMC_PASSWORD_FI
         "scripts/fail.sh",
         "echo \"bad $(cat $LARIAT_SECRET_BMC_PASSWORD_FILE)\" >&2; exit 3\n",
     )]);
-    let params = json!({"bmc_password": {"env": "LARIAT_TEST_EXEC_SECRET"}});
+    let params = json!({"bmc_password": reference});
     let err = common::finished(
         &e,
         ctx(
@@ -262,5 +267,48 @@ async fn a_missing_script_or_bad_input_is_named() {
             .unwrap_err();
         assert_eq!(err.kind, "bad_input", "{input}");
         assert!(err.message.contains(names), "{input}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn an_attempt_given_up_on_still_stops_its_script_gently_and_cleans_up() {
+    let marks = tempfile::tempdir().unwrap();
+    let m = marks.path().display().to_string();
+    let e = exec(&[(
+        "scripts/slow.sh",
+        // Says goodbye on TERM; its child ignores TERM and must be killed.
+        "#!/bin/sh\ntrap 'echo bye > \"$1/term\"; exit 1' TERM\n(trap '' TERM; sleep 300) &\necho $$ $! \"$LARIAT_WORKDIR\" > \"$1/pids\"\nwhile true; do sleep 1; done\n",
+    )]);
+    let c = ctx(
+        json!({"script": "scripts/slow.sh", "args": [m]}),
+        json!({}),
+        &[],
+    );
+    // The engine drops an attempt's future past its timeout: so does this.
+    let gave_up = tokio::time::timeout(Duration::from_millis(1500), common::finished(&e, c)).await;
+    assert!(gave_up.is_err(), "the script was still running");
+    let deadline = Instant::now() + KILL_GRACE + Duration::from_secs(10);
+    let pids = std::fs::read_to_string(marks.path().join("pids")).expect("the script started");
+    let parts: Vec<&str> = pids.split_whitespace().collect();
+    loop {
+        let term = marks.path().join("term").exists();
+        let alive = parts[..2].iter().any(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            !stat.is_empty()
+                && stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|s| s.split_whitespace().next())
+                    != Some("Z")
+        });
+        let folder = std::path::Path::new(parts[2]).exists();
+        if term && !alive && !folder {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the attempt was dropped: TERM seen {term}, processes alive {alive}, folder left {folder}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -548,43 +548,64 @@ impl<'a> Effective<'a> {
         match self.by {
             None => s.opening_at(now, horizon),
             Some(o) if o.action == OverrideAction::Close => None,
-            // Open until the override ends, and on through a scheduled opening it runs into.
+            // Open until the override ends, and on through a scheduled opening it runs
+            // into, unless an earlier close that outlasts it takes over then.
             Some(o) => Some(Opening {
                 opens_at: s
                     .opening_at(now, now)
                     .map_or(o.from, |c| c.opens_at.min(o.from)),
-                closes_at: s
-                    .opening_at(o.until, horizon.max(o.until))
-                    .map_or(o.until, |c| c.closes_at.max(o.until)),
+                closes_at: if self.resumes_at(o, OverrideAction::Close) {
+                    o.until
+                } else {
+                    s.opening_at(o.until, horizon.max(o.until))
+                        .map_or(o.until, |c| c.closes_at.max(o.until))
+                },
             }),
         }
     }
 
     /// The first moment from `t` on when it is open.
     fn open_from(&self, t: i64) -> Option<i64> {
-        match self.by {
+        let from_schedule = match self.by {
             Some(o) if o.action == OverrideAction::Open && t < o.until => Some(t.max(o.from)),
             Some(o) if o.action == OverrideAction::Close && t < o.until => {
-                // An earlier open override that outlasts this close takes over at its end.
-                let resumes = self.live.iter().any(|x| {
-                    x.action == OverrideAction::Open && x.seq < o.seq && x.in_force(o.until)
-                });
-                if resumes {
+                if self.resumes_at(o, OverrideAction::Open) {
                     Some(o.until)
                 } else {
                     self.w.schedule.open_from(o.until)
                 }
             }
             _ => self.w.schedule.open_from(t),
+        };
+        // An override not in force yet (an executor whose clock is behind the one that
+        // made it) is asked about again when it begins.
+        let pending = self.live.iter().map(|o| o.from).filter(|f| *f > t).min();
+        match (from_schedule, pending) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
     /// The first start after `now` while it is closed now.
     fn next_start(&self, now: i64) -> Option<i64> {
         match self.by {
+            Some(o)
+                if o.action == OverrideAction::Close
+                    && self.resumes_at(o, OverrideAction::Open) =>
+            {
+                Some(o.until)
+            }
             Some(o) if o.action == OverrideAction::Close => self.w.schedule.open_from(o.until),
             _ => self.w.schedule.next_start(now),
         }
+    }
+
+    /// Whether an earlier override with `action`, still in force when `o` ends, takes
+    /// over then.
+    fn resumes_at(&self, o: &Override, action: OverrideAction) -> bool {
+        self.live
+            .iter()
+            .any(|x| x.action == action && x.seq < o.seq && x.in_force(o.until))
     }
 }
 

@@ -18,9 +18,10 @@
 //! kept up to [`OUTPUT_LIMIT`] each (their ends), with every resolved secret replaced by
 //! `[secret]` there, in `result` and in an error. A status other than 0 fails the attempt
 //! (retryable, as the step's retry policy says) with the end of stderr. The script runs
-//! in a process group of its own: cancellation and the step's timeout kill the whole
-//! group (TERM, then KILL after [`KILL_GRACE`]), and what the script left running when it
-//! exited is killed too.
+//! in a process group of its own, read by the interpreter its `#!` line names (sh
+//! without one): cancellation and the step's timeout stop the whole group (TERM, then
+//! KILL after [`KILL_GRACE`]), and what the script left running when it exited is killed
+//! too, by a supervisor task that outlives an attempt the engine gave up on.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -34,6 +35,7 @@ use lariat_engine::params::SecretRef;
 use lariat_engine::{Action, Output, StepContext, StepError};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
 
 use super::Provisioning;
 
@@ -104,23 +106,60 @@ fn env_name(param: &str) -> String {
     param.to_ascii_uppercase()
 }
 
-/// The resolved secrets of an attempt, to scrub from all it returns.
+/// The resolved secrets of an attempt, to scrub from all it returns: each as it is and
+/// as JSON writes it inside a string, longest first so that a secret inside another does
+/// not break the longer one's replacement.
 struct Secrets(Vec<String>);
 
 impl Secrets {
+    fn new(values: Vec<String>) -> Secrets {
+        let mut forms: Vec<String> = Vec::new();
+        for v in values.into_iter().filter(|v| !v.is_empty()) {
+            let quoted = serde_json::to_string(&v).unwrap_or_default();
+            let escaped = quoted
+                .strip_prefix('"')
+                .and_then(|q| q.strip_suffix('"'))
+                .unwrap_or_default()
+                .to_string();
+            if !escaped.is_empty() && escaped != v {
+                forms.push(escaped);
+            }
+            forms.push(v);
+        }
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms.dedup();
+        Secrets(forms)
+    }
+
+    /// The longest form, in bytes: how much more of a stream to keep so that a secret cut
+    /// by the limit is still whole when scrubbed.
+    fn longest(&self) -> usize {
+        self.0.first().map_or(0, String::len)
+    }
+
     fn scrub(&self, text: &str) -> String {
         let mut out = text.to_string();
         for s in &self.0 {
-            if !s.is_empty() {
-                out = out.replace(s.as_str(), "[secret]");
-            }
+            out = out.replace(s.as_str(), "[secret]");
         }
         out
+    }
+
+    /// A stream's tail, scrubbed, then cut to [`OUTPUT_LIMIT`].
+    fn finish(&self, (bytes, cut): &(Vec<u8>, bool)) -> (String, bool) {
+        let text = self.scrub(&String::from_utf8_lossy(bytes));
+        if text.len() <= OUTPUT_LIMIT {
+            return (text, *cut);
+        }
+        (last_bytes(&text, OUTPUT_LIMIT).to_string(), true)
     }
 
     fn scrub_value(&self, v: Value) -> Value {
         match v {
             Value::String(s) => Value::String(self.scrub(&s)),
+            Value::Number(n) if self.0.iter().any(|s| *s == n.to_string()) => {
+                Value::String("[secret]".into())
+            }
             Value::Array(a) => Value::Array(a.into_iter().map(|x| self.scrub_value(x)).collect()),
             Value::Object(m) => Value::Object(
                 m.into_iter()
@@ -129,6 +168,19 @@ impl Secrets {
             ),
             other => other,
         }
+    }
+}
+
+/// The interpreter a script names on its `#!` line, with its one argument; `/bin/sh`
+/// for a script without one.
+fn interpreter_of(script: &str) -> (String, Option<String>) {
+    let Some(line) = script.strip_prefix("#!").and_then(|r| r.lines().next()) else {
+        return ("/bin/sh".into(), None);
+    };
+    let line = line.trim();
+    match line.split_once(char::is_whitespace) {
+        Some((i, a)) if !a.trim().is_empty() => (i.to_string(), Some(a.trim().to_string())),
+        _ => (line.to_string(), None),
     }
 }
 
@@ -143,25 +195,26 @@ fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StepError> 
         .map_err(|e| setup_error(&format!("setting the mode of {}", path.display()), e))
 }
 
-/// Reads a stream to its end, keeping its last `limit` bytes.
-async fn tail_of(mut r: impl AsyncRead + Unpin, limit: usize) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    let mut cut = false;
+/// What a stream said: its last bytes, and whether earlier ones were dropped.
+type Tail = Arc<std::sync::Mutex<(Vec<u8>, bool)>>;
+
+/// Reads a stream to its end into `tail`, keeping its last `limit` bytes.
+async fn read_tail(mut r: impl AsyncRead + Unpin, limit: usize, tail: Tail) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                kept.extend_from_slice(&buf[..n]);
-                if kept.len() > limit {
-                    let extra = kept.len() - limit;
-                    kept.drain(..extra);
-                    cut = true;
+                let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+                t.0.extend_from_slice(&buf[..n]);
+                if t.0.len() > limit {
+                    let extra = t.0.len() - limit;
+                    t.0.drain(..extra);
+                    t.1 = true;
                 }
             }
         }
     }
-    (kept, cut)
 }
 
 /// Signals every process of the group `pgid`.
@@ -180,13 +233,106 @@ fn signal_group(pgid: u32, sig: libc::c_int) {
     }
 }
 
-/// Kills a script's process group when dropped: when the attempt's future is dropped
-/// (the engine gives up on an attempt past its timeout), no process of it stays behind.
-struct GroupGuard(u32);
+/// Waits until process `pid` has exited without reaping it: while its zombie stands,
+/// its pid, and so its group's id, cannot be given to another process, so signalling
+/// the group afterwards can only reach what the script left behind.
+fn exited_unreaped(pid: u32) {
+    let id: libc::id_t = pid;
+    loop {
+        // SAFETY: waitid(2) writes only into `info`, a zeroed siginfo_t we own.
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT)
+        };
+        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
 
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        signal_group(self.0, libc::SIGKILL);
+/// How a script's run ended, as its supervisor saw it.
+struct Ran {
+    /// None: stopped (cancelled, timed out, or the attempt given up on).
+    status: Option<std::process::ExitStatus>,
+    out: (Vec<u8>, bool),
+    err: (Vec<u8>, bool),
+    /// The result file, when the script wrote one: its text, or why it cannot be read.
+    result: Option<Result<String, String>>,
+}
+
+/// Runs a started script to its end, or stops it when `stop` or `cancel` fires: TERM to
+/// its group, KILL after [`KILL_GRACE`]. Whatever the script left running in its group
+/// is killed before the leader is reaped; the working folder goes last. It runs as a
+/// task of its own, so an attempt whose future is dropped (the engine gives up on it
+/// past its timeout) still stops its script the same way and cleans up.
+async fn supervise(
+    mut child: tokio::process::Child,
+    work: tempfile::TempDir,
+    limit: usize,
+    stop: CancellationToken,
+    cancel: CancellationToken,
+) -> Ran {
+    let pid = child.id().unwrap_or(0);
+    let out: Tail = Default::default();
+    let err: Tail = Default::default();
+    let readers = [
+        tokio::spawn(read_tail(
+            child.stdout.take().expect("piped"),
+            limit,
+            out.clone(),
+        )),
+        tokio::spawn(read_tail(
+            child.stderr.take().expect("piped"),
+            limit,
+            err.clone(),
+        )),
+    ];
+    let mut exited = tokio::task::spawn_blocking(move || exited_unreaped(pid));
+    let stopped = tokio::select! {
+        _ = &mut exited => false,
+        _ = stop.cancelled() => true,
+        _ = cancel.cancelled() => true,
+    };
+    if stopped {
+        signal_group(pid, libc::SIGTERM);
+        if tokio::time::timeout(KILL_GRACE, &mut exited).await.is_err() {
+            signal_group(pid, libc::SIGKILL);
+            let _ = exited.await;
+        }
+    }
+    // The leader is a zombie now: its group id is still its own.
+    signal_group(pid, libc::SIGKILL);
+    let status = child.wait().await.ok();
+    // A process that left the group (setsid) may hold the pipes: what was read is kept.
+    for r in readers {
+        let abort = r.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), r)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+    let take = |t: &Tail| std::mem::take(&mut *t.lock().unwrap_or_else(|e| e.into_inner()));
+    let result_file = work.path().join("result.json");
+    let result = match std::fs::symlink_metadata(&result_file) {
+        _ if stopped => None,
+        Err(_) => None,
+        Ok(m) if !m.is_file() => Some(Err("it is not a regular file".to_string())),
+        Ok(m) if m.len() > RESULT_LIMIT => {
+            Some(Err(format!("it is {} bytes, over {RESULT_LIMIT}", m.len())))
+        }
+        Ok(_) => Some(std::fs::read_to_string(&result_file).map_err(|e| e.to_string())),
+    };
+    let folder = work.path().display().to_string();
+    if let Err(e) = work.close() {
+        tracing::warn!("exec: the working folder {folder} could not be removed: {e}");
+    }
+    Ran {
+        status: if stopped { None } else { status },
+        out: take(&out),
+        err: take(&err),
+        result,
     }
 }
 
@@ -241,7 +387,7 @@ impl Action for Exec {
         let result_file = dir.join("result.json");
 
         let mut env: BTreeMap<String, String> = BTreeMap::new();
-        let mut secrets = Secrets(Vec::new());
+        let mut resolved = Vec::new();
         let run_params = ctx.run_input.as_object().cloned().unwrap_or_default();
         for (name, value) in &run_params {
             if ctx.sensitive.iter().any(|s| s == name) {
@@ -265,7 +411,7 @@ impl Action for Exec {
                     format!("LARIAT_SECRET_{}_FILE", env_name(name)),
                     file.display().to_string(),
                 );
-                secrets.0.push(secret);
+                resolved.push(secret);
             } else {
                 let text = match value {
                     Value::String(s) => s.clone(),
@@ -274,6 +420,7 @@ impl Action for Exec {
                 env.insert(format!("LARIAT_PARAM_{}", env_name(name)), text);
             }
         }
+        let secrets = Secrets::new(resolved);
         let dir_text = dir.display().to_string();
         env.insert("PATH".into(), SAFE_PATH.into());
         env.insert("HOME".into(), dir_text.clone());
@@ -291,67 +438,48 @@ impl Action for Exec {
             env.insert("LARIAT_HOST".into(), h.clone());
         }
 
-        // A script without `#!` is a shell script, as for sh(1).
-        let mut cmd = if script.starts_with("#!") {
-            tokio::process::Command::new(&script_file)
-        } else {
-            let mut c = tokio::process::Command::new("/bin/sh");
-            c.arg(&script_file);
-            c
-        };
-        cmd.args(&call.args)
+        // The interpreter runs the script as a file it reads, rather than the kernel
+        // exec'ing it: no `noexec` working folder and no ETXTBSY from a fork of another
+        // thread that still holds the file's write descriptor. Without `#!`, sh(1).
+        let (interpreter, interpreter_arg) = interpreter_of(&script);
+        let mut cmd = tokio::process::Command::new(&interpreter);
+        if let Some(a) = &interpreter_arg {
+            cmd.arg(a);
+        }
+        cmd.arg(&script_file)
+            .args(&call.args)
             .current_dir(dir)
             .env_clear()
             .envs(&env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
+            .process_group(0);
+        let child = cmd.spawn().map_err(|e| {
             StepError::fatal(
                 "exec_failed",
-                format!("exec: cannot start {}: {e}", call.script),
+                format!("exec: cannot start {} with {interpreter}: {e}", call.script),
             )
         })?;
-        let pgid = child.id().unwrap_or(0);
-        let _group = GroupGuard(pgid);
-        tracing::info!(run = %ctx.run_id, step = %ctx.step, attempt = ctx.attempt, script = %call.script, pgid, "exec started");
-        let stdout = tokio::spawn(tail_of(child.stdout.take().expect("piped"), OUTPUT_LIMIT));
-        let stderr = tokio::spawn(tail_of(child.stderr.take().expect("piped"), OUTPUT_LIMIT));
-
-        let status = tokio::select! {
-            s = child.wait() => s,
-            _ = ctx.cancel.cancelled() => {
-                signal_group(pgid, libc::SIGTERM);
-                if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
-                    signal_group(pgid, libc::SIGKILL);
-                    let _ = child.wait().await;
-                }
-                signal_group(pgid, libc::SIGKILL);
-                let _ = tokio::time::timeout(Duration::from_secs(2), stdout).await;
-                let _ = tokio::time::timeout(Duration::from_secs(2), stderr).await;
-                return Err(StepError::retryable(
-                    "cancelled",
-                    format!("exec: {} stopped (the attempt was cancelled or timed out); its process group was killed", call.script),
-                ));
-            }
+        tracing::info!(run = %ctx.run_id, step = %ctx.step, attempt = ctx.attempt, script = %call.script, pgid = child.id().unwrap_or(0), "exec started");
+        let stop = CancellationToken::new();
+        // Dropped with this attempt's future, it tells the supervisor to stop the script.
+        let _stop_on_drop = stop.clone().drop_guard();
+        let limit = OUTPUT_LIMIT + secrets.longest();
+        let ran = tokio::spawn(supervise(child, work, limit, stop, ctx.cancel.clone()))
+            .await
+            .map_err(|e| setup_error("supervising the script", e))?;
+        let (out, out_cut) = secrets.finish(&ran.out);
+        let (err, err_cut) = secrets.finish(&ran.err);
+        let Some(status) = ran.status else {
+            return Err(StepError::retryable(
+                "cancelled",
+                format!(
+                    "exec: {} stopped (the attempt was cancelled or timed out); its process group was killed",
+                    call.script
+                ),
+            ));
         };
-        // Whatever it left behind in its group goes too, and with it the pipes' last
-        // writers.
-        signal_group(pgid, libc::SIGKILL);
-        let status = status.map_err(|e| setup_error("waiting for the script", e))?;
-        let grab = |h: tokio::task::JoinHandle<(Vec<u8>, bool)>| async move {
-            match tokio::time::timeout(Duration::from_secs(5), h).await {
-                Ok(Ok(v)) => v,
-                _ => (Vec::new(), true),
-            }
-        };
-        let (out, out_cut) = grab(stdout).await;
-        let (err, err_cut) = grab(stderr).await;
-        let out = secrets.scrub(&String::from_utf8_lossy(&out));
-        let err = secrets.scrub(&String::from_utf8_lossy(&err));
-
         if !status.success() {
             let how = match (
                 status.code(),
@@ -370,29 +498,21 @@ impl Action for Exec {
                 ),
             ));
         }
-        let result = match std::fs::metadata(&result_file) {
-            Ok(m) if m.len() > RESULT_LIMIT => {
-                return Err(StepError::fatal(
-                    "bad_result",
-                    format!(
-                        "exec: {}'s result file is {} bytes, over {RESULT_LIMIT}",
-                        call.script,
-                        m.len()
-                    ),
-                ));
-            }
-            Ok(_) => {
-                let text = std::fs::read_to_string(&result_file)
-                    .map_err(|e| setup_error("reading the result file", e))?;
-                let v: Value = serde_json::from_str(&text).map_err(|e| {
-                    StepError::fatal(
-                        "bad_result",
-                        format!("exec: {}'s result file is not JSON: {e}", call.script),
-                    )
-                })?;
-                v
-            }
-            Err(_) => serde_json::from_str(out.trim()).unwrap_or(Value::Null),
+        let bad_result = |why: String| {
+            StepError::fatal(
+                "bad_result",
+                format!(
+                    "exec: {}'s result file: {}",
+                    call.script,
+                    secrets.scrub(&why)
+                ),
+            )
+        };
+        let result = match ran.result {
+            Some(Ok(text)) => serde_json::from_str(&text)
+                .map_err(|e| bad_result(format!("it is not JSON: {e}")))?,
+            Some(Err(why)) => return Err(bad_result(why)),
+            None => serde_json::from_str(out.trim()).unwrap_or(Value::Null),
         };
         Ok(Output::Done(json!({
             "script": call.script,

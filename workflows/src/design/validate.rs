@@ -1100,7 +1100,8 @@ fn step_script(
         ));
         return;
     };
-    if path.starts_with("${params.") || design.script(path).is_some() {
+    // A path made from run parameters is checked when the step runs.
+    if path.contains("${") || design.script(path).is_some() {
         return;
     }
     let known: Vec<&str> = design.script_paths().collect();

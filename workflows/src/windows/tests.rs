@@ -473,3 +473,39 @@ fn an_open_override_that_outlasts_a_close_takes_over_when_the_close_ends() {
         d => panic!("{d:?}"),
     }
 }
+
+#[test]
+fn a_close_that_outlasts_a_later_open_takes_over_when_the_open_ends() {
+    let w = design(DESIGN);
+    let h = vec!["a02".to_string()];
+    // fw is open 02:00-04:00 by its schedule; closed from 01:00 to 05:00, opened 01:30-02:30.
+    let t = utc_ms(2027, 6, 1, 1, 0, 0);
+    let o = [
+        ov(1, "fw", OverrideAction::Close, t, t + 4 * HOUR),
+        ov(2, "fw", OverrideAction::Open, t + 30 * MIN, t + 90 * MIN),
+    ];
+    assert_eq!(
+        w.decide_with("fw", &h, t + 40 * MIN, 10 * MIN, &o),
+        Decision::Start {
+            closes_at: t + 90 * MIN
+        },
+        "the open ends into the close, not into the scheduled opening"
+    );
+    assert!(matches!(
+        w.decide_with("fw", &h, t + 70 * MIN, 30 * MIN, &o),
+        Decision::Wait { .. }
+    ));
+}
+
+#[test]
+fn an_override_not_in_force_yet_is_asked_about_when_it_begins() {
+    let w = design(DESIGN);
+    let h = vec!["a02".to_string()];
+    let noon = utc_ms(2027, 6, 1, 12, 0, 0);
+    // Made by a clock a few seconds ahead of this executor's.
+    let o = [ov(1, "fw", OverrideAction::Open, noon + 3_000, noon + HOUR)];
+    match w.decide_with("fw", &h, noon, 0, &o) {
+        Decision::Wait { recheck_at, .. } => assert_eq!(recheck_at, Some(noon + 3_000)),
+        d => panic!("{d:?}"),
+    }
+}
