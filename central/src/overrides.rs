@@ -70,6 +70,8 @@ pub struct NewOverride {
     pub window: String,
     pub action: OverrideAction,
     pub site: Option<String>,
+    /// From when: now, by the clock `until` was reckoned by.
+    pub from: i64,
     pub until: i64,
     pub reason: String,
     pub who: String,
@@ -207,9 +209,8 @@ impl Overrides {
         )
     }
 
-    /// Makes an override, in force from now.
+    /// Makes an override, in force from `n.from`.
     pub async fn make(&self, n: NewOverride) -> Result<StoredOverride, DbError> {
-        let now = self.clock.now_ms();
         let id = Uuid::now_v7().to_string();
         let mut w = self.db.writer().await?;
         let row: Row = sqlx::query_as(concat!(
@@ -224,7 +225,7 @@ impl Overrides {
         .bind(&n.window)
         .bind(action_text(n.action))
         .bind(&n.site)
-        .bind(now)
+        .bind(n.from)
         .bind(n.until)
         .bind(&n.reason)
         .bind(&n.who)
@@ -335,6 +336,7 @@ mod tests {
             window: window.into(),
             action,
             site: site.map(str::to_string),
+            from: Clock::system().now_ms(),
             until,
             reason: "why".into(),
             who: "alice".into(),

@@ -287,6 +287,7 @@ async fn make_override(
             window: name.to_string(),
             action,
             site: req.site,
+            from: now,
             until,
             reason,
             who: caller.name.to_string(),
