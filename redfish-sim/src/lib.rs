@@ -673,15 +673,27 @@ async fn update_service(State(bmc): State<Arc<Bmc>>) -> Response {
 
 async fn inventory(State(bmc): State<Arc<Bmc>>) -> Response {
     let g = bmc.lock();
-    let members: Vec<Value> = g
-        .versions
-        .keys()
-        .map(|id| json!({"@odata.id": format!("{INVENTORY}/{id}")}))
-        .collect();
+    let members = g.versions.keys().map(|id| format!("{INVENTORY}/{id}"));
+    collection(
+        INVENTORY,
+        "#SoftwareInventoryCollection.SoftwareInventoryCollection",
+        "Firmware Inventory Collection",
+        members,
+    )
+}
+
+/// A Redfish resource collection of `members` (their `@odata.id`s).
+fn collection(
+    id: &str,
+    odata_type: &str,
+    name: &str,
+    members: impl Iterator<Item = String>,
+) -> Response {
+    let members: Vec<Value> = members.map(|m| json!({"@odata.id": m})).collect();
     axum::Json(json!({
-        "@odata.id": INVENTORY,
-        "@odata.type": "#SoftwareInventoryCollection.SoftwareInventoryCollection",
-        "Name": "Firmware Inventory Collection",
+        "@odata.id": id,
+        "@odata.type": odata_type,
+        "Name": name,
         "Members@odata.count": members.len(),
         "Members": members,
     }))
@@ -898,19 +910,16 @@ async fn task_service() -> Response {
 
 async fn tasks(State(bmc): State<Arc<Bmc>>) -> Response {
     let g = bmc.lock();
-    let members: Vec<Value> = g
+    let members = g
         .tasks
         .iter()
-        .map(|t| json!({"@odata.id": format!("/redfish/v1/TaskService/Tasks/{}", t.id)}))
-        .collect();
-    axum::Json(json!({
-        "@odata.id": "/redfish/v1/TaskService/Tasks",
-        "@odata.type": "#TaskCollection.TaskCollection",
-        "Name": "Task Collection",
-        "Members@odata.count": members.len(),
-        "Members": members,
-    }))
-    .into_response()
+        .map(|t| format!("/redfish/v1/TaskService/Tasks/{}", t.id));
+    collection(
+        "/redfish/v1/TaskService/Tasks",
+        "#TaskCollection.TaskCollection",
+        "Task Collection",
+        members,
+    )
 }
 
 async fn task(State(bmc): State<Arc<Bmc>>, Path(id): Path<String>) -> Response {

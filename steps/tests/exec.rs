@@ -31,6 +31,17 @@ fn exec(scripts: &[(&str, &str)]) -> Exec {
     )))))
 }
 
+/// Whether process `pid` still runs: neither gone nor a zombie waiting for a parent that
+/// is gone too.
+fn alive(pid: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().next());
+    !stat.is_empty() && state != Some("Z")
+}
+
 fn ctx(input: Value, params: Value, sensitive: &[&str]) -> StepContext {
     StepContext {
         run_input: Arc::new(params),
@@ -225,15 +236,9 @@ async fn cancellation_kills_the_whole_process_group() {
     assert_eq!(err.kind, "cancelled", "{err}");
     assert!(t0.elapsed() < KILL_GRACE + Duration::from_secs(5));
     for p in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-        // Gone, or a zombie waiting for a parent that is gone too.
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|s| s.split_whitespace().next());
         assert!(
-            stat.is_empty() || state == Some("Z"),
-            "process {p} survived the cancellation: {stat}"
+            !alive(&p.to_string()),
+            "process {p} survived the cancellation"
         );
     }
 }
@@ -292,15 +297,7 @@ async fn an_attempt_given_up_on_still_stops_its_script_gently_and_cleans_up() {
     let parts: Vec<&str> = pids.split_whitespace().collect();
     loop {
         let term = marks.path().join("term").exists();
-        let alive = parts[..2].iter().any(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            !stat.is_empty()
-                && stat
-                    .rsplit(')')
-                    .next()
-                    .and_then(|s| s.split_whitespace().next())
-                    != Some("Z")
-        });
+        let alive = parts[..2].iter().any(|p| alive(p));
         let folder = std::path::Path::new(parts[2]).exists();
         if term && !alive && !folder {
             break;

@@ -12,7 +12,7 @@ use lariat_api_types::{
     ClearOverrides, ClearedOverrides, ErrorBody, OverrideRequest, WindowDetail, WindowList,
     WindowOpening, WindowOverride, WindowScope, WindowStatus, WindowWaiter,
 };
-use lariat_central::{Central, NewOverride};
+use lariat_central::{Central, NewOverride, Registration};
 use lariat_workflows::design::schema::WindowMode;
 use lariat_workflows::windows::{Opening, Override, OverrideAction, Window, Windows};
 use serde_json::Value;
@@ -296,7 +296,7 @@ async fn make_override(
         .await
         .map_err(|e| HttpError::internal("recording the window override", &e))?;
     let mut body = made.body();
-    body.awaiting = awaiting(central, &body).await?;
+    body.awaiting = awaiting(&registrations(central).await?, &body);
     Ok((StatusCode::CREATED, Json(body)))
 }
 
@@ -354,18 +354,20 @@ fn span_of(text: &str) -> Result<i64, HttpError> {
     Ok(ms)
 }
 
-/// The agent sites an override is for that have not taken it yet.
-async fn awaiting(central: &Central, o: &WindowOverride) -> Result<Vec<String>, HttpError> {
-    let regs = central
+async fn registrations(central: &Central) -> Result<Vec<Registration>, HttpError> {
+    central
         .sites()
         .registrations()
         .await
-        .map_err(|e| HttpError::internal("reading the site agents", &e))?;
-    Ok(regs
-        .into_iter()
+        .map_err(|e| HttpError::internal("reading the site agents", &e))
+}
+
+/// The agent sites an override is for that have not taken it yet.
+fn awaiting(regs: &[Registration], o: &WindowOverride) -> Vec<String> {
+    regs.iter()
         .filter(|r| o.site.as_deref().is_none_or(|s| s == r.site) && r.overrides_seen < o.seq)
-        .map(|r| r.site)
-        .collect())
+        .map(|r| r.site.clone())
+        .collect()
 }
 
 /// The overrides in force now, as shown: at the centre with the agents that have not
@@ -377,15 +379,20 @@ async fn in_force_bodies(st: &AppState, now: i64) -> Result<Vec<WindowOverride>,
         .as_ref()
         .map(|f| f.borrow().clone())
         .unwrap_or_default();
-    let mut out = Vec::new();
-    for o in set.iter().filter(|o| o.in_force(now)) {
-        let mut body = lariat_central::override_body(o);
-        if let Some(c) = &st.central {
-            body.awaiting = awaiting(c, &body).await?;
-        }
-        out.push(body);
-    }
-    Ok(out)
+    // The agents' registrations are read once for all of them.
+    let regs = match &st.central {
+        Some(c) => registrations(c).await?,
+        None => Vec::new(),
+    };
+    Ok(set
+        .iter()
+        .filter(|o| o.in_force(now))
+        .map(|o| {
+            let mut body = lariat_central::override_body(o);
+            body.awaiting = awaiting(&regs, &body);
+            body
+        })
+        .collect())
 }
 
 async fn in_force(st: &AppState) -> Result<(Option<String>, Windows), HttpError> {
