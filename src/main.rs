@@ -3,6 +3,7 @@
 
 mod agent;
 mod cli;
+mod logs;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -14,6 +15,16 @@ use clap::{Parser, Subcommand};
     about = "Bare-metal provisioning: durable DAG workflows, site agents, boot services"
 )]
 struct Cli {
+    /// `text` for people, `json` for a log shipper: one object a line, with the run,
+    /// step, attempt, host and site of what it is about.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "LARIAT_LOG_FORMAT"
+    )]
+    log_format: logs::LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -31,13 +42,18 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LARIAT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let mut fixed = serde_json::Map::new();
+    match &cli.cmd {
+        Cmd::Server(_) => {
+            fixed.insert("process".into(), "server".into());
+        }
+        Cmd::Agent(a) => {
+            fixed.insert("process".into(), "agent".into());
+            fixed.insert("site".into(), a.site.clone().into());
+        }
+        Cmd::Client(_) => {}
+    }
+    logs::init(cli.log_format, fixed);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

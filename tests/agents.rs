@@ -909,6 +909,22 @@ async fn an_agent_speaks_for_its_site_by_client_certificate() {
     c.register_workflow(WORKFLOW.into(), lariat_client::DefinitionFormat::Yaml)
         .await
         .unwrap();
+    // The CLI reaches it with the private CA, and not without.
+    let cli = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["workflow", "list", "--server", &central.base])
+            .args(extra)
+            .env_remove("LARIAT_CA")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, text) = cli(&["--ca", &ca]);
+    assert!(ok && text.contains("site-gate"), "{text}");
+    let (ok, text) = cli(&[]);
+    assert!(!ok && text.to_lowercase().contains("certificate"), "{text}");
 
     // An agent with ams1's certificate and no token replicates its runs.
     let central_url = central.base.replace("127.0.0.1", "localhost");

@@ -57,6 +57,10 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("POST", "/v1/windows/{name}/open", Some("operator")),
     ("POST", "/v1/windows/{name}/close", Some("operator")),
     ("POST", "/v1/windows/{name}/clear", Some("operator")),
+    ("GET", "/v1/tokens", Some("admin")),
+    ("POST", "/v1/tokens", Some("admin")),
+    ("DELETE", "/v1/tokens/{name}", Some("admin")),
+    ("GET", "/v1/audit", Some("admin")),
     // A site agent's credential, which no operator token is.
     ("POST", "/v1/agent/hello", Some("agent")),
     ("POST", "/v1/agent/sync", Some("agent")),
@@ -281,7 +285,7 @@ async fn tokens_are_stored_as_hashes_and_work_next_to_a_running_server() {
         )
         .await;
     assert_eq!(dup.code, 1, "{dup:#?}");
-    assert!(dup.stderr.contains("already exists"), "{dup:#?}");
+    assert!(dup.stderr.contains("names are never reused"), "{dup:#?}");
     let bad_role = s
         .cli(
             None,
@@ -365,6 +369,36 @@ async fn operator_actions_name_who_and_from_where_in_the_run_history() {
         ],
         "{events:#?}"
     );
+
+    // The audit trail says the same, newest first.
+    let (status, v) = s.get(&s.admin, &format!("/v1/audit?target={run}")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let trail: Vec<(String, String, String)> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["who"].as_str().unwrap().to_string(),
+                e["from"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let at = |a: &str, who: &str| (a.to_string(), who.to_string(), "127.0.0.1".to_string());
+    assert_eq!(
+        trail,
+        vec![
+            at("run.cancel", "root"),
+            at("run.resume", "alice"),
+            at("run.pause", "alice"),
+            at("run.submit", "alice"),
+        ],
+        "{v:#}"
+    );
+    let submit = &v["entries"][3];
+    assert_eq!(submit["role"], "operator");
+    assert_eq!(submit["detail"]["workflow"], "gate");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,4 +426,278 @@ async fn insecure_no_auth_serves_without_tokens_and_says_so() {
             .any(|e| e["kind"] == "operator" && e["data"]["actor"]["who"] == "insecure-no-auth"),
         "{events:#?}"
     );
+}
+
+/// Moves a token's end into the past, as time would: the server reads the row the CLI and
+/// the API write.
+async fn expire(db: &std::path::Path, name: &str) {
+    use sqlx::Connection;
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let past = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 1_000;
+    let done = sqlx::query("UPDATE api_tokens SET expires_at = ?1 WHERE name = ?2")
+        .bind(past)
+        .bind(name)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(done.rows_affected(), 1);
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_expire_and_are_revoked_at_once_and_each_change_is_audited() {
+    let s = TestServer::start();
+    let db = s.db.to_str().unwrap().to_string();
+
+    // Made by an admin over the API; an operator may not.
+    let (status, made) = s
+        .post(
+            &s.admin,
+            "/v1/tokens",
+            Some(json!({"role": "operator", "name": "temp", "expires": "1h"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let temp = made["token"].as_str().unwrap().to_string();
+    let lasts = made["expires_at"].as_i64().unwrap() - made["created_at"].as_i64().unwrap();
+    assert_eq!(lasts, 3_600_000, "{made}");
+    assert_eq!(made["created_by"], "root");
+    assert_eq!(made["state"], "active");
+    let (status, _) = s.get(&temp, "/v1/runs").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s
+        .post(&s.operator, "/v1/tokens", Some(json!({"role": "admin"})))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Bad input names what is wrong, and makes nothing.
+    for (body, code, needle) in [
+        (
+            json!({"role": "operator", "expires": "10s"}),
+            400,
+            "out of bounds",
+        ),
+        (
+            json!({"role": "operator", "expires": "soon"}),
+            400,
+            "`expires`",
+        ),
+        (json!({"role": "root"}), 400, "unknown role"),
+        (json!({"role": "viewer", "name": "a b"}), 400, "not valid"),
+        (json!({"role": "viewer", "ttl": "1h"}), 400, "ttl"),
+        (
+            json!({"role": "viewer", "name": "temp"}),
+            409,
+            "never reused",
+        ),
+    ] {
+        let (status, v) = s.post(&s.admin, "/v1/tokens", Some(body.clone())).await;
+        assert_eq!(status.as_u16(), code, "{body}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{body}: {msg}");
+    }
+
+    // An expired token is told so.
+    expire(&s.db, "temp").await;
+    let (status, v) = s.get(&temp, "/v1/runs").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'temp' expired at"),
+        "{v}"
+    );
+
+    // Revoked over the API: refused from the very next request.
+    let (_, made) = s
+        .post(
+            &s.admin,
+            "/v1/tokens",
+            Some(json!({"role": "viewer", "name": "temp2"})),
+        )
+        .await;
+    let temp2 = made["token"].as_str().unwrap().to_string();
+    let ninety_days = 90 * 86_400_000;
+    assert_eq!(
+        made["expires_at"].as_i64().unwrap() - made["created_at"].as_i64().unwrap(),
+        ninety_days,
+        "the default expiry: {made}"
+    );
+    let (status, _) = s.get(&temp2, "/v1/runs").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, v) = s
+        .call(Method::DELETE, "/v1/tokens/temp2", Some(&s.admin), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "revoked");
+    assert_eq!(v["revoked_by"], "root");
+    let (status, v) = s.get(&temp2, "/v1/runs").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked by root"),
+        "{v}"
+    );
+    let (status, _) = s
+        .call(Method::DELETE, "/v1/tokens/temp2", Some(&s.admin), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = s
+        .call(Method::DELETE, "/v1/tokens/nobody", Some(&s.admin), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Revoked by the CLI on the database, next to the running server: at once too.
+    let (status, _) = s.get(&s.viewer, "/v1/runs").await;
+    assert_eq!(status, StatusCode::OK);
+    let out = s
+        .cli(None, &["token", "revoke", "victor", "--db", &db], None)
+        .await;
+    out.ok();
+    assert!(
+        out.stdout.contains("revoked viewer token 'victor'"),
+        "{out:#?}"
+    );
+    let (status, _) = s.get(&s.viewer, "/v1/runs").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // A token in the URL is refused, even a valid one, and even with a header.
+    for q in ["access_token", "token", "api_key"] {
+        let res = s
+            .http
+            .get(s.url(&format!("/v1/runs?{q}={}", s.admin)))
+            .bearer_auth(&s.admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{q}");
+        let v: Value = res.json().await.unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("in the URL"),
+            "{v}"
+        );
+    }
+
+    // The list shows each token's state and last use, never a secret.
+    let (status, v) = s.get(&s.admin, "/v1/tokens").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = v.to_string();
+    for secret in [&temp, &temp2, &s.admin] {
+        assert!(!text.contains(secret.trim_start_matches("lariat_")));
+    }
+    let state = |name: &str| {
+        v["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} listed: {v}"))
+            .clone()
+    };
+    assert_eq!(state("temp")["state"], "expired");
+    assert_eq!(state("temp2")["state"], "revoked");
+    let victor = state("victor");
+    assert!(
+        victor["revoked_by"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("local:")),
+        "{victor}"
+    );
+    assert_eq!(state("root")["state"], "active");
+    let root = state("root");
+    assert!(root["last_used_at"].as_i64().unwrap() > 0, "{root}");
+    assert_eq!(root["last_used_from"], "127.0.0.1");
+
+    // The audit trail has each change with who and from where; only admins read it.
+    let (status, v) = s.get(&s.admin, "/v1/audit?action=token").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let trail: Vec<(String, String, String)> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["target"].as_str().unwrap().to_string(),
+                e["who"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let e = |a: &str, t: &str, w: &str| (a.to_string(), t.to_string(), w.to_string());
+    assert_eq!(
+        &trail[..4],
+        &[
+            e("token.revoke", "victor", &format!("local:{user}")),
+            e("token.revoke", "temp2", "root"),
+            e("token.create", "temp2", "root"),
+            e("token.create", "temp", "root"),
+        ],
+        "{v:#}"
+    );
+    // The three tokens the test server started with, made by the CLI.
+    assert_eq!(trail.len(), 7, "{v:#}");
+    assert_eq!(v["entries"][1]["from"], "127.0.0.1");
+    let (status, _) = s.get(&s.operator, "/v1/audit").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, v) = s.get(&s.admin, "/v1/audit?limit=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (status, v) = s.get(&s.admin, "/v1/audit?limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["entries"].as_array().unwrap().len(), 2);
+    let before = v["next_before"].as_i64().unwrap();
+    let (_, older) = s
+        .get(&s.admin, &format!("/v1/audit?limit=2&before={before}"))
+        .await;
+    assert!(
+        older["entries"][0]["seq"].as_i64().unwrap() < before,
+        "{older}"
+    );
+
+    // The CLI prints the same.
+    let out = s
+        .cli(Some(&s.admin), &["audit", "--action", "token.revoke"], None)
+        .await;
+    out.ok();
+    assert!(
+        out.stdout.contains("temp2") && out.stdout.contains("victor"),
+        "{out:#?}"
+    );
+    assert!(!out.stdout.contains("token.create"), "{out:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_answers_show_no_internals_to_anonymous_callers() {
+    // A design repository URL with a token in it: shown to viewers without the token.
+    let s = TestServer::start_with(&[
+        "--design-repo",
+        "https://bot:ghp_s3cr3t@127.0.0.1:9/ops/design.git",
+    ]);
+    let (status, v) = s.get(&s.viewer, "/v1/designs").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let text = v.to_string();
+    assert!(!text.contains("ghp_s3cr3t"), "{v}");
+    assert!(
+        text.contains("https://***@127.0.0.1:9/ops/design.git"),
+        "{v}"
+    );
+    let (_, v) = s.post(&s.admin, "/v1/designs/sync", None).await;
+    assert!(!v.to_string().contains("ghp_s3cr3t"), "{v}");
+    assert!(!s.log().contains("ghp_s3cr3t"), "the log names the token");
+
+    // Readiness tells anyone whether, not why.
+    let res = s.http.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
 }

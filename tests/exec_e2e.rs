@@ -6,7 +6,7 @@ mod api_support;
 
 use api_support::{Repo, TestServer, copy_dir, examples, step_of};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const SCRIPT: &str = r#"#!/bin/sh
 # Checks that the BMC password is there without saying it, and reports the plan.
@@ -65,7 +65,8 @@ async fn an_exec_step_runs_a_design_script_and_its_secret_is_nowhere_kept() {
     let repo = Repo::with(design.path());
     let secret_file = design.path().join("bmc-password");
     std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
-    let s = TestServer::start_with(&["--design-repo", repo.path()]);
+    // The log as a shipper takes it: every line a JSON object.
+    let s = TestServer::start_with(&["--design-repo", repo.path(), "--log-format", "json"]);
 
     // The template is registered from the design.
     let wf = async {
@@ -122,6 +123,28 @@ async fn an_exec_step_runs_a_design_script_and_its_secret_is_nowhere_kept() {
     let log = s.log();
     assert!(log.contains("exec started"), "{log}");
     assert!(!log.contains(&secret), "the secret is in the log:\n{log}");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["process"] == "server" && l["level"].is_string())
+    );
+    // What an action logs carries its attempt's run, step, number and host.
+    let mut hosts: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["message"] == "exec started" && l["run"] == id.as_str())
+        .map(|l| {
+            assert_eq!(l["step"], "configure", "{l}");
+            assert_eq!(l["attempt"], 1, "{l}");
+            assert_eq!(l["target"], "lariat_steps::provision::exec", "{l}");
+            l["host"].as_str().unwrap_or_else(|| panic!("no host: {l}"))
+        })
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["ams1-a01", "ams1-a02"], "{log}");
     let mut files = 0;
     for e in std::fs::read_dir(s.dir.path()).unwrap() {
         let p = e.unwrap().path();

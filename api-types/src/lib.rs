@@ -3,6 +3,7 @@
 //! the engine's rows but are the API's own contract; the OpenAPI document is derived from
 //! them. Timestamps are milliseconds since the Unix epoch.
 
+mod access;
 mod designs;
 mod error;
 mod link;
@@ -11,6 +12,7 @@ mod runs;
 mod windows;
 mod workflows;
 
+pub use access::*;
 pub use designs::*;
 pub use error::*;
 pub use link::*;

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
@@ -12,8 +11,9 @@ use axum::http::request::Parts;
 use lariat_engine::Actor;
 use rustls_pki_types::{CertificateDer, ServerName};
 
+use crate::audit::AuditActor;
 use crate::error::HttpError;
-use crate::tokens::{Role, TokenStore, hash_token};
+use crate::tokens::{Check, Role, TokenStore, hash_token};
 
 /// How requests are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,18 +32,24 @@ struct Principal {
     role: Role,
 }
 
-/// Tokens seen recently stay valid this long without a store lookup; a token created by
-/// another process is found on its first use, since only hits are cached.
-const CACHE_TTL: Duration = Duration::from_secs(30);
-const CACHE_MAX: usize = 10_000;
+/// A token's last use is written at most this often: the time to the minute is what an
+/// admin needs, and a write per request would queue behind the store's writer.
+const TOUCH_EVERY_MS: i64 = 60_000;
+const TOUCHED_MAX: usize = 10_000;
 
-/// Checks bearer tokens against the store. Cheap to clone; handlers' state hands it to
-/// the role extractors through [`FromRef`].
+/// Query parameters that carry credentials in other APIs; refused here, since a URL ends
+/// up in proxies' and servers' logs.
+const QUERY_CREDENTIALS: [&str; 4] = ["token", "access_token", "api_key", "apikey"];
+
+/// Checks bearer tokens against the store, on every request, so an expiry or a revoke
+/// holds from the next one. Cheap to clone; handlers' state hands it to the role
+/// extractors through [`FromRef`].
 #[derive(Clone)]
 pub struct Authenticator {
     mode: Auth,
     tokens: TokenStore,
-    cache: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
+    /// When each token's last use was last written.
+    touched: Arc<Mutex<HashMap<Arc<str>, i64>>>,
 }
 
 impl Authenticator {
@@ -51,7 +57,7 @@ impl Authenticator {
         Authenticator {
             mode,
             tokens,
-            cache: Arc::new(Mutex::new(HashMap::new())),
+            touched: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -62,42 +68,91 @@ impl Authenticator {
                 role: Role::Admin,
             });
         }
+        refuse_query_credentials(parts)?;
         let token = bearer(parts)?.ok_or_else(|| {
             HttpError::unauthorized(
                 "this route needs a bearer token: send `Authorization: Bearer <token>` (create one with `lariat token create`)",
             )
         })?;
-        let hash = hash_token(token);
-        if let Some(p) = self.cached(&hash) {
-            return Ok(p);
-        }
-        let row = self
+        let now = lariat_db::now_ms();
+        let check = self
             .tokens
-            .by_hash(&hash)
+            .check(&hash_token(token), now)
             .await
             .map_err(|e| HttpError::internal("checking a token", &e))?;
-        let Some((name, role)) = row else {
-            return Err(HttpError::unauthorized("the bearer token is not valid"));
+        let (name, role) = match check {
+            Check::Valid { name, role } => (name, role),
+            Check::Unknown => return Err(HttpError::unauthorized("the bearer token is not valid")),
+            Check::Expired { name, at } => {
+                return Err(HttpError::unauthorized(format!(
+                    "the bearer token '{name}' expired at {}; an admin can create a new one (`lariat token create`)",
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64)
+                    )
+                )));
+            }
+            Check::Revoked { name, by } => {
+                return Err(HttpError::unauthorized(format!(
+                    "the bearer token '{name}' was revoked by {by}"
+                )));
+            }
         };
-        let p = Principal {
-            name: Arc::from(name),
-            role,
-        };
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(hash, (p.clone(), Instant::now()));
-        Ok(p)
+        let name: Arc<str> = Arc::from(name);
+        self.touch(&name, now, client_ip(parts));
+        Ok(Principal { name, role })
     }
 
-    fn cached(&self, hash: &str) -> Option<Principal> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .get(hash)
-            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
-            .map(|(p, _)| p.clone())
+    /// Write the token's last use in the background, at most once a minute per token.
+    fn touch(&self, name: &Arc<str>, now: i64, from: Option<IpAddr>) {
+        {
+            let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+            if touched
+                .get(name)
+                .is_some_and(|&at| now - at < TOUCH_EVERY_MS)
+            {
+                return;
+            }
+            if touched.len() >= TOUCHED_MAX {
+                touched.clear();
+            }
+            touched.insert(name.clone(), now);
+        }
+        let tokens = self.tokens.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            let from = from.map(|a| a.to_string());
+            if let Err(e) = tokens.touch(&name, now, from.as_deref()).await {
+                tracing::warn!(token = %name, "cannot record the token's last use: {e}");
+            }
+        });
     }
+}
+
+/// A credential in the query string is refused, whether or not a header came too: the
+/// secret is already in every log the URL went through, and should be revoked.
+fn refuse_query_credentials(parts: &Parts) -> Result<(), HttpError> {
+    let Some(query) = parts.uri.query() else {
+        return Ok(());
+    };
+    let named = query.split('&').find_map(|pair| {
+        let key = pair.split('=').next().unwrap_or("");
+        QUERY_CREDENTIALS
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(key))
+    });
+    match named {
+        Some(key) => Err(HttpError::unauthorized(format!(
+            "a credential in the URL (`{key}=`) is refused: URLs are kept in logs. Send `Authorization: Bearer <token>`, and revoke a token that was sent this way"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn client_ip(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// Checks site agents' credentials (`lariat site token create`, or a client certificate
@@ -228,6 +283,15 @@ impl Caller {
         self.from.map(|a| a.to_string()).unwrap_or_default()
     }
 
+    /// Who the audit trail says did what this caller does.
+    pub fn audit_actor(&self) -> AuditActor {
+        AuditActor {
+            who: self.name.to_string(),
+            role: Some(self.role.to_string()),
+            from: self.from.map(|a| a.to_string()),
+        }
+    }
+
     /// The actor recorded in a run's history for an operator verb.
     pub fn actor(&self) -> Actor {
         Actor {
@@ -246,10 +310,7 @@ async fn authorize(parts: &Parts, auth: &Authenticator, need: Role) -> Result<Ca
             p.name, p.role
         )));
     }
-    let from = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let from = client_ip(parts);
     Ok(Caller {
         name: p.name,
         role: p.role,

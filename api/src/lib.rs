@@ -9,7 +9,7 @@
 //! | `GET /healthz`, `GET /readyz` | none |
 //! | `GET /metrics`, `GET /openapi.json`, every other `GET` under `/v1` | viewer |
 //! | `POST /v1/runs`, the run verbs, step retry and signal | operator |
-//! | `POST /v1/workflows`, `POST /v1/designs/sync`, site pins | admin |
+//! | `POST /v1/workflows`, `POST /v1/designs/sync`, site pins, `/v1/tokens`, `GET /v1/audit` | admin |
 //! | `POST /v1/hooks/git` | none: the payload's HMAC signature instead |
 //!
 //! The OpenAPI document is assembled from the handlers' `#[utoipa::path]` attributes by the
@@ -21,6 +21,7 @@
 //! Run details are served from a cache that the engine's committed events invalidate
 //! (see `cache`), so polling a waiting run costs no store queries.
 
+pub mod audit;
 pub mod auth;
 mod cache;
 mod convert;
@@ -47,15 +48,16 @@ use utoipa::openapi::{RefOr, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use audit::{AuditActor, AuditError, AuditLog};
 pub use auth::{Auth, ClientCertificate};
 pub use error::HttpError;
 pub use lariat_api_types as types;
 pub use state::OverrideFeed;
-pub use tokens::{NewToken, Role, TokenError, TokenInfo, TokenStore};
+pub use tokens::{Expiry, NewToken, Role, TokenError, TokenInfo, TokenStore};
 pub use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::routes::{designs, ops, runs, sites, stream, windows, workflows};
+use crate::routes::{access, designs, ops, runs, sites, stream, windows, workflows};
 use crate::state::AppState;
 use lariat_api_types::ErrorBody;
 
@@ -110,6 +112,7 @@ pub enum ApiError {
         (name = "designs", description = "The site design: revisions from git, findings, validation, resolved hosts, site pins"),
         (name = "sites", description = "Sites and their agents: the agents' link, site health, commands queued for agents"),
         (name = "windows", description = "Maintenance windows of the design in force, and the steps waiting on them"),
+        (name = "access", description = "API tokens and the audit trail, for admins"),
         (name = "ops", description = "Probes, metrics, this document"),
     )
 )]
@@ -156,6 +159,9 @@ fn documented() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(windows::close_window))
         .routes(routes!(windows::clear_window))
         .routes(routes!(sites::get_command))
+        .routes(routes!(access::list_tokens, access::create_token))
+        .routes(routes!(access::revoke_token))
+        .routes(routes!(access::list_audit))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -246,7 +252,9 @@ pub async fn router(
         .or_else(|| central.as_ref().map(|c| c.overrides().feed()));
     let state = Arc::new(AppState {
         overrides,
-        auth: Authenticator::new(cfg.auth, tokens),
+        audit: tokens.audit(),
+        auth: Authenticator::new(cfg.auth, tokens.clone()),
+        tokens,
         metrics: metrics::install(),
         openapi: serde_json::to_string(&doc)?,
         engine,

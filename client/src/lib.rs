@@ -488,6 +488,36 @@ impl Client {
             .await
     }
 
+    // ---- tokens and the audit trail ------------------------------------------------
+
+    /// Every API token, without secrets (admin).
+    pub async fn tokens(&self) -> Result<lariat_api_types::TokenList, ClientError> {
+        self.get("/v1/tokens").await
+    }
+
+    /// Create a token; its secret is in this answer only (admin).
+    pub async fn create_token(
+        &self,
+        req: &lariat_api_types::CreateToken,
+    ) -> Result<lariat_api_types::CreatedToken, ClientError> {
+        Ok(self.post("/v1/tokens", Some(req)).await?.1)
+    }
+
+    /// Revoke a token, at once (admin).
+    pub async fn revoke_token(&self, name: &str) -> Result<lariat_api_types::Token, ClientError> {
+        let rb = self.request(Method::DELETE, &format!("/v1/tokens/{}", encode(name)));
+        Ok(self.call(rb).await?.1)
+    }
+
+    /// A page of the audit trail, newest first (admin).
+    pub async fn audit(
+        &self,
+        q: &lariat_api_types::AuditQuery,
+    ) -> Result<lariat_api_types::AuditPage, ClientError> {
+        let rb = self.request(Method::GET, "/v1/audit").query(q);
+        Ok(self.call(rb).await?.1)
+    }
+
     // ---- maintenance windows ----------------------------------------------------------
 
     /// Every window of the design in force, open or not, with its next openings.

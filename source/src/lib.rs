@@ -22,7 +22,7 @@ use lariat_workflows::design::{self, Finding, Loaded};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use mirror::Snapshot;
+pub use mirror::{Snapshot, redact_url};
 pub use revisions::{Pin, Revision, RevisionStatus, Trigger};
 pub use webhook::{PushEvent, WebhookError, verify_signature};
 

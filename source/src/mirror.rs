@@ -27,7 +27,22 @@ pub struct Snapshot {
 pub struct Mirror {
     repo: Repository,
     url: String,
+    /// `url` as messages may show it: without a password or token in it.
+    shown: String,
     path: PathBuf,
+}
+
+/// A repository URL with any user information (`user:token@`) replaced by `***`, for
+/// every message and answer that names it: a viewer must not read a credential there.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 impl Mirror {
@@ -50,6 +65,7 @@ impl Mirror {
         Ok(Mirror {
             repo,
             url: url.to_string(),
+            shown: redact_url(url),
             path: path.to_path_buf(),
         })
     }
@@ -59,7 +75,7 @@ impl Mirror {
         let mut remote = self
             .repo
             .remote_anonymous(&self.url)
-            .map_err(|e| SourceError::git(format!("use remote {}", self.url), e))?;
+            .map_err(|e| self.fetch_error("use remote", e))?;
         let specs = [
             format!("+refs/heads/{branch}:refs/remotes/origin/{branch}"),
             "+refs/tags/*:refs/tags/*".to_string(),
@@ -68,19 +84,27 @@ impl Mirror {
         opts.download_tags(git2::AutotagOption::None);
         remote
             .fetch(&specs, Some(&mut opts), None)
-            .map_err(|e| SourceError::git(format!("fetch {branch} from {}", self.url), e))?;
+            .map_err(|e| self.fetch_error(&format!("fetch {branch} from"), e))?;
         let head = format!("refs/remotes/origin/{branch}");
         let reference = self
             .repo
             .find_reference(&head)
             .map_err(|_| SourceError::NoBranch {
                 branch: branch.to_string(),
-                url: self.url.clone(),
+                url: self.shown.clone(),
             })?;
         let commit = reference
             .peel_to_commit()
             .map_err(|e| SourceError::git(format!("read {head}"), e))?;
         Ok(commit.id())
+    }
+
+    /// A fetch's error, the URL redacted in git's own message too.
+    fn fetch_error(&self, what: &str, e: git2::Error) -> SourceError {
+        SourceError::Git {
+            what: format!("{what} {}", self.shown),
+            message: e.message().replace(&self.url, &self.shown),
+        }
     }
 
     /// The commit a revision names: a full or abbreviated commit id, or a tag.
@@ -161,4 +185,23 @@ impl Mirror {
 
 fn is_empty_dir(p: &Path) -> bool {
     std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn credentials_in_a_url_are_never_shown() {
+        assert_eq!(
+            redact_url("https://bot:ghp_secret@git.example.com/ops/design.git"),
+            "https://***@git.example.com/ops/design.git"
+        );
+        assert_eq!(
+            redact_url("https://git.example.com/a@b/design.git"),
+            "https://git.example.com/a@b/design.git"
+        );
+        assert_eq!(redact_url("/srv/design"), "/srv/design");
+        assert_eq!(redact_url("ssh://git@host/x"), "ssh://***@host/x");
+    }
 }

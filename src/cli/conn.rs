@@ -14,6 +14,10 @@ pub struct Conn {
         default_value = "http://127.0.0.1:7300"
     )]
     pub server: String,
+    /// CA certificates (PEM) that an `https://` server's certificate must chain to, for
+    /// a private CA; the system's roots when absent.
+    #[arg(long, global = true, env = "LARIAT_CA")]
+    pub ca: Option<std::path::PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -25,9 +29,21 @@ impl Conn {
         let token = std::env::var("LARIAT_TOKEN")
             .ok()
             .filter(|t| !t.trim().is_empty());
-        Client::new(&self.server, token).map_err(|e| match e {
+        let made = match &self.ca {
+            Some(path) => {
+                let ca = std::fs::read(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read --ca {}: {e}", path.display()))?;
+                let tls = lariat_client::ClientTls {
+                    identity: None,
+                    ca: Some(ca),
+                };
+                Client::with_tls(&self.server, token, &tls)
+            }
+            None => Client::new(&self.server, token),
+        };
+        made.map_err(|e| match e {
             lariat_client::ClientError::BadUrl(_) => {
-                anyhow::anyhow!("--server {} is not an http:// URL", self.server)
+                anyhow::anyhow!("--server {} is not an http:// or https:// URL", self.server)
             }
             other => other.into(),
         })

@@ -4,6 +4,7 @@
 //! Every command prints text for people by default and JSON with `--json`. The server's
 //! error messages are printed as they are, with the status and code they came with.
 
+mod audit;
 mod conn;
 mod design;
 mod output;
@@ -35,6 +36,14 @@ pub enum ClientCmd {
         conn: conn::Conn,
         #[command(subcommand)]
         cmd: runs::RunCmd,
+    },
+    /// The server's audit trail, newest first: operator verbs, tokens, design syncs and
+    /// pins, window overrides (admin; the token comes from LARIAT_TOKEN).
+    Audit {
+        #[command(flatten)]
+        conn: conn::Conn,
+        #[command(flatten)]
+        filters: audit::AuditArgs,
     },
     /// API tokens, kept in the server's database.
     #[command(subcommand)]
@@ -70,6 +79,7 @@ pub async fn run(cmd: ClientCmd) -> anyhow::Result<i32> {
         ClientCmd::Workflow { conn, cmd } => workflows::run(conn.client()?, &conn, cmd).await,
         ClientCmd::Run { conn, cmd } => runs::run(conn.client()?, &conn, cmd).await,
         ClientCmd::Token(t) => tokens::run(t).await,
+        ClientCmd::Audit { conn, filters } => audit::run(conn.client()?, &conn, filters).await,
         ClientCmd::Site { conn, cmd } => sites::run(&conn, cmd).await,
         ClientCmd::Design { conn, cmd } => design::run(&conn, cmd).await,
         ClientCmd::Window { conn, cmd } => windows::run(conn.client()?, &conn, cmd).await,

@@ -45,6 +45,24 @@ pub enum SiteTokenCmd {
     },
 }
 
+/// Add what was done with the database at hand to its audit trail.
+async fn audit(
+    handle: &Db,
+    action: &str,
+    site: &str,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
+    let tokens = lariat_api::TokenStore::open(handle.clone())
+        .await
+        .context("cannot open the audit trail")?;
+    tokens
+        .audit()
+        .record(&lariat_api::AuditActor::local(), action, site, detail)
+        .await
+        .context("cannot write the audit trail")?;
+    Ok(())
+}
+
 async fn open(db: &Path) -> anyhow::Result<(Db, Sites)> {
     let handle = Db::open(DbOptions {
         readers: 1,
@@ -64,9 +82,24 @@ pub async fn run(conn: &Conn, cmd: SiteCmd) -> anyhow::Result<i32> {
             let (handle, sites) = open(&db).await?;
             let name = name.unwrap_or_else(|| format!("{site}-agent"));
             let t = sites.create_token(&site, &name).await;
-            handle.close().await;
-            let Some(t) = t.with_context(|| format!("cannot create credential {name}"))? else {
-                anyhow::bail!("a credential named '{name}' exists already; choose another --name");
+            let t = match t {
+                Ok(Some(t)) => {
+                    let detail = serde_json::json!({ "name": t.name });
+                    let audited = audit(&handle, "site.credential", &site, detail).await;
+                    handle.close().await;
+                    audited?;
+                    t
+                }
+                Ok(None) => {
+                    handle.close().await;
+                    anyhow::bail!(
+                        "a credential named '{name}' exists already; choose another --name"
+                    );
+                }
+                Err(e) => {
+                    handle.close().await;
+                    return Err(e).with_context(|| format!("cannot create credential {name}"));
+                }
             };
             if conn.json {
                 print_json(&t);
@@ -82,7 +115,12 @@ pub async fn run(conn: &Conn, cmd: SiteCmd) -> anyhow::Result<i32> {
         SiteCmd::Reset { site, db } => {
             let (handle, sites) = open(&db).await?;
             let done = sites.reset(&site).await;
+            let audited = match &done {
+                Ok(true) => audit(&handle, "site.reset", &site, serde_json::json!({})).await,
+                _ => Ok(()),
+            };
             handle.close().await;
+            audited?;
             if done? {
                 println!("site {site} has no agent now; the next agent to say hello registers");
                 Ok(0)

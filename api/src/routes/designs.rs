@@ -2,11 +2,12 @@
 //! hosts of the active design, site pins, and the git push webhook.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use lariat_api_types::{
     DesignFiles, DesignOverview, DesignSource, HostList, HostsQuery, PinSite, Revision,
@@ -16,6 +17,7 @@ use lariat_source::{PushEvent, SourceError, Trigger, WebhookError};
 use lariat_workflows::design::{self, NodeFilter};
 use serde_json::{Value, json};
 
+use crate::audit::AuditActor;
 use crate::auth::{Admin, Viewer};
 use crate::convert::Dto;
 use crate::error::HttpError;
@@ -73,7 +75,7 @@ pub async fn list_designs(
         }
     };
     let source = st.design.config().map(|c| DesignSource {
-        repo: c.repo.clone(),
+        repo: lariat_source::redact_url(&c.repo),
         branch: c.branch.clone(),
         poll_seconds: c.poll.map(|d| d.as_secs()),
         webhook: c.webhook_secret.is_some(),
@@ -185,9 +187,11 @@ pub async fn sync_design(
     Admin(caller): Admin,
     State(st): State<Arc<AppState>>,
 ) -> Result<Json<Revision>, HttpError> {
-    tracing::info!(by = %caller.name, "design sync requested");
     let rev = st.design.sync(Trigger::Manual).await?;
-    Ok(Json((&rev).dto()))
+    let rev = (&rev).dto();
+    let detail = json!({ "commit": rev.commit, "status": rev.status });
+    st.audit(&caller, "design.sync", "design", detail).await;
+    Ok(Json(rev))
 }
 
 /// Holds a site to a revision or tag: its boot services and runs use that design until
@@ -212,7 +216,10 @@ pub async fn pin_site(
     ApiJson(req): ApiJson<PinSite>,
 ) -> Result<Json<SitePin>, HttpError> {
     let pin = st.design.pin(&site, &req.rev, &caller.name).await?;
-    Ok(Json((&pin).dto()))
+    let pin = (&pin).dto();
+    let detail = json!({ "rev": req.rev, "commit": pin.commit });
+    st.audit(&caller, "site.pin", &site, detail).await;
+    Ok(Json(pin))
 }
 
 /// Removes a site's pin: it follows the active design again.
@@ -228,11 +235,12 @@ pub async fn pin_site(
     security(("bearer" = ["admin"])),
 )]
 pub async fn unpin_site(
-    Admin(_caller): Admin,
+    Admin(caller): Admin,
     State(st): State<Arc<AppState>>,
     ApiPath(site): ApiPath<String>,
 ) -> Result<StatusCode, HttpError> {
     if st.design.unpin(&site).await? {
+        st.audit(&caller, "site.unpin", &site, json!({})).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(HttpError::not_found(format!("site {site} has no pin")))
@@ -360,6 +368,7 @@ impl From<WebhookError> for HttpError {
 )]
 pub async fn git_webhook(
     State(st): State<Arc<AppState>>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<WebhookOutcome>, HttpError> {
@@ -390,7 +399,18 @@ pub async fn git_webhook(
         }));
     }
     let rev = st.design.sync(Trigger::Webhook).await?;
-    Ok(Json(WebhookOutcome::Fetched {
-        revision: (&rev).dto(),
-    }))
+    let revision = (&rev).dto();
+    let by = AuditActor {
+        who: "webhook".into(),
+        role: None,
+        from: extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string()),
+    };
+    let detail =
+        json!({ "ref": push.git_ref, "commit": revision.commit, "status": revision.status });
+    if let Err(e) = st.audit.record(&by, "design.sync", "design", detail).await {
+        tracing::error!("cannot write the audit trail: {e}");
+    }
+    Ok(Json(WebhookOutcome::Fetched { revision }))
 }

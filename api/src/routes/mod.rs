@@ -2,6 +2,7 @@
 //! signature (`Viewer`, `Operator`, `Admin`) and in its OpenAPI `security`, parses, calls
 //! the engine, and maps the result.
 
+pub mod access;
 pub mod designs;
 pub mod ops;
 pub mod runs;

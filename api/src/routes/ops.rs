@@ -37,14 +37,24 @@ pub async fn healthz() -> Json<Health> {
     ),
 )]
 pub async fn readyz(State(st): State<Arc<AppState>>) -> Result<Json<Health>, HttpError> {
-    st.engine.stats().await?;
-    st.engine.store().ping().await.map_err(|e| {
+    // Anyone may ask, so the cause (paths, SQL errors) goes to the log, not the answer.
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::warn!("not ready: {what}: {e}");
         HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            format!("the store cannot be read: {e}"),
+            format!("not ready: {what}; the server log has the cause"),
         )
-    })?;
+    };
+    st.engine
+        .stats()
+        .await
+        .map_err(|e| unavailable("the engine does not answer", &e))?;
+    st.engine
+        .store()
+        .ping()
+        .await
+        .map_err(|e| unavailable("the store cannot be read", &e))?;
     Ok(Json(Health {
         status: "ok".into(),
     }))

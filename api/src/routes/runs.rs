@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lariat_engine::{EngineError, NewRun, RunQuery, RunStatus as EngineRunStatus};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::auth::{Operator, Viewer};
@@ -74,6 +75,8 @@ pub async fn submit_run(
             hosts
         }
     };
+    let targets_count = targets.len();
+    let idempotency_key = req.idempotency_key.clone();
     let run = NewRun {
         workflow: req.workflow,
         version: req.version,
@@ -102,6 +105,14 @@ pub async fn submit_run(
     if !created {
         return Ok((StatusCode::OK, Json(run)).into_response());
     }
+    let detail = json!({
+        "workflow": run.workflow,
+        "version": run.version,
+        "targets": targets_count,
+        "group": run.group,
+        "idempotency_key": idempotency_key,
+    });
+    st.audit(&caller, "run.submit", id, detail).await;
     let mut res = (StatusCode::CREATED, Json(run)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/runs/{id}")) {
         res.headers_mut().insert(header::LOCATION, v);
@@ -242,11 +253,13 @@ pub async fn list_events(
 
 async fn after_verb(
     st: &AppState,
-    id: Uuid,
+    caller: &crate::auth::Caller,
+    (id, verb, detail): (Uuid, &str, serde_json::Value),
     res: Result<(), EngineError>,
 ) -> Result<Response, HttpError> {
     res?;
     st.runs.invalidate(id);
+    st.audit(caller, &format!("run.{verb}"), id, detail).await;
     Ok(Json(st.engine.run_row(id).await?.dto()).into_response())
 }
 
@@ -257,7 +270,7 @@ async fn for_agent(
     st: &AppState,
     id: Uuid,
     verb: &str,
-    args: serde_json::Value,
+    (args, detail): (serde_json::Value, serde_json::Value),
     caller: &crate::auth::Caller,
 ) -> Result<Option<Response>, HttpError> {
     let Some(central) = &st.central else {
@@ -272,6 +285,12 @@ async fn for_agent(
         from: caller.from.map(|a| a.to_string()),
     };
     let queued = central.queue(&site, &row, verb, args, actor).await?;
+    let mut detail = detail;
+    if let Some(d) = detail.as_object_mut() {
+        d.insert("command".into(), queued.id.clone().into());
+        d.insert("site".into(), site.clone().into());
+    }
+    st.audit(caller, &format!("run.{verb}"), id, detail).await;
     Ok(Some((StatusCode::ACCEPTED, Json(queued)).into_response()))
 }
 
@@ -298,12 +317,12 @@ macro_rules! run_verb {
             ApiPath(id): ApiPath<Uuid>,
         ) -> Result<Response, HttpError> {
             if let Some(queued) =
-                for_agent(&st, id, stringify!($call), serde_json::Value::Null, &caller).await?
+                for_agent(&st, id, stringify!($call), (Value::Null, json!({})), &caller).await?
             {
                 return Ok(queued);
             }
             let res = st.engine.$call(id, caller.actor()).await;
-            after_verb(&st, id, res).await
+            after_verb(&st, &caller, (id, stringify!($call), json!({})), res).await
         }
     };
 }
@@ -353,12 +372,14 @@ pub async fn retry_step(
     ApiPath((id, step)): ApiPath<(Uuid, String)>,
     OptionalJson(req): OptionalJson<RetryStep>,
 ) -> Result<Response, HttpError> {
-    let args = serde_json::json!({ "step": step, "input": req.input });
-    if let Some(queued) = for_agent(&st, id, "retry", args, &caller).await? {
+    // Input values may be secrets: the trail keeps only which keys were replaced.
+    let detail = json!({ "step": step, "input_keys": keys(req.input.as_ref()) });
+    let args = json!({ "step": step, "input": req.input });
+    if let Some(queued) = for_agent(&st, id, "retry", (args, detail.clone()), &caller).await? {
         return Ok(queued);
     }
     let res = st.engine.retry(id, &step, req.input, caller.actor()).await;
-    after_verb(&st, id, res).await
+    after_verb(&st, &caller, (id, "retry", detail), res).await
 }
 
 /// Deliver a signal to a step waiting for one; the payload becomes its output. For a
@@ -390,13 +411,22 @@ pub async fn signal_step(
     OptionalJson(req): OptionalJson<SignalStep>,
 ) -> Result<Response, HttpError> {
     let item = req.item.as_ref().map(|i| i.to_string());
-    let args = serde_json::json!({ "step": step, "payload": req.payload, "item": item });
-    if let Some(queued) = for_agent(&st, id, "signal", args, &caller).await? {
+    let detail = json!({ "step": step, "item": item, "payload_keys": keys(Some(&req.payload)) });
+    let args = json!({ "step": step, "payload": req.payload, "item": item });
+    if let Some(queued) = for_agent(&st, id, "signal", (args, detail.clone()), &caller).await? {
         return Ok(queued);
     }
     let res = st
         .engine
         .signal(id, &step, item.as_deref(), req.payload, caller.actor())
         .await;
-    after_verb(&st, id, res).await
+    after_verb(&st, &caller, (id, "signal", detail), res).await
+}
+
+/// The top-level keys of an object given by an operator, for the audit trail.
+fn keys(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
 }

@@ -15,7 +15,7 @@ use lariat_api_types::{
 use lariat_central::{Central, NewOverride, Registration};
 use lariat_workflows::design::schema::WindowMode;
 use lariat_workflows::windows::{Opening, Override, OverrideAction, Window, Windows};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::auth::{Caller, Operator, Viewer};
 use crate::error::HttpError;
@@ -228,6 +228,9 @@ pub async fn clear_window(
         .end(&name, req.site.as_deref(), &by)
         .await
         .map_err(|e| HttpError::internal("ending the window overrides", &e))?;
+    let ids: Vec<String> = ended.iter().map(|o| o.body().id).collect();
+    let detail = json!({ "site": req.site, "reason": req.reason.trim(), "ended": ids });
+    st.audit(&caller, "window.clear", &name, detail).await;
     Ok(Json(ClearedOverrides {
         ended: ended.iter().map(|o| o.body()).collect(),
     }))
@@ -296,6 +299,12 @@ async fn make_override(
         .await
         .map_err(|e| HttpError::internal("recording the window override", &e))?;
     let mut body = made.body();
+    let detail = json!({
+        "override": body.id, "site": body.site, "reason": body.reason,
+        "starts_at": body.starts_at, "ends_at": body.ends_at,
+    });
+    st.audit(caller, &format!("window.{}", body.action), name, detail)
+        .await;
     body.awaiting = awaiting(&registrations(central).await?, &body);
     Ok((StatusCode::CREATED, Json(body)))
 }

@@ -99,7 +99,9 @@ pub async fn register_workflow(
 ) -> Result<(StatusCode, Json<Registered>), HttpError> {
     let r = st.engine.register_workflow(&body.text, body.format).await?;
     if r.created {
-        tracing::info!(target: "audit", who = %caller.name, from = %caller.origin(), workflow = %r.name, version = r.version, "workflow registered");
+        let detail = serde_json::json!({ "version": r.version });
+        st.audit(&caller, "workflow.register", &r.name, detail)
+            .await;
     }
     let status = if r.created {
         StatusCode::CREATED

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use futures::FutureExt;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::action::{Output, StepError};
 
@@ -25,6 +26,14 @@ pub(crate) async fn execute(d: Dispatch, inbox: mpsc::UnboundedSender<Command>) 
             ),
         )),
         Some(action) => {
+            // Whatever the action logs carries the attempt's run, step, number and host.
+            let span = tracing::info_span!(
+                "attempt",
+                run = %d.ctx.run_id,
+                step = %d.ctx.step,
+                attempt = d.ctx.attempt,
+                host = d.ctx.item.as_ref().and_then(|i| i.as_str()),
+            );
             let fut = async {
                 if d.own_compensate {
                     action.compensate(d.ctx).await.map(Output::Done)
@@ -32,7 +41,7 @@ pub(crate) async fn execute(d: Dispatch, inbox: mpsc::UnboundedSender<Command>) 
                     action.run(d.ctx).await
                 }
             };
-            let guarded = AssertUnwindSafe(fut).catch_unwind();
+            let guarded = AssertUnwindSafe(fut.instrument(span)).catch_unwind();
             tokio::select! {
                 r = tokio::time::timeout(d.timeout, guarded) => match r {
                     Ok(Ok(r)) => r,

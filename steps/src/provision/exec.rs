@@ -461,7 +461,7 @@ impl Action for Exec {
                 format!("exec: cannot start {} with {interpreter}: {e}", call.script),
             )
         })?;
-        tracing::info!(run = %ctx.run_id, step = %ctx.step, attempt = ctx.attempt, script = %call.script, pgid = child.id().unwrap_or(0), "exec started");
+        tracing::info!(script = %call.script, pgid = child.id().unwrap_or(0), "exec started");
         let stop = CancellationToken::new();
         // Dropped with this attempt's future, it tells the supervisor to stop the script.
         let _stop_on_drop = stop.clone().drop_guard();
