@@ -42,6 +42,10 @@ pub struct AgentArgs {
     /// The private key of --api-tls-cert (PEM).
     #[arg(long, requires = "api_tls_cert")]
     pub api_tls_key: Option<PathBuf>,
+    /// How often the API's TLS files are checked for a change; a renewed certificate
+    /// holds for new connections without a restart.
+    #[arg(long, default_value = "10s")]
+    pub tls_reload_every: humantime::Duration,
     /// The agent's SQLite database file (created if missing).
     #[arg(long, default_value = "./lariat-agent.db", env = "LARIAT_DB")]
     pub db: PathBuf,
@@ -146,7 +150,12 @@ impl AgentArgs {
                 max_running: self.max_running,
                 max_interruptions: self.max_interruptions,
                 clock: self.clock_start.unwrap_or_default(),
-                tls: tls_files(&self.api_tls_cert, &self.api_tls_key, None),
+                tls: tls_files(
+                    &self.api_tls_cert,
+                    &self.api_tls_key,
+                    None,
+                    *self.tls_reload_every,
+                ),
             },
             auth: auth(self.insecure_no_auth),
             link: lariat_node::LinkSettings {

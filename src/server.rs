@@ -55,6 +55,10 @@ pub struct ServerArgs {
     /// certificate still use bearer tokens.
     #[arg(long, requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
+    /// How often the TLS files are checked for a change; a renewed certificate (or
+    /// client CA) holds for new connections without a restart.
+    #[arg(long, default_value = "10s")]
+    pub tls_reload_every: humantime::Duration,
     #[command(flatten)]
     pub design: DesignArgs,
     #[command(flatten)]
@@ -91,6 +95,11 @@ pub struct BootArgs {
     /// once, across all hosts; one at a time per BMC whatever this says.
     #[arg(long, default_value_t = 64)]
     pub bmc_max_in_flight: usize,
+    /// Requests a second one client address may make of the boot routes that look
+    /// things up (iPXE script, unattended file, metadata, callback); boot assets are not
+    /// counted. Over it: 429 with Retry-After.
+    #[arg(long, default_value_t = lariat_boot::http::DEFAULT_PER_CLIENT)]
+    pub boot_rate: u32,
 }
 
 impl BootArgs {
@@ -227,7 +236,12 @@ impl ServerArgs {
                 max_running: self.max_running,
                 max_interruptions: self.max_interruptions,
                 clock: self.clock_start.unwrap_or_default(),
-                tls: tls_files(&self.tls_cert, &self.tls_key, self.client_ca.clone()),
+                tls: tls_files(
+                    &self.tls_cert,
+                    &self.tls_key,
+                    self.client_ca.clone(),
+                    *self.tls_reload_every,
+                ),
             },
             central: lariat_node::CentralConfig {
                 design: self.design.config(&self.db)?,
@@ -254,12 +268,14 @@ pub fn tls_files(
     cert: &Option<PathBuf>,
     key: &Option<PathBuf>,
     client_ca: Option<PathBuf>,
+    reload_every: std::time::Duration,
 ) -> Option<lariat_node::TlsFiles> {
     match (cert, key) {
         (Some(cert), Some(key)) => Some(lariat_node::TlsFiles {
             cert: cert.clone(),
             key: key.clone(),
             client_ca,
+            reload_every,
         }),
         _ => None,
     }
@@ -291,6 +307,7 @@ pub fn site_config(
         assets: boot.assets(db),
         asset_origin: boot.asset_origin.clone(),
         bmc_max_in_flight: boot.bmc_max_in_flight,
+        boot_rate: boot.boot_rate,
         services: BootServicesConfig {
             dhcp: s.dhcp,
             dhcp_mode,

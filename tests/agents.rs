@@ -1420,3 +1420,68 @@ async fn an_override_made_at_the_centre_opens_the_window_at_a_cut_off_agent() {
     link.restore();
     same_at_both(&c, &a, run).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_centre_takes_a_renewed_certificate_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let design = dir.path().join("design");
+    two_site_design(&design);
+    let repo = Repo::with(&design);
+    let (old_pki, new_pki) = (dir.path().join("old"), dir.path().join("new"));
+    for d in [&old_pki, &new_pki] {
+        std::fs::create_dir_all(d).unwrap();
+        pki(d, &[]);
+    }
+    let (live_cert, live_key) = (dir.path().join("live.crt"), dir.path().join("live.key"));
+    let install = |from: &Path| {
+        std::fs::copy(from.join("centre.crt"), &live_cert).unwrap();
+        std::fs::copy(from.join("centre.key"), &live_key).unwrap();
+    };
+    install(&old_pki);
+    let central = centre_with(
+        dir.path(),
+        &repo,
+        &[
+            "--tls-cert",
+            live_cert.to_str().unwrap(),
+            "--tls-key",
+            live_key.to_str().unwrap(),
+            "--tls-reload-every",
+            "100ms",
+        ],
+    );
+    let answers = async |pki: &Path| tls_client(pki, &central.base, "").ready().await.is_ok();
+    assert!(answers(&old_pki).await);
+    assert!(
+        !answers(&new_pki).await,
+        "a certificate of another CA is not trusted"
+    );
+
+    // A file that cannot be used is reported and the certificate in force stays.
+    std::fs::write(&live_cert, "not a certificate\n").unwrap();
+    eventually("the bad file is reported", async || {
+        central
+            .log
+            .lock()
+            .unwrap()
+            .contains("cannot be used, keeping the ones in force")
+            .then_some(())
+    })
+    .await;
+    assert!(answers(&old_pki).await);
+
+    // The renewed certificate holds for new connections, without a restart.
+    install(&new_pki);
+    eventually("the renewed certificate is served", async || {
+        answers(&new_pki).await.then_some(())
+    })
+    .await;
+    assert!(!answers(&old_pki).await);
+    assert!(
+        central
+            .log
+            .lock()
+            .unwrap()
+            .contains("TLS certificate reloaded")
+    );
+}

@@ -295,3 +295,83 @@ async fn a_node_finds_its_run_among_more_than_a_thousand_live_ones() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_node_token_ends_with_its_step_and_a_flood_of_boot_requests_is_slowed() {
+    let repo = Repo::with(&examples().join("design"));
+    let s = server(&repo);
+    let id = boot_run(&s, &[HOST]).await;
+    let (_, text) = script(&s, MAC).await;
+    let token = token_in(&text);
+    assert_eq!(metadata(&s, &token).await["host"]["name"], HOST);
+
+    // Bad reports are refused by what is wrong, and change nothing.
+    let huge = "x".repeat(300 << 10);
+    for (body, want, needle) in [
+        (json!({"state": "in stalled"}), 400, "`state`"),
+        (json!({"state": ""}), 400, "`state`"),
+        (
+            json!({"state": "installed", "facts": [1, 2]}),
+            400,
+            "`facts`",
+        ),
+        (
+            json!({"state": "installed", "facts": {"blob": huge}}),
+            413,
+            "",
+        ),
+    ] {
+        let (st, v) = post_state(&s, &token, &body).await;
+        assert_eq!(st.as_u16(), want, "{v}");
+        assert!(v.to_string().contains(needle), "{v}");
+    }
+    let run = s.run(&id).await;
+    assert_eq!(item(&run, "await_callback", HOST)["status"], "waiting");
+
+    // The step ends without the node (the run is cancelled): its token opens nothing.
+    let (st, v) = s
+        .post(&s.operator, &format!("/v1/runs/{id}/cancel"), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    s.wait_status(&id, "cancelled").await;
+    let (st, v) = s
+        .get(&s.viewer, &format!("/v1/metadata?token={token}"))
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    let res = s
+        .http
+        .get(s.url("/boot/unattended"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let (st, _) = post_state(&s, &token, &json!({"state": "installed"})).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    // One client asking far more than a node boots with is slowed down, and may ask
+    // again a second later.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut codes = Vec::new();
+    for _ in 0..40 {
+        let res = s
+            .http
+            .get(s.url(&format!("/boot/ipxe?mac={MAC}")))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(res.headers()["retry-after"], "1");
+        }
+        codes.push(res.status().as_u16());
+    }
+    let slowed = codes.iter().filter(|&&c| c == 429).count();
+    assert!(slowed >= 15, "{codes:?}");
+    assert!(codes[..20].iter().all(|&c| c == 200), "{codes:?}");
+    // Boot assets are not counted.
+    let res = s.http.get(s.url("/boot/assets/none")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (st, _) = script(&s, MAC).await;
+    assert_eq!(st, StatusCode::OK);
+}

@@ -7,6 +7,7 @@ use lariat_api_types::{AuditEntry, AuditPage, AuditQuery};
 use lariat_db::{Db, DbError};
 use serde_json::Value;
 use sqlx::SqliteConnection;
+use tokio::sync::{mpsc, oneshot};
 
 /// Who did something: the credential, its role, the client's address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,93 @@ pub enum AuditError {
     Sql(#[from] sqlx::Error),
     #[error("`limit` must be 1 to 1000, not {0}")]
     Limit(u32),
+    #[error("the audit trail's writer has stopped")]
+    Stopped,
+}
+
+/// The group-commit writer: whatever is queued goes in one transaction. A batch that
+/// cannot be committed is logged with every entry in it, so the log keeps what the
+/// table lost.
+async fn write_batches(db: Db, mut rx: mpsc::UnboundedReceiver<Write>) {
+    let mut flushes = Vec::new();
+    while let Some(first) = rx.recv().await {
+        // The file has one writer at a time, the engine's group commit among them: a
+        // batch gathers for up to LINGER so the trail takes the write lock a few times a
+        // second, not once per verb. A flush ends the wait.
+        let mut batch = Vec::new();
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut next = Some(first);
+        while let Some(w) = next.take() {
+            match w {
+                Write::Entry(p) => batch.push(p),
+                Write::Flush(done) => {
+                    flushes.push(done);
+                    while let Ok(w) = rx.try_recv() {
+                        match w {
+                            Write::Entry(p) => batch.push(p),
+                            Write::Flush(done) => flushes.push(done),
+                        }
+                    }
+                    break;
+                }
+            }
+            if batch.len() >= BATCH_MAX {
+                break;
+            }
+            next = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .ok()
+                .flatten();
+        }
+        if !batch.is_empty()
+            && let Err(e) = commit(&db, &batch).await
+        {
+            for p in &batch {
+                tracing::error!(
+                    target: "audit",
+                    who = %p.by.who,
+                    action = %p.action,
+                    target_name = %p.target,
+                    detail = %p.detail,
+                    "audit entry not stored: {e}"
+                );
+            }
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// One statement for the whole batch, so the write lock is held for as short a time as
+/// the commit itself.
+async fn commit(db: &Db, batch: &[Pending]) -> Result<(), AuditError> {
+    let rows: Vec<Value> = batch
+        .iter()
+        .map(|p| {
+            serde_json::json!([
+                p.at,
+                p.by.who,
+                p.by.role,
+                p.by.from,
+                p.action,
+                p.target,
+                p.detail.to_string()
+            ])
+        })
+        .collect();
+    let rows = Value::Array(rows).to_string();
+    let mut w = db.writer().await?;
+    sqlx::query(
+        "INSERT INTO audit_log (at, who, role, from_addr, action, target, detail)
+         SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3,
+                r.value ->> 4, r.value ->> 5, r.value ->> 6
+         FROM json_each(?1) AS r ORDER BY r.key",
+    )
+    .bind(rows)
+    .execute(&mut *w)
+    .await?;
+    Ok(())
 }
 
 /// Append one entry inside the caller's transaction.
@@ -92,33 +180,101 @@ type Row = (
     String,
 );
 
+/// An entry waiting for the group commit.
+struct Pending {
+    at: i64,
+    by: AuditActor,
+    action: String,
+    target: String,
+    detail: Value,
+}
+
+/// What the group-commit writer is told.
+enum Write {
+    Entry(Pending),
+    /// Answered once everything sent before it is committed.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Entries committed in one transaction at most.
+const BATCH_MAX: usize = 1000;
+/// How long a batch gathers entries before its commit.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The `audit_log` table. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
     db: Db,
+    /// The group-commit writer, when there is one.
+    queue: Option<mpsc::UnboundedSender<Write>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("group_committed", &self.queue.is_some())
+            .finish()
+    }
 }
 
 impl AuditLog {
-    /// The trail of `db`, whose API migrations ([`crate::tokens::MIGRATIONS`]) are applied.
+    /// The trail of `db`, whose API migrations ([`crate::tokens::MIGRATIONS`]) are applied;
+    /// each [`record`](Self::record) is a transaction of its own.
     pub fn new(db: Db) -> AuditLog {
-        AuditLog { db }
+        AuditLog { db, queue: None }
     }
 
-    /// Append one entry and log it.
+    /// As [`new`](Self::new), with entries committed together in the background: a
+    /// server answering hundreds of verbs a second pays one commit per batch, and a verb's
+    /// answer does not wait for it (the verb's own record, a run's log or an override's
+    /// row, is durable before the answer; its audit entry follows within a second, and is logged at once).
+    /// [`flush`](Self::flush) before closing the database.
+    pub fn group_committed(db: Db) -> AuditLog {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_batches(db.clone(), rx));
+        AuditLog {
+            db,
+            queue: Some(tx),
+        }
+    }
+
+    /// Append one entry and log it: committed when this returns, or, group-committed,
+    /// queued for the next batch.
     pub async fn record(
         &self,
         by: &AuditActor,
         action: &str,
         target: &str,
         detail: Value,
-    ) -> Result<i64, AuditError> {
+    ) -> Result<(), AuditError> {
         let at = lariat_db::now_ms();
-        let seq = {
-            let mut w = self.db.writer().await?;
-            insert(&mut w, at, by, action, target, &detail).await?
-        };
         log(by, action, target, &detail);
-        Ok(seq)
+        let Some(queue) = &self.queue else {
+            let mut w = self.db.writer().await?;
+            insert(&mut w, at, by, action, target, &detail).await?;
+            return Ok(());
+        };
+        let pending = Pending {
+            at,
+            by: by.clone(),
+            action: action.to_string(),
+            target: target.to_string(),
+            detail,
+        };
+        queue
+            .send(Write::Entry(pending))
+            .map_err(|_| AuditError::Stopped)
+    }
+
+    /// Wait until every entry recorded so far is committed.
+    pub async fn flush(&self) {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        let (done, flushed) = oneshot::channel();
+        if queue.send(Write::Flush(done)).is_ok() {
+            let _ = flushed.await;
+        }
     }
 
     /// A page of entries matching `q`, newest first.

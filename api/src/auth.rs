@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
@@ -41,24 +42,64 @@ const TOUCHED_MAX: usize = 10_000;
 /// up in proxies' and servers' logs.
 const QUERY_CREDENTIALS: [&str; 4] = ["token", "access_token", "api_key", "apikey"];
 
-/// Checks bearer tokens against the store, on every request, so an expiry or a revoke
-/// holds from the next one. Cheap to clone; handlers' state hands it to the role
-/// extractors through [`FromRef`].
+/// How often the tokens' version is read, so that a revoke by another process (the CLI
+/// on the database file) holds within this; one through this process's API holds at once.
+const VERSION_EVERY: Duration = Duration::from_millis(200);
+const REMEMBERED_MAX: usize = 10_000;
+
+/// A valid token seen before: what its row said.
+#[derive(Debug, Clone)]
+struct Remembered {
+    principal: Principal,
+    expires_at: Option<i64>,
+}
+
+/// Checks bearer tokens. Valid ones are remembered, so a request costs no store read;
+/// all are forgotten as soon as the tokens' version changes (any create or revoke, by any
+/// process on the database), and an expiry is checked on every request. Cheap to clone;
+/// handlers' state hands it to the role extractors through [`FromRef`].
 #[derive(Clone)]
 pub struct Authenticator {
     mode: Auth,
     tokens: TokenStore,
+    remembered: Arc<Mutex<HashMap<String, Remembered>>>,
     /// When each token's last use was last written.
     touched: Arc<Mutex<HashMap<Arc<str>, i64>>>,
 }
 
 impl Authenticator {
+    /// Starts following the tokens' version; the task ends with the last clone.
     pub(crate) fn new(mode: Auth, tokens: TokenStore) -> Self {
-        Authenticator {
+        let auth = Authenticator {
             mode,
             tokens,
-            touched: Arc::new(Mutex::new(HashMap::new())),
+            remembered: Arc::default(),
+            touched: Arc::default(),
+        };
+        if mode == Auth::Tokens {
+            tokio::spawn(follow_versions(
+                auth.tokens.clone(),
+                Arc::downgrade(&auth.remembered),
+            ));
         }
+        auth
+    }
+
+    /// Forget every remembered token: after a revoke made here, before answering it.
+    pub(crate) fn forget(&self) {
+        self.remembered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn recall(&self, hash: &str, now: i64) -> Option<Result<Principal, HttpError>> {
+        let remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        let r = remembered.get(hash)?;
+        Some(match r.expires_at {
+            Some(at) if at <= now => Err(expired(&r.principal.name, at)),
+            _ => Ok(r.principal.clone()),
+        })
     }
 
     async fn principal(&self, parts: &Parts) -> Result<Principal, HttpError> {
@@ -75,31 +116,50 @@ impl Authenticator {
             )
         })?;
         let now = lariat_db::now_ms();
+        let hash = hash_token(token);
+        if let Some(p) = self.recall(&hash, now) {
+            let p = p?;
+            self.touch(&p.name, now, client_ip(parts));
+            return Ok(p);
+        }
         let check = self
             .tokens
-            .check(&hash_token(token), now)
+            .check(&hash, now)
             .await
             .map_err(|e| HttpError::internal("checking a token", &e))?;
-        let (name, role) = match check {
-            Check::Valid { name, role } => (name, role),
+        let (name, role, expires_at) = match check {
+            Check::Valid {
+                name,
+                role,
+                expires_at,
+            } => (name, role, expires_at),
             Check::Unknown => return Err(HttpError::unauthorized("the bearer token is not valid")),
-            Check::Expired { name, at } => {
-                return Err(HttpError::unauthorized(format!(
-                    "the bearer token '{name}' expired at {}; an admin can create a new one (`lariat token create`)",
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64)
-                    )
-                )));
-            }
+            Check::Expired { name, at } => return Err(expired(&name, at)),
             Check::Revoked { name, by } => {
                 return Err(HttpError::unauthorized(format!(
                     "the bearer token '{name}' was revoked by {by}"
                 )));
             }
         };
-        let name: Arc<str> = Arc::from(name);
-        self.touch(&name, now, client_ip(parts));
-        Ok(Principal { name, role })
+        let principal = Principal {
+            name: Arc::from(name),
+            role,
+        };
+        {
+            let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+            if remembered.len() >= REMEMBERED_MAX {
+                remembered.clear();
+            }
+            remembered.insert(
+                hash,
+                Remembered {
+                    principal: principal.clone(),
+                    expires_at,
+                },
+            );
+        }
+        self.touch(&principal.name, now, client_ip(parts));
+        Ok(principal)
     }
 
     /// Write the token's last use in the background, at most once a minute per token.
@@ -125,6 +185,32 @@ impl Authenticator {
                 tracing::warn!(token = %name, "cannot record the token's last use: {e}");
             }
         });
+    }
+}
+
+fn expired(name: &str, at: i64) -> HttpError {
+    let when =
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(at.max(0) as u64));
+    HttpError::unauthorized(format!(
+        "the bearer token '{name}' expired at {when}; an admin can create a new one (`lariat token create`)"
+    ))
+}
+
+/// Reads the tokens' version every [`VERSION_EVERY`] and forgets every remembered token
+/// when it changed. A read that fails forgets them too: a store that cannot be read must
+/// not leave revoked tokens remembered.
+async fn follow_versions(tokens: TokenStore, remembered: Weak<Mutex<HashMap<String, Remembered>>>) {
+    let mut seen = None;
+    loop {
+        tokio::time::sleep(VERSION_EVERY).await;
+        let Some(remembered) = remembered.upgrade() else {
+            return;
+        };
+        let now = tokens.version().await.ok();
+        if now.is_none() || now != seen {
+            remembered.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        seen = now;
     }
 }
 

@@ -76,6 +76,9 @@ pub struct ApiConfig {
     /// The window overrides an agent was sent, shown in its windows; a central node
     /// shows its own.
     pub overrides: Option<state::OverrideFeed>,
+    /// The audit trail the handlers write; one group-committed on the tokens' database
+    /// when absent. Give one to flush it before the database closes.
+    pub audit: Option<AuditLog>,
 }
 
 impl Default for ApiConfig {
@@ -86,6 +89,7 @@ impl Default for ApiConfig {
             shutdown: CancellationToken::new(),
             extra: None,
             overrides: None,
+            audit: None,
         }
     }
 }
@@ -216,6 +220,16 @@ fn finish_doc(doc: &mut utoipa::openapi::OpenApi) {
         .into_iter()
         .flatten()
         {
+            // A body is read by the API's extractors, which answer these for any route.
+            if op.request_body.is_some() {
+                let r = &mut op.responses.responses;
+                r.entry("400".into())
+                    .or_insert_with(|| error("A body that does not read, or bad values"));
+                r.entry("413".into())
+                    .or_insert_with(|| error("A body over the limit"));
+                r.entry("415".into())
+                    .or_insert_with(|| error("A body of another media type"));
+            }
             let Some(security) = op.security.as_ref().filter(|s| !s.is_empty()) else {
                 continue;
             };
@@ -252,7 +266,9 @@ pub async fn router(
         .or_else(|| central.as_ref().map(|c| c.overrides().feed()));
     let state = Arc::new(AppState {
         overrides,
-        audit: tokens.audit(),
+        audit: cfg
+            .audit
+            .unwrap_or_else(|| AuditLog::group_committed(tokens.db().clone())),
         auth: Authenticator::new(cfg.auth, tokens.clone()),
         tokens,
         metrics: metrics::install(),

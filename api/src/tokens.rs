@@ -175,9 +175,19 @@ impl TokenInfo {
 /// What a presented token is worth.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Check {
-    Valid { name: String, role: Role },
-    Expired { name: String, at: i64 },
-    Revoked { name: String, by: String },
+    Valid {
+        name: String,
+        role: Role,
+        expires_at: Option<i64>,
+    },
+    Expired {
+        name: String,
+        at: i64,
+    },
+    Revoked {
+        name: String,
+        by: String,
+    },
     Unknown,
 }
 
@@ -249,6 +259,11 @@ impl TokenStore {
         Ok(TokenStore { db })
     }
 
+    /// The database the tokens are kept in.
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// The audit trail kept in the same database.
     pub fn audit(&self) -> AuditLog {
         AuditLog::new(self.db.clone())
@@ -294,6 +309,9 @@ impl TokenStore {
             }
             Err(e) => return Err(e.into()),
         }
+        sqlx::query("UPDATE api_tokens_version SET version = version + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
         let detail = json!({ "role": role, "expires_at": expires_at });
         audit::insert(&mut tx, created_at, by, "token.create", &name, &detail).await?;
         tx.commit().await?;
@@ -341,6 +359,9 @@ impl TokenStore {
             .bind(&by.who)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("UPDATE api_tokens_version SET version = version + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
         let detail = json!({ "role": t.role });
         audit::insert(&mut tx, at, by, "token.revoke", name, &detail).await?;
         tx.commit().await?;
@@ -360,6 +381,14 @@ impl TokenStore {
         .fetch_all(self.db.readers())
         .await?;
         rows.into_iter().map(info).collect()
+    }
+
+    /// A number that changes whenever a token is created or revoked, by any process.
+    pub(crate) async fn version(&self) -> Result<i64, TokenError> {
+        let (v,): (i64,) = sqlx::query_as("SELECT version FROM api_tokens_version WHERE id = 1")
+            .fetch_one(self.db.readers())
+            .await?;
+        Ok(v)
     }
 
     /// What the token with this hash is worth at `now`.
@@ -383,7 +412,11 @@ impl TokenStore {
             name: name.clone(),
             detail,
         })?;
-        Ok(Check::Valid { name, role })
+        Ok(Check::Valid {
+            name,
+            role,
+            expires_at,
+        })
     }
 
     /// Remember that `name` authenticated a request at `at` from `from`.
@@ -437,7 +470,8 @@ mod tests {
             s.check(&hash, now).await.unwrap(),
             Check::Valid {
                 name: "ops".into(),
-                role: Role::Operator
+                role: Role::Operator,
+                expires_at: t.info.expires_at,
             }
         );
         let end = t.info.expires_at.unwrap();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
-use lariat_api::{ApiConfig, Auth, CancellationToken, TokenStore};
+use lariat_api::{ApiConfig, AuditLog, Auth, CancellationToken, TokenStore};
 use lariat_db::{Db, DbOptions, Durability};
 use lariat_engine::{Actions, Engine, EngineConfig, Scheduling};
 use lariat_source::DesignSource;
@@ -91,11 +91,12 @@ pub async fn serve(
     if let Some(count) = site.lease_count() {
         central.serve_leases(count);
     }
-    let app = central.router(site.take_routes()).await?;
+    let audit = AuditLog::group_committed(tables.clone());
+    let app = central.router(site.take_routes(), audit.clone()).await?;
     let served = serve_http(listener, app, tls, &engine, central.stream_stop(), shutdown).await;
     site.shutdown().await;
     central.shutdown().await;
-    stop(engine, tables, served).await
+    stop(engine, tables, audit, served).await
 }
 
 /// Runs a site agent until `shutdown` resolves or its engine stops. It works on its own
@@ -144,18 +145,20 @@ pub async fn serve_agent(
     )
     .await?;
     let end_streams = CancellationToken::new();
+    let audit = AuditLog::group_committed(tables.clone());
     let api = ApiConfig {
         auth: cfg.auth,
         shutdown: end_streams.clone(),
         extra: site.take_routes(),
         overrides: Some(feed),
+        audit: Some(audit.clone()),
         ..Default::default()
     };
     let app = lariat_api::router(engine.clone(), records, tokens, None, api).await?;
     let served = serve_http(listener, app, tls, &engine, end_streams, shutdown).await;
     link.shutdown().await;
     site.shutdown().await;
-    stop(engine, tables, served).await
+    stop(engine, tables, audit, served).await
 }
 
 /// Shows the agent's kept design in its API, as it changes.
@@ -176,11 +179,14 @@ async fn show_kept_design(kept: lariat_link::StoredDesign, records: DesignSource
 fn tls_config(
     cfg: &ExecutorConfig,
     site: &SiteConfig,
-) -> Result<Option<Arc<rustls::ServerConfig>>, ProcessError> {
+) -> Result<Option<(TlsFiles, Arc<rustls::ServerConfig>)>, ProcessError> {
     if cfg.tls.is_some() && site.http_boot && site.boot_listen.is_none() {
         return Err(ProcessError::BootOverTls);
     }
-    Ok(cfg.tls.as_ref().map(tls::server_config).transpose()?)
+    let Some(files) = &cfg.tls else {
+        return Ok(None);
+    };
+    Ok(Some((files.clone(), tls::server_config(files)?)))
 }
 
 async fn start_engine(
@@ -243,7 +249,7 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ProcessError>
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<(TlsFiles, Arc<rustls::ServerConfig>)>,
     engine: &Engine,
     end_streams: CancellationToken,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -261,9 +267,9 @@ async fn serve_http(
         end_streams.cancel();
     };
     match tls {
-        Some(config) => {
+        Some((files, first)) => {
             tracing::info!("listening on https://{local}");
-            tls::serve(listener, app, config, stopping).await
+            tls::serve(listener, app, tls::reloading(files, first), stopping).await
         }
         None => {
             tracing::info!("listening on http://{local}");
@@ -277,9 +283,16 @@ async fn serve_http(
     }
 }
 
-async fn stop(engine: Engine, tables: Db, served: std::io::Result<()>) -> Result<(), ProcessError> {
+async fn stop(
+    engine: Engine,
+    tables: Db,
+    audit: AuditLog,
+    served: std::io::Result<()>,
+) -> Result<(), ProcessError> {
     let failure = engine.failure();
     engine.shutdown().await;
+    // Requests have ended: what they recorded goes in before the database closes.
+    audit.flush().await;
     tables.close().await;
     served.map_err(ProcessError::Serve)?;
     match failure {

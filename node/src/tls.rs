@@ -30,6 +30,63 @@ pub struct TlsFiles {
     /// CA certificates (PEM) that sign clients' certificates; without it no client
     /// certificate is asked for.
     pub client_ca: Option<PathBuf>,
+    /// How often the files are checked for a change (a renewed certificate), which new
+    /// connections then get without a restart.
+    pub reload_every: Duration,
+}
+
+/// The modification time and size of each file: what a renewal changes, also when it
+/// swaps a symlink.
+fn fingerprint(files: &TlsFiles) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    [
+        Some(&files.cert),
+        Some(&files.key),
+        files.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())))
+    })
+    .collect()
+}
+
+/// The configuration of `files` as they change: checked every `reload_every`, rebuilt
+/// when any file changed. A change that cannot be used (a key that does not match, a
+/// half-written file) is logged and the configuration in force stays; the check goes on
+/// until every receiver is dropped.
+pub fn reloading(
+    files: TlsFiles,
+    first: Arc<rustls::ServerConfig>,
+) -> tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>> {
+    let (tx, rx) = tokio::sync::watch::channel(first);
+    tokio::spawn(async move {
+        let mut seen = fingerprint(&files);
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(files.reload_every) => {}
+            }
+            let now = fingerprint(&files);
+            if now == seen {
+                continue;
+            }
+            match server_config(&files) {
+                Ok(cfg) => {
+                    seen = now;
+                    tx.send_replace(cfg);
+                    tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
+                }
+                // Not remembered as seen: a file still being written is read again.
+                Err(e) => tracing::error!(
+                    "TLS files changed but cannot be used, keeping the ones in force: {e}"
+                ),
+            }
+        }
+    });
+    rx
 }
 
 /// Why the TLS settings cannot be used. Each names the file.
@@ -106,10 +163,9 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    config: Arc<rustls::ServerConfig>,
+    config: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(config);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -125,7 +181,8 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let acceptor = acceptor.clone();
+        // The configuration in force when the connection came: a reload holds for new ones.
+        let acceptor = TlsAcceptor::from(config.borrow().clone());
         let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {

@@ -35,6 +35,8 @@ pub struct HttpBoot {
     pub base_url: String,
     /// Staged boot assets, served under `/boot/assets/`.
     pub assets: PathBuf,
+    /// Requests a second per client address on the boot routes that look things up.
+    pub per_client: u32,
 }
 
 impl HttpBoot {
@@ -56,6 +58,7 @@ impl HttpBoot {
             nodes,
             &lariat_boot::http::HttpBootConfig {
                 assets: self.assets.clone(),
+                per_client: self.per_client,
             },
         )
     }

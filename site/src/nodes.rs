@@ -110,13 +110,31 @@ impl SiteNodes {
         self.tokens.issue(host, run, step).await.map_err(db)
     }
 
-    /// The token's row, if it exists and is not used up.
+    /// The token's row, if it exists, is not used up, and its step still waits for the
+    /// host: a token expires with its step (succeeded, failed, timed out, cancelled), so
+    /// one read off a node's console later opens nothing.
     async fn token(&self, token: &str) -> Result<NodeToken, NodeError> {
-        self.tokens
+        let row = self
+            .tokens
             .find(token)
             .await
             .map_err(db)?
-            .ok_or_else(refused)
+            .ok_or_else(refused)?;
+        let open = self
+            .engine
+            .store()
+            .open_items(&Value::String(row.host.clone()))
+            .await
+            .map_err(|e| internal(e.into()))?;
+        if !open
+            .iter()
+            .any(|(run, step)| *run == row.run && *step == row.step)
+        {
+            self.tokens.used(token).await.map_err(db)?;
+            tracing::info!(host = %row.host, run = %row.run, step = %row.step, "node token refused: its step no longer waits");
+            return Err(refused());
+        }
+        Ok(row)
     }
 
     fn plan(

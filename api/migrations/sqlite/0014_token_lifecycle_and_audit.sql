@@ -23,3 +23,12 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_by_who ON audit_log (who, seq);
 CREATE INDEX audit_log_by_action ON audit_log (action, seq);
 CREATE INDEX audit_log_by_target ON audit_log (target, seq);
+
+-- Bumped by every create and revoke, in the same transaction: a server polls this one
+-- row to drop the tokens it remembers as soon as another process (the CLI on this file)
+-- revokes one.
+CREATE TABLE api_tokens_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT INTO api_tokens_version (id, version) VALUES (1, 0);

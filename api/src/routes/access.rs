@@ -35,7 +35,7 @@ impl From<AuditError> for HttpError {
     fn from(e: AuditError) -> Self {
         match e {
             AuditError::Limit(_) => HttpError::bad_request("invalid_query", e.to_string()),
-            e @ (AuditError::Db(_) | AuditError::Sql(_)) => {
+            e @ (AuditError::Db(_) | AuditError::Sql(_) | AuditError::Stopped) => {
                 HttpError::internal("reading the audit trail", &e)
             }
         }
@@ -123,6 +123,7 @@ pub async fn revoke_token(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<lariat_api_types::Token>, HttpError> {
     let t = st.tokens.revoke(&name, &caller.audit_actor()).await?;
+    st.auth.forget();
     Ok(Json(t.dto(lariat_db::now_ms())))
 }
 
@@ -144,5 +145,7 @@ pub async fn list_audit(
     State(st): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, HttpError> {
+    // What this server answered before is in the page: its queued entries go in first.
+    st.audit.flush().await;
     Ok(Json(st.audit.page(&q).await?))
 }

@@ -21,8 +21,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+mod limit;
+
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -104,6 +106,31 @@ pub struct StateReport {
     pub facts: Value,
 }
 
+/// Longest `state` a node may report.
+const MAX_STATE_LEN: usize = 64;
+
+impl StateReport {
+    /// A state is a word (`installed`, `wiped`); facts are an object or absent.
+    pub fn check(&self) -> Result<(), String> {
+        let s = &self.state;
+        if s.is_empty()
+            || s.len() > MAX_STATE_LEN
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(format!(
+                "`state` must be 1 to {MAX_STATE_LEN} letters, digits, '_', '-' or '.', not {:?}",
+                s.chars().take(80).collect::<String>()
+            ));
+        }
+        if !(self.facts.is_object() || self.facts.is_null()) {
+            return Err("`facts` must be an object (MACs, serial, memory, disks...)".into());
+        }
+        Ok(())
+    }
+}
+
 /// Why a node's request was refused. The message is safe to show the node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
@@ -144,20 +171,36 @@ pub trait Nodes: Send + Sync + 'static {
 pub struct HttpBootConfig {
     /// Served under `/boot/assets/`.
     pub assets: PathBuf,
+    /// Requests a second one client address may make of the routes that look things up
+    /// (`/boot/ipxe`, `/boot/unattended`, `/v1/metadata`, `/v1/state`); assets are not
+    /// counted.
+    pub per_client: u32,
 }
+
+/// [`HttpBootConfig::per_client`] unless told: a node boots with a handful of requests.
+pub const DEFAULT_PER_CLIENT: u32 = 20;
 
 struct BootState {
     nodes: Arc<dyn Nodes>,
 }
 
+/// Largest body of `POST /v1/state`, in bytes.
+pub const STATE_BODY_LIMIT: usize = 256 << 10;
+
 /// The routes of the table above, ready to merge into the server's router.
 pub fn router(nodes: Arc<dyn Nodes>, cfg: &HttpBootConfig) -> Router {
     let state = Arc::new(BootState { nodes });
+    let limit = limit::PerClient::new(cfg.per_client);
     Router::new()
         .route("/boot/ipxe", get(ipxe_script))
         .route("/boot/unattended", get(unattended))
         .route("/v1/metadata", get(metadata))
-        .route("/v1/state", post(report_state))
+        // A node's facts are a few KiB; a larger body is not a node's report.
+        .route(
+            "/v1/state",
+            post(report_state).layer(DefaultBodyLimit::max(STATE_BODY_LIMIT)),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(limit, limit::limit))
         .nest_service("/boot/assets", ServeDir::new(&cfg.assets))
         .with_state(state)
 }
@@ -262,12 +305,16 @@ async fn report_state(
     NodeToken(token): NodeToken,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, Response> {
-    let report: StateReport = serde_json::from_slice(&body).map_err(|e| {
-        let body = serde_json::json!({ "error": { "message": format!(
-            "the body must be JSON {{\"state\": \"…\", \"facts\": {{…}}}}: {e}"
-        ) } });
+    let bad = |message: String| {
+        let body = serde_json::json!({ "error": { "message": message } });
         (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+    };
+    let report: StateReport = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "the body must be JSON {{\"state\": \"…\", \"facts\": {{…}}}}: {e}"
+        ))
     })?;
+    report.check().map_err(bad)?;
     st.nodes
         .report(&token, report)
         .await

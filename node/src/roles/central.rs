@@ -120,11 +120,16 @@ impl CentralRole {
     }
 
     /// The REST API, with `extra` routes (the site's HTTP boot) under the same layers.
-    pub async fn router(&self, extra: Option<Router>) -> Result<Router, ProcessError> {
+    pub async fn router(
+        &self,
+        extra: Option<Router>,
+        audit: lariat_api::AuditLog,
+    ) -> Result<Router, ProcessError> {
         let cfg = ApiConfig {
             auth: self.auth,
             shutdown: self.end_streams.clone(),
             extra,
+            audit: Some(audit),
             ..Default::default()
         };
         Ok(lariat_api::router(

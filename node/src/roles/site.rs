@@ -35,6 +35,8 @@ pub struct SiteConfig {
     pub asset_origin: Option<String>,
     /// BMC operations in flight at once, across all hosts.
     pub bmc_max_in_flight: usize,
+    /// Requests a second per client on the boot routes that look things up.
+    pub boot_rate: u32,
     /// DHCP and TFTP.
     pub services: BootServicesConfig,
 }
@@ -130,7 +132,11 @@ impl SiteRole {
                 .clone()
                 .unwrap_or_else(|| format!("http://{boot_addr}"));
             tracing::info!(%base_url, assets = %assets.display(), "HTTP boot on");
-            Some(HttpBoot { base_url, assets })
+            Some(HttpBoot {
+                base_url,
+                assets,
+                per_client: self.cfg.boot_rate,
+            })
         } else {
             None
         };
