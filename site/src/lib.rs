@@ -46,12 +46,15 @@ impl HttpBoot {
     }
 
     /// The HTTP boot routes (iPXE scripts, assets, unattended files, node metadata, the
-    /// node callback), answered from `design` and the engine's waiting steps.
+    /// node callback), answered from `design` and the engine's waiting steps. With the
+    /// boot services' DHCP leases (when they hand out addresses), a node's script goes
+    /// only to the address leased to its MAC.
     pub fn routes(
         &self,
         engine: Engine,
         design: Arc<dyn SiteDesign>,
         tokens: NodeTokens,
+        services: &BootServices,
     ) -> Router {
         let nodes = SiteNodes::new(engine, design, tokens, &self.base_url);
         lariat_boot::http::router(
@@ -59,6 +62,7 @@ impl HttpBoot {
             &lariat_boot::http::HttpBootConfig {
                 assets: self.assets.clone(),
                 per_client: self.per_client,
+                leases: services.address_leases(),
             },
         )
     }

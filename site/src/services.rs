@@ -59,6 +59,7 @@ pub struct BootServices {
     dhcp: Option<tokio::task::JoinHandle<()>>,
     tftp: Option<TftpServer>,
     leases: Option<LeaseReader>,
+    mode: dhcp::Mode,
     stop: CancellationToken,
 }
 
@@ -75,6 +76,7 @@ impl BootServices {
                 dhcp: None,
                 tftp: None,
                 leases: None,
+                mode: cfg.dhcp_mode,
                 stop,
             });
         }
@@ -133,6 +135,7 @@ impl BootServices {
             dhcp,
             tftp,
             leases,
+            mode: cfg.dhcp_mode,
             stop,
         })
     }
@@ -140,6 +143,16 @@ impl BootServices {
     /// The DHCP server's leases, when it runs.
     pub fn leases(&self) -> Option<&LeaseReader> {
         self.leases.as_ref()
+    }
+
+    /// The leases of addresses this server hands out: none as a proxyDHCP, whose
+    /// clients' addresses come from another server.
+    pub fn address_leases(&self) -> Option<Arc<dyn lariat_boot::http::LeasedAddress>> {
+        if self.mode != dhcp::Mode::Server {
+            return None;
+        }
+        let r: Arc<dyn lariat_boot::http::LeasedAddress> = Arc::new(self.leases.clone()?);
+        Some(r)
     }
 
     /// Stops the services and waits for them.

@@ -195,6 +195,21 @@ impl LeaseReader {
         Ok(n)
     }
 
+    /// The address bound to `mac` (as `52:54:00:…`) and not expired at `now`.
+    pub async fn bound_address(&self, mac: &str, now: u64) -> Result<Option<Ipv4Addr>, StoreError> {
+        let ip: Option<String> = sqlx::query_scalar(
+            "SELECT ip FROM dhcp_leases WHERE mac = ?1 AND state = 'bound' AND expires_at > ?2",
+        )
+        .bind(mac)
+        .bind(i64::try_from(now).unwrap_or(i64::MAX))
+        .fetch_optional(&self.read)
+        .await?;
+        ip.map(|ip| {
+            Ipv4Addr::from_str(&ip).map_err(|_| StoreError::Decode(format!("lease ip '{ip}'")))
+        })
+        .transpose()
+    }
+
     /// Every lease row (bound and released), ordered by address.
     pub async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
         let rows = sqlx::query(

@@ -14,9 +14,14 @@
 //!
 //! A node token travels as `Authorization: Bearer <token>` or as `?token=` (for clients
 //! like iPXE's `imgfetch` that cannot set headers).
+//!
+//! When Lariat is the DHCP server, the script (and the token in it) goes only to the
+//! address DHCP leased to the MAC asked about ([`LeasedAddress`]): a neighbour on the
+//! provisioning network cannot ask for another node's token by its MAC.
 
 mod script;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -24,7 +29,7 @@ use async_trait::async_trait;
 mod limit;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -166,8 +171,28 @@ pub trait Nodes: Send + Sync + 'static {
     async fn unattended(&self, token: &str) -> Result<(String, String), NodeError>;
 }
 
+/// Which address the DHCP server has leased to a MAC: the iPXE script route's check of
+/// who asks. Implemented by the DHCP server's [`LeaseReader`](crate::dhcp::LeaseReader).
+#[async_trait]
+pub trait LeasedAddress: Send + Sync + 'static {
+    /// The address bound to `mac` and not expired now; None when it holds no lease.
+    async fn leased(&self, mac: Mac) -> Result<Option<Ipv4Addr>, String>;
+}
+
+#[async_trait]
+impl LeasedAddress for crate::dhcp::LeaseReader {
+    async fn leased(&self, mac: Mac) -> Result<Option<Ipv4Addr>, String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.bound_address(&mac.to_string(), now)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// HTTP boot settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpBootConfig {
     /// Served under `/boot/assets/`.
     pub assets: PathBuf,
@@ -175,6 +200,10 @@ pub struct HttpBootConfig {
     /// (`/boot/ipxe`, `/boot/unattended`, `/v1/metadata`, `/v1/state`); assets are not
     /// counted.
     pub per_client: u32,
+    /// The DHCP server's leases, when Lariat is the address server: the iPXE script is
+    /// then given only to the address leased to the MAC asked about. None (a proxyDHCP
+    /// or another DHCP server) gives it to any address.
+    pub leases: Option<Arc<dyn LeasedAddress>>,
 }
 
 /// [`HttpBootConfig::per_client`] unless told: a node boots with a handful of requests.
@@ -182,6 +211,7 @@ pub const DEFAULT_PER_CLIENT: u32 = 20;
 
 struct BootState {
     nodes: Arc<dyn Nodes>,
+    leases: Option<Arc<dyn LeasedAddress>>,
 }
 
 /// Largest body of `POST /v1/state`, in bytes.
@@ -189,7 +219,10 @@ pub const STATE_BODY_LIMIT: usize = 256 << 10;
 
 /// The routes of the table above, ready to merge into the server's router.
 pub fn router(nodes: Arc<dyn Nodes>, cfg: &HttpBootConfig) -> Router {
-    let state = Arc::new(BootState { nodes });
+    let state = Arc::new(BootState {
+        nodes,
+        leases: cfg.leases.clone(),
+    });
     let limit = limit::PerClient::new(cfg.per_client);
     Router::new()
         .route("/boot/ipxe", get(ipxe_script))
@@ -235,7 +268,12 @@ struct MacQuery {
     mac: Option<String>,
 }
 
-async fn ipxe_script(State(st): State<Arc<BootState>>, Query(q): Query<MacQuery>) -> Response {
+async fn ipxe_script(
+    State(st): State<Arc<BootState>>,
+    // Absent only in a router served without connect info (a test's).
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Query(q): Query<MacQuery>,
+) -> Response {
     let Some(mac) = q.mac else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -251,6 +289,11 @@ async fn ipxe_script(State(st): State<Arc<BootState>>, Query(q): Query<MacQuery>
             );
         }
     };
+    if let Some(leases) = &st.leases
+        && let Err(refused) = leased_to(leases.as_ref(), mac, peer.map(|p| p.0.0.ip())).await
+    {
+        return refused;
+    }
     match st.nodes.boot(mac).await {
         Ok(BootDecision::Provision(plan)) => {
             tracing::info!(%mac, host = %plan.host, run = %plan.run, "iPXE: provisioning script");
@@ -262,6 +305,40 @@ async fn ipxe_script(State(st): State<Arc<BootState>>, Query(q): Query<MacQuery>
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// Refuses (403, and nothing is looked up or minted) a script asked for `mac` from an
+/// address other than the one DHCP leased to it.
+async fn leased_to(
+    leases: &dyn LeasedAddress,
+    mac: Mac,
+    peer: Option<IpAddr>,
+) -> Result<(), Response> {
+    // A listener on [::] sees IPv4 clients as ::ffff:a.b.c.d.
+    let Some(peer) = peer.map(|ip| ip.to_canonical()) else {
+        return Ok(());
+    };
+    let leased = leases.leased(mac).await.map_err(|e| {
+        tracing::error!(%mac, "HTTP boot: cannot read the DHCP leases: {e}");
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "#!ipxe\necho lariat: the lease database cannot be read; try again\n".into(),
+        )
+    })?;
+    if leased.map(IpAddr::V4) == Some(peer) {
+        return Ok(());
+    }
+    let held = leased.map_or_else(
+        || "holds no lease".to_string(),
+        |ip| format!("is leased {ip}"),
+    );
+    tracing::warn!(%mac, client = %peer, "iPXE: script refused: {mac} {held}, the request came from {peer}");
+    Err(text(
+        StatusCode::FORBIDDEN,
+        format!(
+            "#!ipxe\necho lariat: {mac} {held}; its script goes only to its leased address, not to {peer}\n"
+        ),
+    ))
 }
 
 /// The node token, from `Authorization: Bearer` or else from `?token=`.

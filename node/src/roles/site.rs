@@ -151,7 +151,7 @@ impl SiteRole {
                 let tokens = NodeTokens::open(tables.clone())
                     .await
                     .map_err(ProcessError::NodeTokens)?;
-                Some(b.routes(engine, design, tokens))
+                Some(b.routes(engine, design, tokens, &services))
             }
             None => None,
         };
