@@ -208,7 +208,7 @@ async fn a_node_boots_its_profile_only_while_a_step_waits_and_its_callback_is_on
 }
 
 #[tokio::test]
-async fn boot_assets_are_served_with_ranges() {
+async fn boot_assets_are_served_with_ranges_and_every_boot_route_is_documented() {
     let repo = Repo::with(&examples().join("design"));
     let s = server(&repo);
     let assets = {
@@ -238,6 +238,20 @@ async fn boot_assets_are_served_with_ranges() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(res.bytes().await.unwrap().as_ref(), &data[1000..2000]);
+
+    // The boot routes are in the document of the listener that serves them.
+    let (status, doc) = s.get(&s.viewer, "/openapi.json").await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    for (path, method) in [
+        ("/boot/ipxe", "get"),
+        ("/boot/assets/{path}", "get"),
+        ("/boot/unattended", "get"),
+        ("/v1/metadata", "get"),
+        ("/v1/state", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{path} {method}");
+    }
+    assert!(doc["paths"]["/v1/runs"]["post"].is_object());
 
     for path in [
         "/boot/assets/../lariat.db",

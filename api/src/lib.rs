@@ -15,8 +15,8 @@
 //! The OpenAPI document is assembled from the handlers' `#[utoipa::path]` attributes by the
 //! same router that serves them, so a route cannot exist without being documented. The
 //! exception is HTTP boot (`/boot/*`, `/v1/state`, `/v1/metadata`, with `--http-boot`),
-//! which the site role merges in ([`ApiConfig::extra`]): those routes are for booting
-//! nodes, not operators, and `lariat_boot::http` documents them.
+//! which the site role merges in with its own document ([`ExtraRoutes`]): those routes
+//! are for booting nodes, not operators, and `lariat_boot::http` documents them.
 //!
 //! Run details are served from a cache that the engine's committed events invalidate
 //! (see `cache`), so polling a waiting run costs no store queries.
@@ -71,14 +71,30 @@ pub struct ApiConfig {
     /// for clients that would otherwise follow a run forever.
     pub shutdown: CancellationToken,
     /// Routes of another role served on the same listener, under the same layers (a
-    /// site's HTTP boot); they are not part of the OpenAPI document.
-    pub extra: Option<Router>,
+    /// site's HTTP boot), with their part of the OpenAPI document.
+    pub extra: Option<ExtraRoutes>,
     /// The window overrides an agent was sent, shown in its windows; a central node
     /// shows its own.
     pub overrides: Option<state::OverrideFeed>,
     /// The audit trail the handlers write; one group-committed on the tokens' database
     /// when absent. Give one to flush it before the database closes.
     pub audit: Option<AuditLog>,
+}
+
+/// Another role's routes on the API's listener, and their OpenAPI paths.
+#[derive(Clone)]
+pub struct ExtraRoutes {
+    pub router: Router,
+    pub doc: utoipa::openapi::OpenApi,
+}
+
+impl std::fmt::Debug for ExtraRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let paths: Vec<&String> = self.doc.paths.paths.keys().collect();
+        f.debug_struct("ExtraRoutes")
+            .field("paths", &paths)
+            .finish()
+    }
 }
 
 impl Default for ApiConfig {
@@ -258,6 +274,10 @@ pub async fn router(
     cfg: ApiConfig,
 ) -> Result<Router, ApiError> {
     let (routes, mut doc) = documented();
+    let extra = cfg.extra.map(|e| {
+        doc.merge(e.doc);
+        e.router
+    });
     finish_doc(&mut doc);
     let runs = Arc::new(cache::RunCache::default());
     tokio::spawn(runs.clone().follow(engine.subscribe()));
@@ -283,7 +303,7 @@ pub async fn router(
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
-    if let Some(extra) = cfg.extra {
+    if let Some(extra) = extra {
         app = app.merge(extra);
     }
     Ok(app

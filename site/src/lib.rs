@@ -21,6 +21,7 @@ use axum::Router;
 use lariat_engine::Engine;
 
 pub use design::{DesignSetter, LateDesign, SiteDesign};
+pub use lariat_boot::http::openapi as http_boot_openapi;
 pub use lariat_steps::CurrentDesign;
 pub use node_tokens::{MIGRATIONS, NodeToken, NodeTokens};
 pub use nodes::SiteNodes;

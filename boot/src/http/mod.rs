@@ -101,14 +101,36 @@ pub enum BootDecision {
 }
 
 /// What a node reports on `POST /v1/state`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateReport {
-    /// The node's state, e.g. `installed`, `wiped`, `booted`.
+    /// The node's state, e.g. `installed`, `wiped`, `booted`: 1 to 64 letters, digits,
+    /// '_', '-' or '.'.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.-]+$")]
     pub state: String,
-    /// What the node found about itself: MACs, serial, CPU, memory, disks.
+    /// What the node found about itself: MACs, serial, CPU, memory, disks (an object).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub facts: Value,
+}
+
+/// A boot route's error answer: `{"error": {"message": "..."}}`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct NodeErrorBody {
+    pub error: NodeErrorDetail,
+}
+
+/// What went wrong, in words safe to show the node.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct NodeErrorDetail {
+    pub message: String,
+}
+
+fn error_json(status: StatusCode, message: String) -> Response {
+    let body = NodeErrorBody {
+        error: NodeErrorDetail { message },
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// Longest `state` a node may report.
@@ -258,16 +280,88 @@ impl IntoResponse for NodeError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        let body = serde_json::json!({ "error": { "message": self.to_string() } });
-        (status, axum::Json(body)).into_response()
+        error_json(status, self.to_string())
     }
 }
 
-#[derive(Deserialize)]
+/// Query of `GET /boot/ipxe`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct MacQuery {
+    /// The MAC iPXE booted from (`${net0/mac}`), e.g. `52:54:00:12:34:56`.
     mac: Option<String>,
 }
 
+/// Query of the routes that take a node token.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the `?token=` that [`NodeToken`] reads
+struct TokenQuery {
+    /// The node token, for clients that cannot send `Authorization: Bearer`.
+    token: Option<String>,
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(ipxe_script, boot_asset, unattended, metadata, report_state),
+    components(schemas(StateReport, NodeErrorBody, NodeErrorDetail)),
+    tags((name = "boot", description = "HTTP boot on the provisioning network: iPXE scripts, boot assets, unattended files, node metadata and the node's state callback. Plain HTTP, as PXE firmware needs; a node token (one per waiting step, ended with it) guards what is the node's own, and each client address is limited to a number of requests a second")),
+)]
+struct BootDoc;
+
+/// The OpenAPI paths of the routes [`router`] serves, for the document of the API that
+/// shares their listener.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    let mut doc = BootDoc::openapi();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "node_token",
+        utoipa::openapi::security::SecurityScheme::Http(
+            utoipa::openapi::security::HttpBuilder::new()
+                .scheme(utoipa::openapi::security::HttpAuthScheme::Bearer)
+                .description(Some(
+                    "The node's token, from its iPXE script (or `?token=`)",
+                ))
+                .build(),
+        ),
+    );
+    doc
+}
+
+/// Serves a staged asset; documented here, answered by the asset folder's service.
+#[utoipa::path(
+    get,
+    path = "/boot/assets/{path}",
+    tag = "boot",
+    params(("path" = String, Path, description = "The asset's path under the site's boot assets, e.g. `debian-12/vmlinuz`")),
+    responses(
+        (status = 200, description = "The asset", content_type = "application/octet-stream"),
+        (status = 206, description = "The range asked for with `Range`", content_type = "application/octet-stream"),
+        (status = 404, description = "No such asset"),
+        (status = 416, description = "A range outside the asset"),
+    ),
+)]
+#[allow(dead_code)]
+async fn boot_asset() {}
+
+/// The node's iPXE script: its boot profile when a provisioning step waits for it (with
+/// a fresh node token), local disk otherwise. Where Lariat is the DHCP server, only the
+/// address leased to `mac` gets it.
+#[utoipa::path(
+    get,
+    path = "/boot/ipxe",
+    tag = "boot",
+    params(MacQuery),
+    responses(
+        (status = 200, description = "An iPXE script", body = String, content_type = "text/plain"),
+        (status = 400, description = "No `mac`, or not a MAC address (as an iPXE script that says so)", body = String, content_type = "text/plain"),
+        (status = 403, description = "The request does not come from the address DHCP leased to `mac`", body = String, content_type = "text/plain"),
+        (status = 409, description = "The node's step cannot take it now", body = NodeErrorBody),
+        (status = 429, description = "Over the per-client limit; `Retry-After` says when", body = NodeErrorBody),
+        (status = 503, description = "The lease database cannot be read", body = String, content_type = "text/plain"),
+    ),
+)]
 async fn ipxe_script(
     State(st): State<Arc<BootState>>,
     // Absent only in a router served without connect info (a test's).
@@ -377,15 +471,30 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NodeToken {
     }
 }
 
+/// The node's state and facts: signals the step waiting for it; the token is used up.
+#[utoipa::path(
+    post,
+    path = "/v1/state",
+    tag = "boot",
+    params(TokenQuery),
+    request_body = StateReport,
+    security(("node_token" = [])),
+    responses(
+        (status = 204, description = "Recorded; the waiting step goes on"),
+        (status = 400, description = "Not a state report", body = NodeErrorBody),
+        (status = 401, description = "No node token, or a wrong, expired or used one", body = NodeErrorBody),
+        (status = 409, description = "The step the token is for does not wait now", body = NodeErrorBody),
+        (status = 413, description = "A body over 256 KiB", body = NodeErrorBody),
+        (status = 429, description = "Over the per-client limit", body = NodeErrorBody),
+    ),
+)]
 async fn report_state(
     State(st): State<Arc<BootState>>,
     NodeToken(token): NodeToken,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<StatusCode, Response> {
-    let bad = |message: String| {
-        let body = serde_json::json!({ "error": { "message": message } });
-        (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
-    };
+    let bad = |message: String| error_json(StatusCode::BAD_REQUEST, message);
+    let body = body.map_err(|e| error_json(e.status(), e.body_text()))?;
     let report: StateReport = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
             "the body must be JSON {{\"state\": \"…\", \"facts\": {{…}}}}: {e}"
@@ -399,6 +508,20 @@ async fn report_state(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The node's own resolved data from the design (the token is not used up).
+#[utoipa::path(
+    get,
+    path = "/v1/metadata",
+    tag = "boot",
+    params(TokenQuery),
+    security(("node_token" = [])),
+    responses(
+        (status = 200, description = "The node's resolved host", body = Object),
+        (status = 401, description = "No node token, or a wrong, expired or used one", body = NodeErrorBody),
+        (status = 404, description = "The design has no such host now", body = NodeErrorBody),
+        (status = 429, description = "Over the per-client limit", body = NodeErrorBody),
+    ),
+)]
 async fn metadata(
     State(st): State<Arc<BootState>>,
     NodeToken(token): NodeToken,
@@ -406,6 +529,20 @@ async fn metadata(
     st.nodes.metadata(&token).await.map(axum::Json)
 }
 
+/// The node's kickstart, cloud-init or ignition file (the token is not used up).
+#[utoipa::path(
+    get,
+    path = "/boot/unattended",
+    tag = "boot",
+    params(TokenQuery),
+    security(("node_token" = [])),
+    responses(
+        (status = 200, description = "The rendered file, in its own media type", body = String, content_type = "text/plain"),
+        (status = 401, description = "No node token, or a wrong, expired or used one", body = NodeErrorBody),
+        (status = 404, description = "The node's boot profile has no unattended template", body = NodeErrorBody),
+        (status = 429, description = "Over the per-client limit", body = NodeErrorBody),
+    ),
+)]
 async fn unattended(
     State(st): State<Arc<BootState>>,
     NodeToken(token): NodeToken,

@@ -122,7 +122,7 @@ impl CentralRole {
     /// The REST API, with `extra` routes (the site's HTTP boot) under the same layers.
     pub async fn router(
         &self,
-        extra: Option<Router>,
+        extra: Option<lariat_api::ExtraRoutes>,
         audit: lariat_api::AuditLog,
     ) -> Result<Router, ProcessError> {
         let cfg = ApiConfig {

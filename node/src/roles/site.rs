@@ -172,8 +172,11 @@ impl SiteRole {
 impl RunningSite {
     /// HTTP boot's routes, for the listener the API serves on; once. None when HTTP boot
     /// is off or has a listener of its own.
-    pub fn take_routes(&mut self) -> Option<Router> {
-        self.routes.take()
+    pub fn take_routes(&mut self) -> Option<lariat_api::ExtraRoutes> {
+        self.routes.take().map(|router| lariat_api::ExtraRoutes {
+            router,
+            doc: lariat_site::http_boot_openapi(),
+        })
     }
 
     /// Counts the DHCP server's active leases, when this site serves DHCP.
