@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use lariat_db::Durability;
 use lariat_site::BootServicesConfig;
-use lariat_source::SourceConfig;
+use lariat_source::{CredentialError, RepoCredentials, SourceConfig};
 
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
@@ -130,6 +130,22 @@ pub struct DesignArgs {
     /// Bare mirror the design is fetched into; `<db>.design.git` when absent.
     #[arg(long)]
     pub design_mirror: Option<PathBuf>,
+    /// File holding `user:password` (or `user:token`) for an HTTPS design repository;
+    /// a secret in --design-repo itself is refused.
+    #[arg(
+        long,
+        env = "LARIAT_DESIGN_CREDENTIALS_FILE",
+        conflicts_with = "design_ssh_key"
+    )]
+    pub design_credentials_file: Option<PathBuf>,
+    /// Private key for an SSH design repository (`ssh://git@host/design.git` or
+    /// `git@host:design.git`); needs --design-known-hosts.
+    #[arg(long, env = "LARIAT_DESIGN_SSH_KEY")]
+    pub design_ssh_key: Option<PathBuf>,
+    /// The SSH server's host keys, as `ssh-keyscan` prints them (an OpenSSH known_hosts
+    /// file, hashed names included): a fetch from a server showing another key fails.
+    #[arg(long, env = "LARIAT_DESIGN_KNOWN_HOSTS")]
+    pub design_known_hosts: Option<PathBuf>,
 }
 
 impl DesignArgs {
@@ -160,6 +176,17 @@ impl DesignArgs {
         if self.design_poll.is_some_and(|d| d < Duration::from_secs(1)) {
             anyhow::bail!("--design-poll must be at least 1s");
         }
+        let credentials = match (
+            &self.design_credentials_file,
+            &self.design_ssh_key,
+            &self.design_known_hosts,
+        ) {
+            (Some(f), _, _) => RepoCredentials::from_file(f)?,
+            (None, Some(key), Some(kh)) => RepoCredentials::ssh_key(key, kh)?,
+            (None, Some(_), None) => Err(CredentialError::SshNeedsKnownHosts)?,
+            (None, None, _) => RepoCredentials::None,
+        };
+        credentials.check(repo)?;
         let mirror = self
             .design_mirror
             .clone()
@@ -171,6 +198,7 @@ impl DesignArgs {
             poll: self.design_poll,
             webhook_secret,
             fetch_timeout: Duration::from_secs(120),
+            credentials,
         }))
     }
 }

@@ -81,3 +81,72 @@ fn a_second_server_on_the_same_file_is_refused() {
     let _ = first.kill();
     let _ = first.wait();
 }
+
+#[test]
+fn design_repository_credentials_are_refused_in_the_url_and_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lariat.db");
+    let mut c = server(&db, free_port());
+    c.args([
+        "--design-repo",
+        "https://ci:glpat-secret@git.example.net/design.git",
+    ]);
+    refused(
+        c,
+        &[
+            "holds a password or token",
+            "--design-credentials-file",
+            "***@git.example.net",
+        ],
+    );
+    let out = server(&db, free_port())
+        .args([
+            "--design-repo",
+            "https://ci:glpat-secret@git.example.net/design.git",
+        ])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("glpat"));
+
+    let mut c = server(&db, free_port());
+    c.args(["--design-repo", "git@git.example.net:acme/design.git"]);
+    refused(
+        c,
+        &["is an SSH URL", "--design-ssh-key", "--design-known-hosts"],
+    );
+
+    let key = dir.path().join("id_ed25519");
+    std::fs::write(&key, "not read until a fetch").unwrap();
+    let mut c = server(&db, free_port());
+    c.args([
+        "--design-repo",
+        "git@git.example.net:acme/design.git",
+        "--design-ssh-key",
+    ])
+    .arg(&key);
+    refused(c, &["--design-ssh-key needs --design-known-hosts"]);
+
+    let kh = dir.path().join("known_hosts");
+    std::fs::write(&kh, "git.example.net ssh-ed25519 !!!\n").unwrap();
+    let mut c = server(&db, free_port());
+    c.args([
+        "--design-repo",
+        "git@git.example.net:acme/design.git",
+        "--design-ssh-key",
+    ])
+    .arg(&key)
+    .arg("--design-known-hosts")
+    .arg(&kh);
+    refused(c, &["known_hosts line 1", "not base64"]);
+
+    let creds = dir.path().join("creds");
+    std::fs::write(&creds, "only-a-token\n").unwrap();
+    let mut c = server(&db, free_port());
+    c.args([
+        "--design-repo",
+        "https://git.example.net/design.git",
+        "--design-credentials-file",
+    ])
+    .arg(&creds);
+    refused(c, &["holds one line `user:password`"]);
+}

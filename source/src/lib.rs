@@ -8,6 +8,7 @@
 //!
 //! Git work is blocking (git2), so it runs on blocking threads, one sync at a time.
 
+pub mod credentials;
 mod mirror;
 mod revisions;
 mod webhook;
@@ -22,6 +23,7 @@ use lariat_workflows::design::{self, Finding, Loaded};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use credentials::{CredentialError, KnownHosts, RepoCredentials};
 pub use mirror::{Snapshot, redact_url};
 pub use revisions::{Pin, Revision, RevisionStatus, Trigger};
 pub use webhook::{PushEvent, WebhookError, verify_signature};
@@ -80,6 +82,8 @@ pub struct SourceConfig {
     pub webhook_secret: Option<Vec<u8>>,
     /// A fetch that takes longer fails (the git thread is left to finish on its own).
     pub fetch_timeout: Duration,
+    /// How to sign in to `repo`; never part of its URL.
+    pub credentials: RepoCredentials,
 }
 
 /// The design in force, with the revision it came from (`None` before any revision was
@@ -156,8 +160,12 @@ impl DesignSource {
     /// not fetch; call [`sync`](Self::sync) for that (the server does at start).
     pub async fn open(db: Db, cfg: SourceConfig) -> Result<DesignSource, SourceError> {
         db.migrate(&revisions::MIGRATIONS).await?;
-        let (path, url) = (cfg.mirror.clone(), cfg.repo.clone());
-        let mirror = blocking(cfg.fetch_timeout, move || Mirror::open(&path, &url)).await?;
+        let (path, url, creds) = (
+            cfg.mirror.clone(),
+            cfg.repo.clone(),
+            cfg.credentials.clone(),
+        );
+        let mirror = blocking(cfg.fetch_timeout, move || Mirror::open(&path, &url, creds)).await?;
         let mirror = Arc::new(Mutex::new(mirror));
         let mut active = ActiveDesign {
             revision: None,

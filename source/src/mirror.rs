@@ -6,9 +6,13 @@
 
 use std::path::{Path, PathBuf};
 
-use git2::{FetchOptions, Oid, Repository, TreeWalkMode, TreeWalkResult};
+use git2::{
+    CertificateCheckStatus, Cred, CredentialType, FetchOptions, Oid, RemoteCallbacks, Repository,
+    TreeWalkMode, TreeWalkResult,
+};
 
 use crate::SourceError;
+use crate::credentials::{HostKeyCheck, RepoCredentials, known_hosts_name};
 
 /// Design files larger than this are refused: a design is text written by people.
 const MAX_FILE_BYTES: usize = 8 << 20;
@@ -30,6 +34,7 @@ pub struct Mirror {
     /// `url` as messages may show it: without a password or token in it.
     shown: String,
     path: PathBuf,
+    credentials: RepoCredentials,
 }
 
 /// A repository URL with any user information (`user:token@`) replaced by `***`, for
@@ -47,7 +52,11 @@ pub fn redact_url(url: &str) -> String {
 
 impl Mirror {
     /// Opens the mirror at `path`, creating an empty bare repository there if none exists.
-    pub fn open(path: &Path, url: &str) -> Result<Mirror, SourceError> {
+    pub fn open(
+        path: &Path,
+        url: &str,
+        credentials: RepoCredentials,
+    ) -> Result<Mirror, SourceError> {
         let repo = match Repository::open_bare(path) {
             Ok(r) => r,
             Err(_) if !path.exists() || is_empty_dir(path) => Repository::init_bare(path)
@@ -67,6 +76,7 @@ impl Mirror {
             url: url.to_string(),
             shown: redact_url(url),
             path: path.to_path_buf(),
+            credentials,
         })
     }
 
@@ -80,11 +90,22 @@ impl Mirror {
             format!("+refs/heads/{branch}:refs/remotes/origin/{branch}"),
             "+refs/tags/*:refs/tags/*".to_string(),
         ];
+        let refused = std::cell::RefCell::new(None::<String>);
         let mut opts = FetchOptions::new();
         opts.download_tags(git2::AutotagOption::None);
-        remote
-            .fetch(&specs, Some(&mut opts), None)
-            .map_err(|e| self.fetch_error(&format!("fetch {branch} from"), e))?;
+        opts.remote_callbacks(self.callbacks(&refused));
+        let fetched = remote.fetch(&specs, Some(&mut opts), None);
+        drop(opts);
+        if let Err(e) = fetched {
+            // Our own reason (a host key, credentials refused) says more than libgit2's.
+            return Err(match refused.into_inner() {
+                Some(reason) => SourceError::Git {
+                    what: format!("fetch {branch} from {}", self.shown),
+                    message: reason,
+                },
+                None => self.fetch_error(&format!("fetch {branch} from"), e),
+            });
+        }
         let head = format!("refs/remotes/origin/{branch}");
         let reference = self
             .repo
@@ -97,6 +118,71 @@ impl Mirror {
             .peel_to_commit()
             .map_err(|e| SourceError::git(format!("read {head}"), e))?;
         Ok(commit.id())
+    }
+
+    /// Credentials on demand, and the SSH host key checked against known_hosts. A reason
+    /// to refuse is written to `refused` for the fetch's error.
+    fn callbacks<'a>(
+        &'a self,
+        refused: &'a std::cell::RefCell<Option<String>>,
+    ) -> RemoteCallbacks<'a> {
+        let mut cb = RemoteCallbacks::new();
+        let mut offered = false;
+        cb.credentials(move |_url, user_in_url, allowed| {
+            let refuse = |reason: String| {
+                *refused.borrow_mut() = Some(reason.clone());
+                Err(git2::Error::from_str(&reason))
+            };
+            if allowed.contains(CredentialType::USERNAME) {
+                return Cred::username(user_in_url.unwrap_or("git"));
+            }
+            // libgit2 asks again after a refusal; once is enough, and no lockout follows.
+            if offered {
+                return refuse("the repository refused the credentials".into());
+            }
+            offered = true;
+            match &self.credentials {
+                RepoCredentials::SshKey { key, .. } if allowed.contains(CredentialType::SSH_KEY) => {
+                    Cred::ssh_key(user_in_url.unwrap_or("git"), None, key, None)
+                }
+                RepoCredentials::UserPassword { user, password }
+                    if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
+                {
+                    Cred::userpass_plaintext(user, password.expose())
+                }
+                RepoCredentials::None => refuse(
+                    "the repository asks for credentials: give --design-credentials-file (HTTPS) or --design-ssh-key (SSH)".into(),
+                ),
+                _ => refuse(format!(
+                    "the repository asks for credentials of another kind ({allowed:?}) than those given"
+                )),
+            }
+        });
+        cb.certificate_check(move |cert, _host| {
+            let Some(hostkey) = cert.as_hostkey() else {
+                // TLS: libgit2 has checked the chain against the system's CAs.
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
+            let RepoCredentials::SshKey { known_hosts, .. } = &self.credentials else {
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
+            let name = known_hosts_name(&self.url).unwrap_or_default();
+            let key = hostkey.hostkey().unwrap_or_default();
+            let reason = match known_hosts.check(&name, key) {
+                HostKeyCheck::Known => return Ok(CertificateCheckStatus::CertificateOk),
+                HostKeyCheck::Mismatch { key_type } => format!(
+                    "the SSH host key of {name} is not the one in {} ({key_type}): a changed key or someone in between; check it before replacing the line",
+                    known_hosts.path().display()
+                ),
+                HostKeyCheck::Unknown => format!(
+                    "{} has no host key for {name}: add it with `ssh-keyscan` and check its fingerprint",
+                    known_hosts.path().display()
+                ),
+            };
+            *refused.borrow_mut() = Some(reason.clone());
+            Err(git2::Error::from_str(&reason))
+        });
+        cb
     }
 
     /// A fetch's error, the URL redacted in git's own message too.

@@ -6,7 +6,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use lariat_db::{Db, DbOptions};
-use lariat_source::{DesignSource, RevisionStatus, SourceConfig, SourceError, Trigger};
+use lariat_source::{
+    DesignSource, RepoCredentials, RevisionStatus, SourceConfig, SourceError, Trigger,
+};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -92,6 +94,7 @@ fn config(repo: &Path, data: &Path) -> SourceConfig {
         poll: None,
         webhook_secret: None,
         fetch_timeout: Duration::from_secs(30),
+        credentials: RepoCredentials::None,
     }
 }
 
@@ -258,4 +261,317 @@ async fn without_a_repository_the_design_is_empty_and_sync_says_why() {
     assert!(src.active().loaded.design.hosts().next().is_none());
     let err = src.sync(Trigger::Manual).await.unwrap_err();
     assert!(matches!(err, SourceError::NotConfigured));
+}
+
+/// OpenSSH's sshd on 127.0.0.1 serving the git repositories of this machine to one
+/// client key, with a host key of its own. Stopped on drop.
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Sshd {
+    /// None (with the reason) where sshd cannot run: not installed, or not root.
+    fn start() -> Result<Sshd, String> {
+        let sshd = Path::new("/usr/sbin/sshd");
+        if !sshd.exists() {
+            return Err("/usr/sbin/sshd is not installed (package openssh-server)".into());
+        }
+        if !std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        {
+            return Err("not root (sshd's privilege separation needs it)".into());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        keygen(&d.join("host_key"));
+        keygen(&d.join("client_key"));
+        keygen(&d.join("stranger_key"));
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\n\
+             AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+             PermitRootLogin prohibit-password\nPidFile {d}/sshd.pid\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), cfg).unwrap();
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
+            .spawn()
+            .map_err(|e| format!("sshd: {e}"))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "sshd did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Sshd { dir, port, child })
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A known_hosts file naming this server with `key`'s public half.
+    fn known_hosts(&self, key: &str) -> PathBuf {
+        let public = std::fs::read_to_string(self.file(&format!("{key}.pub"))).unwrap();
+        let path = self.file(&format!("known_hosts.{key}"));
+        std::fs::write(&path, format!("[127.0.0.1]:{} {public}", self.port)).unwrap();
+        path
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn an_ssh_repository_is_fetched_with_a_key_and_a_checked_host_key() {
+    let sshd = match Sshd::start() {
+        Ok(s) => s,
+        Err(reason) => {
+            if std::env::var("LARIAT_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
+                panic!("LARIAT_REQUIRE_PRIVILEGED=1 but the SSH test cannot run: {reason}");
+            }
+            eprintln!("SKIPPED the SSH design source test: {reason}");
+            return;
+        }
+    };
+    let repo = Repo::new();
+    let commit = repo.commit_tree(&examples().join("design"), "over ssh");
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let url = format!(
+        "ssh://{user}@127.0.0.1:{}{}",
+        sshd.port,
+        repo.path().display()
+    );
+    let fetch = |key: &str, host_key: &str| {
+        let data = tempfile::tempdir().unwrap();
+        let creds = RepoCredentials::ssh_key(&sshd.file(key), &sshd.known_hosts(host_key)).unwrap();
+        creds.check(&url).unwrap();
+        let mut cfg = config(repo.path(), data.path());
+        cfg.repo = url.clone();
+        cfg.credentials = creds;
+        async move {
+            let src = DesignSource::open(store(data.path()).await, cfg)
+                .await
+                .unwrap();
+            let r = src.sync(Trigger::Manual).await;
+            drop(data);
+            r
+        }
+    };
+
+    let rev = fetch("client_key", "host_key").await.unwrap_or_else(|e| {
+        panic!(
+            "{e}\nsshd: {}",
+            std::fs::read_to_string(sshd.file("sshd.log")).unwrap_or_default()
+        )
+    });
+    assert_eq!(rev.commit, commit);
+    assert_eq!(rev.status, RevisionStatus::Active);
+
+    // A server showing another key than the one filed: refused before any credential goes.
+    let err = fetch("client_key", "stranger_key")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is not the one in") && err.contains("[127.0.0.1]:"),
+        "{err}"
+    );
+    // A key the server does not take: one attempt, and a clear answer.
+    let err = fetch("stranger_key", "host_key")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("refused the credentials"), "{err}");
+    let tries = std::fs::read_to_string(sshd.file("sshd.log"))
+        .unwrap_or_default()
+        .matches("Connection closed by authenticating user")
+        .count();
+    assert!(
+        tries <= 1,
+        "one refused attempt per fetch, sshd saw {tries}"
+    );
+}
+
+/// git's own smart-HTTP server (`git http-backend`, run as CGI by a few lines of Python)
+/// behind HTTP basic authentication, counting the requests it refuses.
+const GIT_HTTP: &str = r#"
+import base64, http.server, os, subprocess, sys
+root, port_file, user, password = sys.argv[1:5]
+want = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+refused = 0
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                data += self.rfile.read(size)
+                self.rfile.readline()
+                if size == 0:
+                    return data
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+    def serve(self):
+        global refused
+        data = self.body()
+        if self.headers.get("Authorization") != want:
+            if self.headers.get("Authorization"):
+                refused += 1
+                print(f"refused {refused}", flush=True)
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="design"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        path, _, query = self.path.partition("?")
+        env = dict(os.environ, GIT_PROJECT_ROOT=root, GIT_HTTP_EXPORT_ALL="1",
+                   PATH_INFO=path, QUERY_STRING=query, REQUEST_METHOD=self.command,
+                   CONTENT_TYPE=self.headers.get("Content-Type", ""),
+                   CONTENT_LENGTH=str(len(data)), REMOTE_USER=user,
+                   GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory", GIT_CONFIG_VALUE_0="*")
+        out = subprocess.run(["git", "http-backend"], input=data, env=env, capture_output=True).stdout
+        head, _, payload = out.partition(b"\r\n\r\n")
+        status = 200
+        headers = []
+        for line in head.decode().split("\r\n"):
+            k, _, v = line.partition(": ")
+            if k.lower() == "status":
+                status = int(v.split()[0])
+            elif k:
+                headers.append((k, v))
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+    do_GET = serve
+    do_POST = serve
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+open(port_file, "w").write(str(s.server_address[1]))
+s.serve_forever()
+"#;
+
+#[tokio::test]
+async fn an_https_style_repository_takes_its_user_and_password_from_a_file() {
+    let have = |p: &str| Command::new(p).arg("--version").output().is_ok();
+    if !have("python3") || !have("git") {
+        if std::env::var("LARIAT_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
+            panic!("LARIAT_REQUIRE_PRIVILEGED=1 but python3 or git is missing");
+        }
+        eprintln!("SKIPPED the HTTP credentials test: python3 or git is missing");
+        return;
+    }
+    let repo = Repo::new();
+    let commit = repo.commit_tree(&examples().join("design"), "over http");
+    let served = tempfile::tempdir().unwrap();
+    let s = served.path();
+    let out = Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(repo.path())
+        .arg(s.join("design.git"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(s.join("git_http.py"), GIT_HTTP).unwrap();
+    let mut server = Command::new("python3")
+        .arg(s.join("git_http.py"))
+        .arg(s)
+        .arg(s.join("port"))
+        .args(["ci-bot", "s3cret:with-colon"])
+        .stdout(std::fs::File::create(s.join("server.log")).unwrap())
+        .stderr(std::fs::File::create(s.join("access.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(s.join("port"))
+            && !p.is_empty()
+        {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the git server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let url = format!("http://127.0.0.1:{port}/design.git");
+    let fetch = |creds: &str| {
+        let data = tempfile::tempdir().unwrap();
+        let file = data.path().join("creds");
+        std::fs::write(&file, creds).unwrap();
+        let mut cfg = config(repo.path(), data.path());
+        cfg.repo = url.clone();
+        cfg.credentials = RepoCredentials::from_file(&file).unwrap();
+        cfg.credentials.check(&url).unwrap();
+        async move {
+            let src = DesignSource::open(store(data.path()).await, cfg)
+                .await
+                .unwrap();
+            let r = src.sync(Trigger::Manual).await;
+            drop(data);
+            r
+        }
+    };
+    let rev = fetch("ci-bot:s3cret:with-colon\n")
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\n{}",
+                std::fs::read_to_string(s.join("access.log")).unwrap_or_default()
+            )
+        });
+    assert_eq!(rev.commit, commit);
+    let err = fetch("ci-bot:wrong\n").await.unwrap_err().to_string();
+    assert!(err.contains("refused the credentials"), "{err}");
+    assert!(!err.contains("wrong"), "no password in the error: {err}");
+    // Without credentials, the error names the setting to give.
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(repo.path(), data.path());
+    cfg.repo = url.clone();
+    let src = DesignSource::open(store(data.path()).await, cfg)
+        .await
+        .unwrap();
+    let err = src.sync(Trigger::Manual).await.unwrap_err().to_string();
+    assert!(err.contains("--design-credentials-file"), "{err}");
+    let _ = server.kill();
+    let _ = server.wait();
+    let refused = std::fs::read_to_string(s.join("server.log")).unwrap_or_default();
+    assert_eq!(refused.lines().count(), 1, "one refused attempt: {refused}");
 }
