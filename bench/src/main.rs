@@ -3,6 +3,7 @@
 //! BMC drivers against real peers.
 
 mod api;
+mod drill;
 mod engine;
 mod sites;
 mod work;
@@ -28,6 +29,8 @@ enum Cmd {
     Api(api::ApiBench),
     /// Many site agents replicating to one central node: apply rate, lag, catch-up.
     Sites(sites::SitesBench),
+    /// Fault drill: SIGKILL the server again and again with runs in flight through REST.
+    KillDrill(drill::KillDrill),
 }
 
 fn main() {
@@ -54,6 +57,7 @@ fn main() {
             Cmd::Engine(b) => engine::run(b).await,
             Cmd::Api(a) => api::run(a).await,
             Cmd::Sites(s) => sites::run(s).await,
+            Cmd::KillDrill(d) => drill::run(d).await,
         }
     });
     if let Err(e) = res {

@@ -117,8 +117,17 @@ pub struct ServerChild {
 impl ServerChild {
     /// `lariat server` with `args` (and `--listen 127.0.0.1:0`), once it listens.
     pub async fn start(exe: &Path, args: &[&std::ffi::OsStr]) -> anyhow::Result<ServerChild> {
+        Self::start_on(exe, "127.0.0.1:0", args).await
+    }
+
+    /// `lariat server --listen listen` with `args`, once it listens.
+    pub async fn start_on(
+        exe: &Path,
+        listen: &str,
+        args: &[&std::ffi::OsStr],
+    ) -> anyhow::Result<ServerChild> {
         let mut child = Command::new(exe)
-            .args(["server", "--listen", "127.0.0.1:0"])
+            .args(["server", "--listen", listen])
             .args(args)
             .env("LARIAT_LOG", "info,audit=warn")
             .env("NO_COLOR", "1")
@@ -160,6 +169,18 @@ impl ServerChild {
             }
         });
         Ok(ServerChild { child, base, log })
+    }
+
+    /// SIGKILL, and the exit reaped: no shutdown of any kind runs.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.start_kill().context("cannot SIGKILL the server")?;
+        self.child.wait().await.context("cannot reap the server")?;
+        Ok(())
+    }
+
+    /// The last lines the server logged.
+    pub fn log_tail(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
     }
 
     /// The server's peak resident set size, in MB.
