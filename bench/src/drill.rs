@@ -113,23 +113,17 @@ enum Job {
 
 /// One client: submit while fewer than `inflight` runs are going, else signal the
 /// oldest waiting one.
-async fn drive(
-    client: Client,
-    ledger: Arc<Mutex<Ledger>>,
-    counters: Arc<Counters>,
-    inflight: usize,
-    stop: Arc<AtomicBool>,
-) {
+async fn drive(client: Client, shared: Arc<Shared>) {
     let pause = Duration::from_millis(10);
-    while !stop.load(Ordering::Relaxed) {
+    let (ledger, counters) = (&shared.ledger, &shared.counters);
+    while !shared.stop.load(Ordering::Relaxed) {
         let job = {
-            let mut l = lock(&ledger);
-            if l.in_flight() < inflight {
-                let key = l.unanswered.pop_front().unwrap_or_else(|| {
-                    l.next_key += 1;
-                    format!("drill-{}", l.next_key)
-                });
+            let mut l = lock(ledger);
+            if let Some(key) = l.unanswered.pop_front() {
                 Job::Submit(key)
+            } else if l.in_flight() < shared.inflight.load(Ordering::Relaxed) {
+                l.next_key += 1;
+                Job::Submit(format!("drill-{}", l.next_key))
             } else if let Some(id) = l.waiting.pop_front() {
                 let key = l.runs.get(&id).cloned().unwrap_or_default();
                 Job::Signal(id, key)
@@ -146,13 +140,13 @@ async fn drive(
                         // An earlier try committed, and its answer was lost to a kill.
                         counters.submits_found_again.fetch_add(1, Ordering::Relaxed);
                     }
-                    let mut l = lock(&ledger);
+                    let mut l = lock(ledger);
                     l.runs.insert(sub.run.id, key);
                     l.waiting.push_back(sub.run.id);
                 }
                 Err(e) => {
-                    note_unanswered(&counters, &e);
-                    lock(&ledger).unanswered.push_back(key);
+                    shared.unanswered(&e);
+                    lock(ledger).unanswered.push_back(key);
                     tokio::time::sleep(pause).await;
                 }
             },
@@ -164,22 +158,22 @@ async fn drive(
                 match client.signal(id, "await_callback", &req).await {
                     Ok(_) => {
                         counters.signals_answered.fetch_add(1, Ordering::Relaxed);
-                        lock(&ledger).signalled.insert(id, key);
+                        lock(ledger).signalled.insert(id, key);
                     }
-                    Err(ClientError::Api { status: 404, .. }) => lock(&ledger).missing.push(id),
+                    Err(ClientError::Api { status: 404, .. }) => lock(ledger).missing.push(id),
                     Err(ClientError::Api { status: 409, .. })
                         if signalled_before(&client, id).await =>
                     {
                         // An earlier signal went through; a kill took its answer.
                         counters.signals_found_again.fetch_add(1, Ordering::Relaxed);
-                        lock(&ledger).signalled.insert(id, key);
+                        lock(ledger).signalled.insert(id, key);
                     }
                     Err(e) => {
                         // 409: not waiting yet.
                         if !matches!(e, ClientError::Api { status: 409, .. }) {
-                            note_unanswered(&counters, &e);
+                            shared.unanswered(&e);
                         }
-                        lock(&ledger).waiting.push_back(id);
+                        lock(ledger).waiting.push_back(id);
                         tokio::time::sleep(pause).await;
                     }
                 }
@@ -197,8 +191,94 @@ async fn signalled_before(client: &Client, id: Uuid) -> bool {
     })
 }
 
-fn note_unanswered(counters: &Counters, _e: &ClientError) {
-    counters.requests_unanswered.fetch_add(1, Ordering::Relaxed);
+/// What the drivers share: the ledger, the counters, how many runs to keep going.
+#[derive(Default)]
+struct Shared {
+    ledger: Mutex<Ledger>,
+    counters: Counters,
+    inflight: std::sync::atomic::AtomicUsize,
+    stop: AtomicBool,
+    /// The first refusal other than a lost connection (a 503 on a full disk, say).
+    first_refusal: Mutex<Option<(Instant, String)>>,
+}
+
+impl Shared {
+    fn unanswered(&self, e: &ClientError) {
+        self.counters
+            .requests_unanswered
+            .fetch_add(1, Ordering::Relaxed);
+        if !matches!(e, ClientError::Unreachable { .. }) {
+            let mut f = self.first_refusal.lock().unwrap_or_else(|e| e.into_inner());
+            f.get_or_insert_with(|| (Instant::now(), e.to_string()));
+        }
+    }
+}
+
+/// REST clients driving runs until stopped.
+struct Drivers {
+    shared: Arc<Shared>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drivers {
+    fn start(client: &Client, clients: usize, inflight: usize) -> Drivers {
+        Self::resume(client, clients, inflight, Arc::new(Shared::default()))
+    }
+
+    /// Drivers that go on with another's ledger (after a restart of the drill's own).
+    fn resume(client: &Client, clients: usize, inflight: usize, shared: Arc<Shared>) -> Drivers {
+        shared.stop.store(false, Ordering::Relaxed);
+        shared.inflight.store(inflight, Ordering::Relaxed);
+        let handles = (0..clients.max(1))
+            .map(|_| tokio::spawn(drive(client.clone(), shared.clone())))
+            .collect();
+        Drivers { shared, handles }
+    }
+
+    /// Stops the clients where they are.
+    async fn halt(self) -> Arc<Shared> {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            let _ = h.await;
+        }
+        self.shared
+    }
+
+    /// Stops submitting new runs, answers every key sent and signals every run, then
+    /// waits until no run is running.
+    async fn settle(self, client: &Client, patience: Duration) -> anyhow::Result<Arc<Shared>> {
+        let deadline = Instant::now() + patience;
+        self.shared.inflight.store(0, Ordering::Relaxed);
+        loop {
+            let (keys, runs) = {
+                let l = lock(&self.shared.ledger);
+                (l.unanswered.len(), l.waiting.len())
+            };
+            if keys == 0 && runs == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{keys} submits and {runs} signals still not answered after {patience:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            let _ = h.await;
+        }
+        let q = ListRunsQuery {
+            status: Some("running".into()),
+            limit: Some(1),
+            ..Default::default()
+        };
+        while !client.runs(&q).await?.runs.is_empty() {
+            if Instant::now() > deadline {
+                bail!("runs still running after {patience:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(self.shared)
+    }
 }
 
 pub async fn run(d: KillDrill) -> anyhow::Result<()> {
@@ -211,10 +291,14 @@ pub async fn run(d: KillDrill) -> anyhow::Result<()> {
     let token = cli_token(
         &exe,
         &db,
-        &["token", "create", "--role", "operator", "--name", "drill", "--json"],
+        &[
+            "token", "create", "--role", "operator", "--name", "drill", "--json",
+        ],
     )
     .await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let listen = format!("127.0.0.1:{port}");
     let args: Vec<std::ffi::OsString> = vec![
         "--db".into(),
@@ -227,20 +311,7 @@ pub async fn run(d: KillDrill) -> anyhow::Result<()> {
 
     let mut server = start().await?;
     let client = Client::new(&server.base, Some(token.clone()))?;
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let counters = Arc::new(Counters::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let drivers: Vec<_> = (0..d.clients.max(1))
-        .map(|_| {
-            tokio::spawn(drive(
-                client.clone(),
-                ledger.clone(),
-                counters.clone(),
-                d.inflight,
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let drivers = Drivers::start(&client, d.clients, d.inflight);
 
     let began = Instant::now();
     let mut restart_ms = Vec::with_capacity(d.cycles as usize);
@@ -258,7 +329,7 @@ pub async fn run(d: KillDrill) -> anyhow::Result<()> {
             .with_context(|| format!("restart after kill {}", cycle + 1))?;
         restart_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         if (cycle + 1) % 100 == 0 {
-            let l = lock(&ledger);
+            let l = lock(&drivers.shared.ledger);
             eprintln!(
                 "kill-drill: {} kills, {} runs answered, {} signalled",
                 cycle + 1,
@@ -268,72 +339,12 @@ pub async fn run(d: KillDrill) -> anyhow::Result<()> {
         }
     }
     let drilled = began.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for h in drivers {
-        let _ = h.await;
-    }
-
-    // Settle: answer every key and signal every run, the server left running.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (keys, ids): (Vec<String>, Vec<Uuid>) = {
-            let mut l = lock(&ledger);
-            (l.unanswered.drain(..).collect(), l.waiting.drain(..).collect())
-        };
-        if keys.is_empty() && ids.is_empty() {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("runs still not answered after 300 s:\n{}", server.log_tail());
-        }
-        for key in keys {
-            match client.submit(&noop(&key)).await {
-                Ok(sub) => {
-                    let mut l = lock(&ledger);
-                    l.runs.insert(sub.run.id, key);
-                    l.waiting.push_back(sub.run.id);
-                }
-                Err(_) => lock(&ledger).unanswered.push_back(key),
-            }
-        }
-        for id in ids {
-            let key = lock(&ledger).runs.get(&id).cloned().unwrap_or_default();
-            let req = SignalStep {
-                payload: json!({ "drill": key }),
-                item: None,
-            };
-            match client.signal(id, "await_callback", &req).await {
-                Ok(_) => {
-                    lock(&ledger).signalled.insert(id, key);
-                }
-                Err(ClientError::Api { status: 404, .. }) => lock(&ledger).missing.push(id),
-                Err(ClientError::Api { status: 409, .. })
-                    if signalled_before(&client, id).await =>
-                {
-                    counters.signals_found_again.fetch_add(1, Ordering::Relaxed);
-                    lock(&ledger).signalled.insert(id, key);
-                }
-                Err(_) => lock(&ledger).waiting.push_back(id),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let running = || async {
-        let q = ListRunsQuery {
-            status: Some("running".into()),
-            limit: Some(1),
-            ..Default::default()
-        };
-        client.runs(&q).await.map(|p| !p.runs.is_empty())
+    let shared = match drivers.settle(&client, Duration::from_secs(300)).await {
+        Ok(s) => s,
+        Err(e) => bail!("{e}\n{}", server.log_tail()),
     };
-    while running().await? {
-        if Instant::now() > deadline {
-            bail!("runs still running 300 s after the last kill");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    let report = check(&client, &ledger).await?;
+    let counters = &shared.counters;
+    let report = check(&client, &shared.ledger).await?;
     let peak = server.peak_rss_mb();
     server.kill().await?;
     restart_ms.sort_by(f64::total_cmp);
@@ -455,4 +466,174 @@ async fn check(client: &Client, ledger: &Mutex<Ledger>) -> anyhow::Result<Value>
         "gaps": gaps,
         "unfinished": unfinished,
     }))
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DiskDrill {
+    /// A folder on a small filesystem of its own, which the drill fills up
+    /// (`bench/drill_disk_full.sh` loop-mounts one).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Runs kept in flight.
+    #[arg(long, default_value_t = 200)]
+    pub inflight: usize,
+    /// Concurrent REST clients driving the runs.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Seconds of work before the disk fills.
+    #[arg(long, default_value_t = 3)]
+    pub warmup_s: u64,
+    /// Seconds the clients keep at it on the full disk.
+    #[arg(long, default_value_t = 5)]
+    pub full_s: u64,
+    /// The `lariat` binary to start as the server; the one beside this binary by default.
+    #[arg(long, env = "LARIAT_BIN")]
+    pub lariat: Option<PathBuf>,
+}
+
+/// Fills the filesystem holding `path` with it: 1 MiB writes, then 4 KiB ones, until
+/// the disk refuses. Returns the bytes written.
+fn fill(path: &std::path::Path) -> anyhow::Result<u64> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    let mut written = 0u64;
+    for size in [1usize << 20, 4096, 512] {
+        let chunk = vec![0u8; size];
+        loop {
+            match f.write(&chunk) {
+                Ok(n) if n > 0 => written += n as u64,
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let _ = f.sync_all();
+    Ok(written)
+}
+
+async fn integrity(db: &std::path::Path) -> anyhow::Result<String> {
+    use sqlx::ConnectOptions;
+    let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .connect()
+        .await
+        .with_context(|| format!("cannot open {}", db.display()))?;
+    let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_all(&mut c)
+        .await?;
+    Ok(rows.join("; "))
+}
+
+pub async fn disk(d: DiskDrill) -> anyhow::Result<()> {
+    let exe = lariat_binary(d.lariat.as_deref())?;
+    let db = d.dir.join("lariat.db");
+    let ballast = d.dir.join("ballast");
+    let _ = std::fs::remove_file(&ballast);
+    let token = cli_token(
+        &exe,
+        &db,
+        &[
+            "token", "create", "--role", "operator", "--name", "drill", "--json",
+        ],
+    )
+    .await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let args: Vec<std::ffi::OsString> = vec!["--db".into(), db.clone().into()];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let start = || ServerChild::start_on(&exe, &listen, &args);
+
+    let mut server = start().await?;
+    let client = Client::new(&server.base, Some(token))?;
+    let drivers = Drivers::start(&client, d.clients, d.inflight);
+    tokio::time::sleep(Duration::from_secs(d.warmup_s)).await;
+    let before = lock(&drivers.shared.ledger).runs.len();
+    let ballast_bytes = fill(&ballast)?;
+    let full_at = Instant::now();
+    let mut exited = None;
+    while full_at.elapsed() < Duration::from_secs(d.full_s) {
+        if let Some(status) = server.exited() {
+            exited = Some((full_at.elapsed(), status));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready = match client.ready().await {
+        Ok(h) => h.status,
+        Err(e) => e.to_string(),
+    };
+    let shared = drivers.halt().await;
+    let after = lock(&shared.ledger).runs.len();
+    let refusal = shared
+        .first_refusal
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .map(|(at, msg)| {
+            (
+                round(
+                    at.saturating_duration_since(full_at).as_secs_f64() * 1000.0,
+                    1,
+                ),
+                msg,
+            )
+        });
+    let log_errors: Vec<String> = server
+        .log_tail()
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("error"))
+        .take(3)
+        .map(str::to_string)
+        .collect();
+    if exited.is_none() {
+        server.kill().await?;
+    }
+    // A restart on the full disk, then one after the operator frees the space.
+    let restart_full = match start().await {
+        Ok(s) => {
+            s.kill().await?;
+            "started".to_string()
+        }
+        Err(e) => format!("{e:#}")
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    std::fs::remove_file(&ballast)?;
+    let integrity_after = integrity(&db).await?;
+    let server = start().await?;
+    let drivers = Drivers::resume(&client, d.clients, d.inflight, shared);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let shared = match drivers.settle(&client, Duration::from_secs(300)).await {
+        Ok(s) => s,
+        Err(e) => bail!("{e}\n{}", server.log_tail()),
+    };
+    let report = check(&client, &shared.ledger).await?;
+    server.kill().await?;
+    let mut out = json!({
+        "drill": "disk_full",
+        "inflight": d.inflight,
+        "ballast_mb": round(ballast_bytes as f64 / 1e6, 1),
+        "runs_answered_before_full": before,
+        "runs_answered_while_full": after - before,
+        "first_refusal_after_full_ms": refusal.as_ref().map(|r| r.0),
+        "first_refusal": refusal.map(|r| r.1),
+        "server_exited": exited.as_ref().map(|(t, s)| json!({
+            "after_ms": round(t.as_secs_f64() * 1000.0, 1),
+            "code": s.code(),
+        })),
+        "readyz_while_full": ready,
+        "server_log_errors": log_errors,
+        "restart_on_the_full_disk": restart_full,
+        "integrity_check_after": integrity_after,
+    });
+    if let (Value::Object(o), Value::Object(r)) = (&mut out, report) {
+        o.extend(r);
+    }
+    println!("{out}");
+    Ok(())
 }

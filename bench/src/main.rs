@@ -31,6 +31,8 @@ enum Cmd {
     Sites(sites::SitesBench),
     /// Fault drill: SIGKILL the server again and again with runs in flight through REST.
     KillDrill(drill::KillDrill),
+    /// Fault drill: the disk fills up under the server with runs in flight.
+    DiskDrill(drill::DiskDrill),
 }
 
 fn main() {
@@ -58,6 +60,7 @@ fn main() {
             Cmd::Api(a) => api::run(a).await,
             Cmd::Sites(s) => sites::run(s).await,
             Cmd::KillDrill(d) => drill::run(d).await,
+            Cmd::DiskDrill(d) => drill::disk(d).await,
         }
     });
     if let Err(e) = res {

@@ -173,14 +173,24 @@ impl ServerChild {
 
     /// SIGKILL, and the exit reaped: no shutdown of any kind runs.
     pub async fn kill(mut self) -> anyhow::Result<()> {
-        self.child.start_kill().context("cannot SIGKILL the server")?;
+        self.child
+            .start_kill()
+            .context("cannot SIGKILL the server")?;
         self.child.wait().await.context("cannot reap the server")?;
         Ok(())
     }
 
+    /// The server's exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// The last lines the server logged.
     pub fn log_tail(&self) -> String {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join("\n")
     }
 
     /// The server's peak resident set size, in MB.
