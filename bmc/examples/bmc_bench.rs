@@ -1,8 +1,11 @@
 //! Load generator for bench/bmc.sh: power status, off and on against many IPMI BMCs at once
 //! with the native driver, or the count of sessions left open on them.
 //!
-//! `bmc_bench --host 127.0.0.1 --ports 9500-9549 [--sessions]`; the password is read from
-//! the IPMI_PASSWORD environment variable (as ipmitool -E does). Prints one JSON object.
+//! `bmc_bench --host 127.0.0.1 --ports 9500-9549 [--sessions | --repeat N]`; the password
+//! is read from the IPMI_PASSWORD environment variable (as ipmitool -E does). Prints one
+//! JSON object. `--repeat N` (bench/drill_bmc.sh) asks each BMC its power status N times
+//! in turn and reports what went wrong: errors by kind, the first error's words, how long
+//! an operation took to fail.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +13,9 @@ use lariat_bmc::ipmi::IpmiLan;
 use lariat_bmc::{Bmc, BmcPool, CredentialRef, IpmiConfig, Timing};
 
 fn usage() -> ! {
-    eprintln!("usage: bmc_bench --host ADDR --ports FIRST-LAST [--user NAME] [--sessions]");
+    eprintln!(
+        "usage: bmc_bench --host ADDR --ports FIRST-LAST [--user NAME] [--sessions | --repeat N]"
+    );
     std::process::exit(2)
 }
 
@@ -20,6 +25,7 @@ async fn main() {
     let mut ports = None;
     let mut user = "admin".to_owned();
     let mut sessions = false;
+    let mut repeat = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -33,6 +39,13 @@ async fn main() {
                 ports = Some(first..=last);
             }
             "--sessions" => sessions = true,
+            "--repeat" => {
+                repeat = Some(
+                    args.next()
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             _ => usage(),
         }
     }
@@ -81,6 +94,9 @@ async fn main() {
     }
 
     let bmcs: Vec<std::sync::Arc<IpmiLan>> = bmcs.into_iter().map(std::sync::Arc::new).collect();
+    if let Some(n) = repeat {
+        return repeated(&bmcs, n).await;
+    }
     let start = Instant::now();
     let tasks: Vec<_> = bmcs
         .iter()
@@ -132,4 +148,69 @@ async fn main() {
         pct(0.50),
         pct(0.99)
     );
+}
+
+/// `n` power status reads of each BMC in turn, all BMCs at once: what failed and how.
+async fn repeated(bmcs: &[std::sync::Arc<IpmiLan>], n: u32) {
+    let start = Instant::now();
+    let tasks: Vec<_> = bmcs
+        .iter()
+        .map(|bmc| {
+            let bmc = std::sync::Arc::clone(bmc);
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                for _ in 0..n {
+                    let t = Instant::now();
+                    let r = bmc.power_status().await.map(|_| ());
+                    out.push((t.elapsed(), r));
+                }
+                out
+            })
+        })
+        .collect();
+    let (mut ok_ms, mut failed_ms) = (Vec::new(), Vec::new());
+    let mut kinds = std::collections::BTreeMap::<&str, u32>::new();
+    let mut first_error = None;
+    for t in tasks {
+        for (elapsed, r) in t.await.unwrap_or_default() {
+            let ms = elapsed.as_secs_f64() * 1000.0;
+            match r {
+                Ok(()) => ok_ms.push(ms),
+                Err(e) => {
+                    failed_ms.push(ms);
+                    let kind = match &e {
+                        lariat_bmc::BmcError::Auth { .. } => "auth",
+                        lariat_bmc::BmcError::Timeout { .. } => "timeout",
+                        lariat_bmc::BmcError::Unreachable { .. } => "unreachable",
+                        lariat_bmc::BmcError::Protocol { .. } => "protocol",
+                        _ => "other",
+                    };
+                    *kinds.entry(kind).or_default() += 1;
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            return 0.0;
+        }
+        let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+        (v[i] * 10.0).round() / 10.0
+    };
+    let out = serde_json::json!({
+        "bmcs": bmcs.len(),
+        "ops": ok_ms.len() + failed_ms.len(),
+        "ok": ok_ms.len(),
+        "failed": failed_ms.len(),
+        "errors_by_kind": kinds,
+        "first_error": first_error,
+        "ok_p50_ms": pct(&mut ok_ms, 0.5),
+        "ok_p99_ms": pct(&mut ok_ms, 0.99),
+        "time_to_error_p50_ms": pct(&mut failed_ms, 0.5),
+        "time_to_error_max_ms": pct(&mut failed_ms, 1.0),
+        "wall_s": (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+    });
+    println!("{out}");
 }
