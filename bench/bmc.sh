@@ -24,28 +24,7 @@ echo "building the bench example (release)..." >&2
 (cd "$HERE" && CARGO_TARGET_DIR=$TARGET cargo build -q --release -p lariat-bmc --example bmc_bench) >&2
 BENCH=$TARGET/release/examples/bmc_bench
 
-# chassis_control hook: state files per BMC (same protocol as bmc/tests/support).
-cat > "$WORK/hook.sh" <<'HOOK'
-#!/bin/sh
-dir=$1; mc=$2; op=$3; shift 3
-[ -f "$dir/power" ] || echo 1 > "$dir/power"
-case "$op" in
-  get) for p in "$@"; do case "$p" in
-         power) echo "power:$(cat "$dir/power")" ;;
-         boot) echo "boot:$(cat "$dir/boot" 2>/dev/null || echo default)" ;;
-         *) exit 1 ;; esac; done ;;
-  set) while [ $# -gt 0 ]; do p=$1; v=$2; shift 2; case "$p" in
-         power) echo "$v" > "$dir/power" ;;
-         boot) echo "$v" > "$dir/boot" ;;
-         shutdown) echo 0 > "$dir/power" ;;
-         identify) shift ;;
-         *) ;; esac; done ;;
-  *) exit 1 ;;
-esac
-exit 0
-HOOK
-chmod 755 "$WORK/hook.sh"
-printf 'mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n' > "$WORK/bmc.emu"
+HOOK=$HERE/bench/ipmi_sim/hook.sh; EMU=$HERE/bench/ipmi_sim/bmc.emu
 
 echo "starting $N ipmi_sim on 127.0.0.1:$BASE-$LAST..." >&2
 for port in $(seq "$BASE" "$LAST"); do
@@ -59,10 +38,10 @@ set_working_mc 0x20
     allowed_auths_admin none md2 md5 straight
     guid a123456789abcdefa123456789abcdef
   endlan
-  chassis_control "$WORK/hook.sh $d/var 0x20"
+  chassis_control "$HOOK $d/var 0x20"
   user 2 true "admin" "password" admin 10 none md2 md5 straight
 CONF
-  ipmi_sim -n -c "$d/lan.conf" -f "$WORK/bmc.emu" -s "$d/state" >"$d/sim.log" 2>&1 </dev/null &
+  ipmi_sim -n -c "$d/lan.conf" -f "$EMU" -s "$d/state" >"$d/sim.log" 2>&1 </dev/null &
   PIDS+=($!)
 done
 for port in $(seq "$BASE" "$LAST"); do

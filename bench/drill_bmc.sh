@@ -45,25 +45,7 @@ ip -n "$NS_B" link set vb$$ up; ip -n "$NS_M" link set vm$$ up
 inb() { ip netns exec "$NS_B" "$@"; }
 inm() { ip netns exec "$NS_M" "$@"; }
 
-cat > "$WORK/hook.sh" <<'HOOK'
-#!/bin/sh
-dir=$1; mc=$2; op=$3; shift 3
-[ -f "$dir/power" ] || echo 1 > "$dir/power"
-case "$op" in
-  get) for p in "$@"; do case "$p" in
-         power) echo "power:$(cat "$dir/power")" ;;
-         boot) echo "boot:$(cat "$dir/boot" 2>/dev/null || echo default)" ;;
-         *) exit 1 ;; esac; done ;;
-  set) while [ $# -gt 0 ]; do p=$1; v=$2; shift 2; case "$p" in
-         power) echo "$v" > "$dir/power" ;;
-         boot) echo "$v" > "$dir/boot" ;;
-         *) ;; esac; done ;;
-  *) exit 1 ;;
-esac
-exit 0
-HOOK
-chmod 755 "$WORK/hook.sh"
-printf 'mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n' > "$WORK/bmc.emu"
+HOOK=$HERE/bench/ipmi_sim/hook.sh; EMU=$HERE/bench/ipmi_sim/bmc.emu
 declare -A SIM
 echo "starting $((2 * N)) ipmi_sim in $NS_B at 10.88.0.2:$BASE-$PLAST..." >&2
 for port in $(seq "$BASE" "$PLAST"); do
@@ -77,11 +59,11 @@ set_working_mc 0x20
     allowed_auths_admin none md2 md5 straight
     guid a123456789abcdefa123456789abcdef
   endlan
-  chassis_control "$WORK/hook.sh $d/var 0x20"
+  chassis_control "$HOOK $d/var 0x20"
   user 2 true "admin" "password" admin 10 none md2 md5 straight
 CONF
   # `ip netns exec` execs ipmi_sim, so $! is the simulator itself (SIGSTOP reaches it).
-  ip netns exec "$NS_B" ipmi_sim -n -c "$d/lan.conf" -f "$WORK/bmc.emu" -s "$d/state" \
+  ip netns exec "$NS_B" ipmi_sim -n -c "$d/lan.conf" -f "$EMU" -s "$d/state" \
     >"$d/sim.log" 2>&1 </dev/null &
   PIDS+=($!); SIM[$port]=$!
 done
@@ -133,14 +115,19 @@ table inet drill {
 }
 NFT
 }
+unlossy() { inm nft delete table inet drill; inb nft delete table inet drill; }
+# Each client's sessions are counted on a clean link right after its own lossy phase,
+# before the BMC's inactivity timeout could close what it left.
 lossy "$NS_B"; lossy "$NS_M"
 LOSS=$(native "$BASE-$LAST" "$OPS")
-PEER_LOSS=$(peer "$PBASE" "$PLAST" "$OPS")
-inm nft delete table inet drill; inb nft delete table inet drill
-echo "sessions left open by each client..." >&2
-sleep 1
+unlossy; sleep 1
+echo "sessions Lariat left open..." >&2
 SESS=$(sessions_lariat "$BASE" "$LAST")
 SESS_BY_IPMITOOL=$(sessions_ipmitool "$BASE" "$LAST")
+lossy "$NS_B"; lossy "$NS_M"
+PEER_LOSS=$(peer "$PBASE" "$PLAST" "$OPS")
+unlossy; sleep 1
+echo "sessions ipmitool left open..." >&2
 PSESS=$(sessions_lariat "$PBASE" "$PLAST")
 PSESS_BY_IPMITOOL=$(sessions_ipmitool "$PBASE" "$PLAST")
 

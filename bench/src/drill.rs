@@ -281,6 +281,46 @@ impl Drivers {
     }
 }
 
+/// The server a drill kills and starts again: always on the same database and port.
+struct DrillServer {
+    exe: PathBuf,
+    listen: String,
+    port: u16,
+    args: Vec<std::ffi::OsString>,
+    /// An operator token made with the CLI on the database.
+    token: String,
+}
+
+impl DrillServer {
+    async fn new(exe: PathBuf, db: &std::path::Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let token = cli_token(
+            &exe,
+            db,
+            &[
+                "token", "create", "--role", "operator", "--name", "drill", "--json",
+            ],
+        )
+        .await?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut args: Vec<std::ffi::OsString> = vec!["--db".into(), db.into()];
+        args.extend(extra.iter().map(Into::into));
+        Ok(DrillServer {
+            exe,
+            listen: format!("127.0.0.1:{port}"),
+            port,
+            args,
+            token,
+        })
+    }
+
+    async fn start(&self) -> anyhow::Result<ServerChild> {
+        let args: Vec<&std::ffi::OsStr> = self.args.iter().map(|a| a.as_os_str()).collect();
+        ServerChild::start_on(&self.exe, &self.listen, &args).await
+    }
+}
+
 pub async fn run(d: KillDrill) -> anyhow::Result<()> {
     if d.min_up_ms > d.max_up_ms {
         bail!("--min-up-ms must not exceed --max-up-ms");
@@ -288,26 +328,10 @@ pub async fn run(d: KillDrill) -> anyhow::Result<()> {
     let exe = lariat_binary(d.lariat.as_deref())?;
     let work = WorkDir::new(d.dir.as_deref(), "lariat-kill-drill")?;
     let db = work.path().join("drill.db");
-    let token = cli_token(
-        &exe,
-        &db,
-        &[
-            "token", "create", "--role", "operator", "--name", "drill", "--json",
-        ],
-    )
-    .await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let args: Vec<std::ffi::OsString> = vec![
-        "--db".into(),
-        db.clone().into(),
-        "--durability".into(),
-        d.durability.clone().into(),
-    ];
-    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-    let start = || ServerChild::start_on(&exe, &listen, &args);
+    let srv = DrillServer::new(exe, &db, &["--durability", &d.durability]).await?;
+    let start = || srv.start();
+    let port = srv.port;
+    let token = srv.token.clone();
 
     let mut server = start().await?;
     let client = Client::new(&server.base, Some(token.clone()))?;
@@ -530,21 +554,9 @@ pub async fn disk(d: DiskDrill) -> anyhow::Result<()> {
     let db = d.dir.join("lariat.db");
     let ballast = d.dir.join("ballast");
     let _ = std::fs::remove_file(&ballast);
-    let token = cli_token(
-        &exe,
-        &db,
-        &[
-            "token", "create", "--role", "operator", "--name", "drill", "--json",
-        ],
-    )
-    .await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let args: Vec<std::ffi::OsString> = vec!["--db".into(), db.clone().into()];
-    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-    let start = || ServerChild::start_on(&exe, &listen, &args);
+    let srv = DrillServer::new(exe, &db, &[]).await?;
+    let start = || srv.start();
+    let token = srv.token.clone();
 
     let mut server = start().await?;
     let client = Client::new(&server.base, Some(token))?;

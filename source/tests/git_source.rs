@@ -339,6 +339,26 @@ impl Drop for Sshd {
     }
 }
 
+/// Skips with a message, or fails under LARIAT_REQUIRE_PRIVILEGED=1 (CI).
+fn skip_or_fail(test: &str, reason: &str) {
+    if std::env::var("LARIAT_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
+        panic!("LARIAT_REQUIRE_PRIVILEGED=1 but {test} cannot run: {reason}");
+    }
+    eprintln!("SKIPPED {test}: {reason}");
+}
+
+/// A design source on a fresh mirror fetching `cfg`'s repository once.
+async fn sync_once(
+    cfg: impl FnOnce(&Path) -> SourceConfig,
+) -> Result<lariat_source::Revision, SourceError> {
+    let data = tempfile::tempdir().unwrap();
+    let cfg = cfg(data.path());
+    let src = DesignSource::open(store(data.path()).await, cfg)
+        .await
+        .unwrap();
+    src.sync(Trigger::Manual).await
+}
+
 fn keygen(path: &Path) {
     let out = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -356,13 +376,7 @@ fn keygen(path: &Path) {
 async fn an_ssh_repository_is_fetched_with_a_key_and_a_checked_host_key() {
     let sshd = match Sshd::start() {
         Ok(s) => s,
-        Err(reason) => {
-            if std::env::var("LARIAT_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
-                panic!("LARIAT_REQUIRE_PRIVILEGED=1 but the SSH test cannot run: {reason}");
-            }
-            eprintln!("SKIPPED the SSH design source test: {reason}");
-            return;
-        }
+        Err(reason) => return skip_or_fail("the SSH design source test", &reason),
     };
     let repo = Repo::new();
     let commit = repo.commit_tree(&examples().join("design"), "over ssh");
@@ -373,20 +387,13 @@ async fn an_ssh_repository_is_fetched_with_a_key_and_a_checked_host_key() {
         repo.path().display()
     );
     let fetch = |key: &str, host_key: &str| {
-        let data = tempfile::tempdir().unwrap();
         let creds = RepoCredentials::ssh_key(&sshd.file(key), &sshd.known_hosts(host_key)).unwrap();
         creds.check(&url).unwrap();
-        let mut cfg = config(repo.path(), data.path());
-        cfg.repo = url.clone();
-        cfg.credentials = creds;
-        async move {
-            let src = DesignSource::open(store(data.path()).await, cfg)
-                .await
-                .unwrap();
-            let r = src.sync(Trigger::Manual).await;
-            drop(data);
-            r
-        }
+        sync_once(|data| SourceConfig {
+            repo: url.clone(),
+            credentials: creds,
+            ..config(repo.path(), data)
+        })
     };
 
     let rev = fetch("client_key", "host_key").await.unwrap_or_else(|e| {
@@ -485,13 +492,8 @@ s.serve_forever()
 
 #[tokio::test]
 async fn an_https_style_repository_takes_its_user_and_password_from_a_file() {
-    let have = |p: &str| Command::new(p).arg("--version").output().is_ok();
-    if !have("python3") || !have("git") {
-        if std::env::var("LARIAT_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
-            panic!("LARIAT_REQUIRE_PRIVILEGED=1 but python3 or git is missing");
-        }
-        eprintln!("SKIPPED the HTTP credentials test: python3 or git is missing");
-        return;
+    if Command::new("python3").arg("--version").output().is_err() {
+        return skip_or_fail("the HTTP credentials test", "python3 is missing");
     }
     let repo = Repo::new();
     let commit = repo.commit_tree(&examples().join("design"), "over http");
@@ -533,21 +535,15 @@ async fn an_https_style_repository_takes_its_user_and_password_from_a_file() {
     };
     let url = format!("http://127.0.0.1:{port}/design.git");
     let fetch = |creds: &str| {
-        let data = tempfile::tempdir().unwrap();
-        let file = data.path().join("creds");
+        let file = s.join(format!("creds.{}", creds.len()));
         std::fs::write(&file, creds).unwrap();
-        let mut cfg = config(repo.path(), data.path());
-        cfg.repo = url.clone();
-        cfg.credentials = RepoCredentials::from_file(&file).unwrap();
-        cfg.credentials.check(&url).unwrap();
-        async move {
-            let src = DesignSource::open(store(data.path()).await, cfg)
-                .await
-                .unwrap();
-            let r = src.sync(Trigger::Manual).await;
-            drop(data);
-            r
-        }
+        let credentials = RepoCredentials::from_file(&file).unwrap();
+        credentials.check(&url).unwrap();
+        sync_once(|data| SourceConfig {
+            repo: url.clone(),
+            credentials,
+            ..config(repo.path(), data)
+        })
     };
     let rev = fetch("ci-bot:s3cret:with-colon\n")
         .await
@@ -562,13 +558,13 @@ async fn an_https_style_repository_takes_its_user_and_password_from_a_file() {
     assert!(err.contains("refused the credentials"), "{err}");
     assert!(!err.contains("wrong"), "no password in the error: {err}");
     // Without credentials, the error names the setting to give.
-    let data = tempfile::tempdir().unwrap();
-    let mut cfg = config(repo.path(), data.path());
-    cfg.repo = url.clone();
-    let src = DesignSource::open(store(data.path()).await, cfg)
-        .await
-        .unwrap();
-    let err = src.sync(Trigger::Manual).await.unwrap_err().to_string();
+    let err = sync_once(|data| SourceConfig {
+        repo: url.clone(),
+        ..config(repo.path(), data)
+    })
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("--design-credentials-file"), "{err}");
     let _ = server.kill();
     let _ = server.wait();
