@@ -707,22 +707,36 @@ async fn tokens_expire_and_are_revoked_at_once_and_each_change_is_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_and_answers_show_no_internals_to_anonymous_callers() {
-    // A design repository URL with a token in it: shown to viewers without the token.
+    // A design repository over SSH: its URL's user is shown as `***`, and the key's
+    // path and contents never.
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("id_deploy");
+    std::fs::write(&key, "-----BEGIN OPENSSH PRIVATE KEY-----\nk3y-s3cr3t\n").unwrap();
+    let known = keys.path().join("known_hosts");
+    std::fs::write(
+        &known,
+        "[127.0.0.1]:9 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHz1bS2r6wAyc3t4mTr2n0f6hEo6jW5iX5h7o7F0o2bL\n",
+    )
+    .unwrap();
     let s = TestServer::start_with(&[
         "--design-repo",
-        "https://bot:ghp_s3cr3t@127.0.0.1:9/ops/design.git",
+        "ssh://deploy-bot@127.0.0.1:9/ops/design.git",
+        "--design-ssh-key",
+        key.to_str().unwrap(),
+        "--design-known-hosts",
+        known.to_str().unwrap(),
     ]);
     let (status, v) = s.get(&s.viewer, "/v1/designs").await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let text = v.to_string();
-    assert!(!text.contains("ghp_s3cr3t"), "{v}");
     assert!(
-        text.contains("https://***@127.0.0.1:9/ops/design.git"),
+        !text.contains("deploy-bot") && !text.contains("id_deploy"),
         "{v}"
     );
+    assert!(text.contains("ssh://***@127.0.0.1:9/ops/design.git"), "{v}");
     let (_, v) = s.post(&s.admin, "/v1/designs/sync", None).await;
-    assert!(!v.to_string().contains("ghp_s3cr3t"), "{v}");
-    assert!(!s.log().contains("ghp_s3cr3t"), "the log names the token");
+    assert!(!v.to_string().contains("k3y-s3cr3t"), "{v}");
+    assert!(!s.log().contains("k3y-s3cr3t"), "the log shows the key");
 
     // Readiness tells anyone whether, not why.
     let res = s.http.get(s.url("/readyz")).send().await.unwrap();

@@ -99,6 +99,10 @@ fn crates_depend_on_each_other_only_along_the_arrows_of_design_md() {
             &["db", "engine", "workflows", "steps", "client", "link"][..],
         ),
         (
+            "fuzz",
+            &["boot", "engine", "workflows", "api-types", "central"][..],
+        ),
+        (
             "lariat",
             &[
                 "db",

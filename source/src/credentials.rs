@@ -30,7 +30,7 @@ pub enum CredentialError {
     #[error("{path} has no host key: fill it with `ssh-keyscan -p PORT HOST > {path}`")]
     NoKnownHosts { path: PathBuf },
     #[error(
-        "the design repository URL holds a password or token ({shown}); put `user:password` in a file and give it with --design-credentials-file"
+        "the design repository URL holds credentials ({shown}); put `user:password` (or `user:token`) in a file and give it with --design-credentials-file"
     )]
     SecretInUrl { shown: String },
     #[error(
@@ -120,7 +120,7 @@ impl RepoCredentials {
     pub fn check(&self, url: &str) -> Result<(), CredentialError> {
         if has_secret(url) {
             return Err(CredentialError::SecretInUrl {
-                shown: crate::mirror::redact_url(url),
+                shown: redact_url(url),
             });
         }
         match (self, is_ssh(url)) {
@@ -144,15 +144,31 @@ impl RepoCredentials {
     }
 }
 
-/// Whether the URL's user information holds a password (`user:secret@`).
+/// A repository URL with any user information (`user:token@`) replaced by `***`, for
+/// every message and answer that names it: a viewer must not read a credential there.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// Whether the URL carries a secret: a password (`user:secret@`), or any user
+/// information at all in an HTTP(S) URL, where a token often stands as the user name
+/// (`https://ghp_…@github.com/…`). An SSH URL's user name (`git@`) is no secret.
 fn has_secret(url: &str) -> bool {
-    let Some((_, rest)) = url.split_once("://") else {
+    let Some((scheme, rest)) = url.split_once("://") else {
         return false;
     };
     let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-    authority
-        .rsplit_once('@')
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return false;
+    };
+    userinfo.contains(':') || matches!(scheme, "http" | "https")
 }
 
 /// `ssh://…`, `git+ssh://…`, or scp-like `user@host:path`.
@@ -490,6 +506,14 @@ mod tests {
             "{err}"
         );
         assert!(none.check("https://git.example.net/d.git").is_ok());
+        let err = none
+            .check("https://ghp_token@github.com/acme/d.git")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("https://***@github.com") && !err.contains("ghp_"),
+            "{err}"
+        );
         assert!(none.check("/srv/design").is_ok());
         let err = none
             .check("git@github.com:acme/d.git")

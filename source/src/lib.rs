@@ -23,8 +23,8 @@ use lariat_workflows::design::{self, Finding, Loaded};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use credentials::{CredentialError, KnownHosts, RepoCredentials};
-pub use mirror::{Snapshot, redact_url};
+pub use credentials::{CredentialError, KnownHosts, RepoCredentials, redact_url};
+pub use mirror::Snapshot;
 pub use revisions::{Pin, Revision, RevisionStatus, Trigger};
 pub use webhook::{PushEvent, WebhookError, verify_signature};
 

@@ -12,7 +12,7 @@ use git2::{
 };
 
 use crate::SourceError;
-use crate::credentials::{HostKeyCheck, RepoCredentials, known_hosts_name};
+use crate::credentials::{HostKeyCheck, RepoCredentials, known_hosts_name, redact_url};
 
 /// Design files larger than this are refused: a design is text written by people.
 const MAX_FILE_BYTES: usize = 8 << 20;
@@ -35,19 +35,6 @@ pub struct Mirror {
     shown: String,
     path: PathBuf,
     credentials: RepoCredentials,
-}
-
-/// A repository URL with any user information (`user:token@`) replaced by `***`, for
-/// every message and answer that names it: a viewer must not read a credential there.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_string(),
-    }
 }
 
 impl Mirror {
