@@ -262,10 +262,7 @@ impl Drivers {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.shared.stop.store(true, Ordering::Relaxed);
-        for h in self.handles {
-            let _ = h.await;
-        }
+        let shared = self.halt().await;
         let q = ListRunsQuery {
             status: Some("running".into()),
             limit: Some(1),
@@ -277,7 +274,7 @@ impl Drivers {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(self.shared)
+        Ok(shared)
     }
 }
 
@@ -321,7 +318,7 @@ impl DrillServer {
     }
 }
 
-pub async fn run(d: KillDrill) -> anyhow::Result<()> {
+pub async fn kill(d: KillDrill) -> anyhow::Result<()> {
     if d.min_up_ms > d.max_up_ms {
         bail!("--min-up-ms must not exceed --max-up-ms");
     }
@@ -596,7 +593,7 @@ pub async fn disk(d: DiskDrill) -> anyhow::Result<()> {
     let log_errors: Vec<String> = server
         .log_tail()
         .lines()
-        .filter(|l| l.contains("ERROR") || l.contains("error"))
+        .filter(|l| l.contains("ERROR"))
         .take(3)
         .map(str::to_string)
         .collect();

@@ -59,7 +59,7 @@ fn main() {
             Cmd::Engine(b) => engine::run(b).await,
             Cmd::Api(a) => api::run(a).await,
             Cmd::Sites(s) => sites::run(s).await,
-            Cmd::KillDrill(d) => drill::run(d).await,
+            Cmd::KillDrill(d) => drill::kill(d).await,
             Cmd::DiskDrill(d) => drill::disk(d).await,
         }
     });

@@ -132,14 +132,7 @@ async fn main() {
     }
     let wall = start.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        if latencies.is_empty() {
-            0.0
-        } else {
-            let i = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1;
-            latencies[i]
-        }
-    };
+    let pct = |p: f64| percentile(&latencies, p);
     println!(
         r#"{{"bmcs":{},"ops":{},"errors":{errors},"wall_s":{wall:.3},"ops_per_s":{:.1},"p50_ms":{:.1},"p99_ms":{:.1}}}"#,
         bmcs.len(),
@@ -191,14 +184,9 @@ async fn repeated(bmcs: &[std::sync::Arc<IpmiLan>], n: u32) {
             }
         }
     }
-    let pct = |v: &mut Vec<f64>, p: f64| {
-        v.sort_by(f64::total_cmp);
-        if v.is_empty() {
-            return 0.0;
-        }
-        let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-        (v[i] * 10.0).round() / 10.0
-    };
+    ok_ms.sort_by(f64::total_cmp);
+    failed_ms.sort_by(f64::total_cmp);
+    let pct = |v: &[f64], p: f64| (percentile(v, p) * 10.0).round() / 10.0;
     let out = serde_json::json!({
         "bmcs": bmcs.len(),
         "ops": ok_ms.len() + failed_ms.len(),
@@ -206,11 +194,19 @@ async fn repeated(bmcs: &[std::sync::Arc<IpmiLan>], n: u32) {
         "failed": failed_ms.len(),
         "errors_by_kind": kinds,
         "first_error": first_error,
-        "ok_p50_ms": pct(&mut ok_ms, 0.5),
-        "ok_p99_ms": pct(&mut ok_ms, 0.99),
-        "time_to_error_p50_ms": pct(&mut failed_ms, 0.5),
-        "time_to_error_max_ms": pct(&mut failed_ms, 1.0),
+        "ok_p50_ms": pct(&ok_ms, 0.5),
+        "ok_p99_ms": pct(&ok_ms, 0.99),
+        "time_to_error_p50_ms": pct(&failed_ms, 0.5),
+        "time_to_error_max_ms": pct(&failed_ms, 1.0),
         "wall_s": (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
     });
     println!("{out}");
+}
+
+/// The `p` quantile of sorted `v` (nearest rank), 0 when empty.
+fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
 }

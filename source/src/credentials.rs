@@ -171,9 +171,12 @@ fn has_secret(url: &str) -> bool {
     userinfo.contains(':') || matches!(scheme, "http" | "https")
 }
 
+/// The URL schemes git speaks SSH under.
+const SSH_SCHEMES: [&str; 3] = ["ssh://", "git+ssh://", "ssh+git://"];
+
 /// `ssh://…`, `git+ssh://…`, or scp-like `user@host:path`.
 pub fn is_ssh(url: &str) -> bool {
-    if url.starts_with("ssh://") || url.starts_with("git+ssh://") || url.starts_with("ssh+git://") {
+    if SSH_SCHEMES.iter().any(|s| url.starts_with(s)) {
         return true;
     }
     // scp-like syntax: no scheme, a ':' before any '/', and a host before it.
@@ -186,10 +189,7 @@ pub fn is_ssh(url: &str) -> bool {
 /// The name a host key is filed under in known_hosts: `host`, or `[host]:port` when the
 /// port is not 22.
 pub fn known_hosts_name(url: &str) -> Option<String> {
-    let (host, port) = if let Some(rest) = ["ssh://", "git+ssh://", "ssh+git://"]
-        .iter()
-        .find_map(|p| url.strip_prefix(p))
-    {
+    let (host, port) = if let Some(rest) = SSH_SCHEMES.iter().find_map(|p| url.strip_prefix(p)) {
         let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
         let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         match hostport.rsplit_once(':') {

@@ -23,6 +23,8 @@ mod stats;
 mod store;
 mod wire;
 
+pub(crate) use server::unix_now;
+
 pub use config::{
     BootConfig, CompiledConfig, ConfigError, DhcpConfig, Durability, Listen, MacAddr, Mode,
     Network, OptionValue, Range, Reservation, ServerOptions, Subnet,

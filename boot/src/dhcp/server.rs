@@ -175,7 +175,8 @@ impl Drop for DhcpHandle {
     }
 }
 
-fn unix_now() -> u64 {
+/// Unix seconds: the clock of lease expiries.
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 /// Clients tracked at once; past it the oldest windows are forgotten.
 const CLIENTS_MAX: usize = 65_536;
@@ -61,13 +61,13 @@ pub async fn limit(State(limit): State<PerClient>, req: Request, next: Next) -> 
         && !limit.admit(ip, Instant::now())
     {
         tracing::debug!(client = %ip, "HTTP boot: over {} requests a second", limit.per_second);
-        let mut res = (
+        let mut res = super::error_json(
             StatusCode::TOO_MANY_REQUESTS,
-            axum::Json(serde_json::json!({ "error": { "message": format!(
-                "more than {} boot requests a second from {ip}; slow down", limit.per_second
-            ) } })),
-        )
-            .into_response();
+            format!(
+                "more than {} boot requests a second from {ip}; slow down",
+                limit.per_second
+            ),
+        );
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return res;

@@ -126,6 +126,7 @@ pub struct NodeErrorDetail {
     pub message: String,
 }
 
+/// A boot route's error answer, as every boot route (and the per-client limit) gives it.
 fn error_json(status: StatusCode, message: String) -> Response {
     let body = NodeErrorBody {
         error: NodeErrorDetail { message },
@@ -204,10 +205,7 @@ pub trait LeasedAddress: Send + Sync + 'static {
 #[async_trait]
 impl LeasedAddress for crate::dhcp::LeaseReader {
     async fn leased(&self, mac: Mac) -> Result<Option<Ipv4Addr>, String> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.bound_address(&mac.to_string(), now)
+        self.bound_address(&mac.to_string(), crate::dhcp::unix_now())
             .await
             .map_err(|e| e.to_string())
     }
