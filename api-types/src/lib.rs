@@ -6,6 +6,7 @@
 mod access;
 mod designs;
 mod error;
+mod inventory;
 mod link;
 mod ops;
 mod runs;
@@ -15,6 +16,7 @@ mod workflows;
 pub use access::*;
 pub use designs::*;
 pub use error::*;
+pub use inventory::*;
 pub use link::*;
 pub use ops::*;
 pub use runs::*;

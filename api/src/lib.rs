@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `GET /healthz`, `GET /readyz` | none |
 //! | `GET /metrics`, `GET /openapi.json`, every other `GET` under `/v1` | viewer |
-//! | `POST /v1/runs`, the run verbs, step retry and signal | operator |
+//! | `POST /v1/runs`, the run verbs, step retry and signal, `POST /v1/reconcile` | operator |
 //! | `POST /v1/workflows`, `POST /v1/designs/sync`, site pins, `/v1/tokens`, `GET /v1/audit` | admin |
 //! | `POST /v1/hooks/git` | none: the payload's HMAC signature instead |
 //!
@@ -27,6 +27,7 @@ mod cache;
 mod convert;
 pub mod error;
 pub mod extract;
+mod inventory;
 pub mod metrics;
 mod routes;
 mod state;
@@ -57,7 +58,9 @@ pub use tokens::{Expiry, NewToken, Role, TokenError, TokenInfo, TokenStore};
 pub use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::routes::{access, designs, ops, runs, sites, stream, windows, workflows};
+use crate::routes::{
+    access, designs, inventory as inv, ops, runs, sites, stream, windows, workflows,
+};
 use crate::state::AppState;
 use lariat_api_types::ErrorBody;
 
@@ -131,6 +134,7 @@ pub enum ApiError {
         (name = "runs", description = "Runs, their steps and history, and the operator verbs"),
         (name = "designs", description = "The site design: revisions from git, findings, validation, resolved hosts, site pins"),
         (name = "sites", description = "Sites and their agents: the agents' link, site health, commands queued for agents"),
+        (name = "inventory", description = "Every host's state and history, its drift from the design, and reconciliation"),
         (name = "windows", description = "Maintenance windows of the design in force, and the steps waiting on them"),
         (name = "access", description = "API tokens and the audit trail, for admins"),
         (name = "ops", description = "Probes, metrics, this document"),
@@ -165,6 +169,10 @@ fn documented() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(designs::list_hosts))
         .routes(routes!(designs::resolved_host))
         .routes(routes!(designs::git_webhook))
+        .routes(routes!(inv::list_inventory))
+        .routes(routes!(inv::get_inventory_host))
+        .routes(routes!(inv::list_drift))
+        .routes(routes!(inv::reconcile))
         .routes(routes!(sites::agent_hello))
         .routes(routes!(sites::agent_sync))
         .routes({

@@ -488,6 +488,43 @@ impl Client {
             .await
     }
 
+    // ---- inventory, drift and reconciliation ---------------------------------------
+
+    /// A page of the inventory.
+    pub async fn inventory(
+        &self,
+        q: &lariat_api_types::InventoryQuery,
+    ) -> Result<lariat_api_types::HostPage, ClientError> {
+        let rb = self.request(Method::GET, "/v1/inventory/hosts").query(q);
+        Ok(self.call(rb).await?.1)
+    }
+
+    /// One host of the inventory: its facts, firmware, history and drift.
+    pub async fn inventory_host(
+        &self,
+        name: &str,
+    ) -> Result<lariat_api_types::HostDetail, ClientError> {
+        self.get(&format!("/v1/inventory/hosts/{}", encode(name)))
+            .await
+    }
+
+    /// How the selected hosts differ from their design.
+    pub async fn drift(
+        &self,
+        q: &lariat_api_types::DriftQuery,
+    ) -> Result<lariat_api_types::DriftReport, ClientError> {
+        let rb = self.request(Method::GET, "/v1/drift").query(q);
+        Ok(self.call(rb).await?.1)
+    }
+
+    /// Submit (or, with `dry_run`, plan) the workflows that fix the drift.
+    pub async fn reconcile(
+        &self,
+        req: &lariat_api_types::ReconcileRequest,
+    ) -> Result<lariat_api_types::ReconcileOutcome, ClientError> {
+        Ok(self.post("/v1/reconcile", Some(req)).await?.1)
+    }
+
     // ---- tokens and the audit trail ------------------------------------------------
 
     /// Every API token, without secrets (admin).

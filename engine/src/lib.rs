@@ -29,6 +29,6 @@ pub use groups::{HostGroups, Scheduling, Unplaced};
 pub use model::{DefinitionError, Format, Problem, WindowRef, Workflow};
 pub use request::{NewRun, Registered, ResumeReport, Submitted};
 pub use scheduler::SchedulerStats;
-pub use store::{Durability, RunQuery, Store, StoreError, StoreOptions, WindowWaiter};
+pub use store::{Durability, HostTask, RunQuery, Store, StoreError, StoreOptions, WindowWaiter};
 pub use view::{AttemptView, RunView, StepView, TaskView};
 pub use windows::{AlwaysOpen, ManualWindows, WindowAnswer, WindowAsk, WindowGate};

@@ -42,6 +42,18 @@ macro_rules! event_columns {
     };
 }
 
+/// A fan-out item that works on one host, with a summary of its run
+/// ([`Store::host_tasks`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTask {
+    pub run: Uuid,
+    pub workflow: String,
+    pub run_status: RunStatus,
+    pub run_created_at: i64,
+    pub run_ended_at: Option<i64>,
+    pub task: TaskRow,
+}
+
 /// Store failures. Open-time variants name the file and what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -412,6 +424,60 @@ impl Store {
         rows.into_iter()
             .map(|(run, step)| parse_uuid(&run).map(|id| (id, step)))
             .collect()
+    }
+
+    /// Every fan-out item whose item value is one of `hosts` (a host name), in any run,
+    /// with its run's summary: what has been done to those hosts. Uses the
+    /// `steps_by_item_value` index, so it costs what those hosts' items cost, however many
+    /// runs the store holds.
+    pub async fn host_tasks(&self, hosts: &[String]) -> Result<Vec<HostTask>, StoreError> {
+        if hosts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<String> = hosts
+            .iter()
+            .filter_map(|h| json_text(&Some(Value::String(h.clone()))))
+            .collect();
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            step_columns!(),
+            ", r.workflow, r.status, r.created_at, r.ended_at FROM steps s JOIN runs r ON r.id = s.run_id
+             WHERE s.item_value IN (SELECT value FROM json_each(?1)) AND s.item >= 0"
+        ))
+        .bind(serde_json::to_string(&values).map_err(|e| StoreError::Decode(e.to_string()))?)
+        .fetch_all(self.reads())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let (run, task) = task_row(r)?;
+                let status: String = r.get(18);
+                Ok(HostTask {
+                    run,
+                    workflow: r.get(17),
+                    run_status: status.parse().map_err(StoreError::Decode)?,
+                    run_created_at: r.get(19),
+                    run_ended_at: r.get(20),
+                    task,
+                })
+            })
+            .collect()
+    }
+
+    /// The steps of `runs` that do not fan out (one row per step), as (run, step).
+    pub async fn run_level_tasks(&self, runs: &[Uuid]) -> Result<Vec<(Uuid, TaskRow)>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = runs.iter().map(Uuid::to_string).collect();
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            step_columns!(),
+            " FROM steps s WHERE s.run_id IN (SELECT value FROM json_each(?1)) AND s.item = -1"
+        ))
+        .bind(serde_json::to_string(&ids).map_err(|e| StoreError::Decode(e.to_string()))?)
+        .fetch_all(self.reads())
+        .await?;
+        rows.iter().map(task_row).collect()
     }
 
     pub async fn list_runs(&self, q: &RunQuery) -> Result<Vec<RunRow>, StoreError> {

@@ -7,6 +7,7 @@
 mod audit;
 mod conn;
 mod design;
+mod hosts;
 mod output;
 mod runs;
 mod show;
@@ -63,6 +64,22 @@ pub enum ClientCmd {
         #[command(subcommand)]
         cmd: windows::WindowCmd,
     },
+    /// The inventory: every host's state, the step acting on it, its power, facts,
+    /// firmware, history and drift (the token comes from LARIAT_TOKEN).
+    Host {
+        #[command(flatten)]
+        conn: conn::Conn,
+        #[command(subcommand)]
+        cmd: hosts::HostCmd,
+    },
+    /// How hosts differ from the design (`--plan`, the default), and the runs that fix it
+    /// (`--apply`; the token comes from LARIAT_TOKEN).
+    Reconcile {
+        #[command(flatten)]
+        conn: conn::Conn,
+        #[command(flatten)]
+        args: hosts::ReconcileArgs,
+    },
     /// The site design: validate a folder here, or ask a server for revisions, findings,
     /// hosts and pins (the token comes from LARIAT_TOKEN).
     Design {
@@ -82,6 +99,8 @@ pub async fn run(cmd: ClientCmd) -> anyhow::Result<i32> {
         ClientCmd::Audit { conn, filters } => audit::run(conn.client()?, &conn, filters).await,
         ClientCmd::Site { conn, cmd } => sites::run(&conn, cmd).await,
         ClientCmd::Design { conn, cmd } => design::run(&conn, cmd).await,
+        ClientCmd::Host { conn, cmd } => hosts::run(conn.client()?, &conn, cmd).await,
+        ClientCmd::Reconcile { conn, args } => hosts::reconcile(conn.client()?, &conn, args).await,
         ClientCmd::Window { conn, cmd } => windows::run(conn.client()?, &conn, cmd).await,
     }
 }

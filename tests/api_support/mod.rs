@@ -28,6 +28,7 @@ pub struct TestServer {
     pub viewer: String,
     log: Arc<Mutex<String>>,
     pub http: reqwest::Client,
+    args: Vec<String>,
 }
 
 /// Runs `lariat ARGS --db DB` (a local command on a database file, no server) to
@@ -66,46 +67,9 @@ impl TestServer {
         let admin = create_token(&db, "admin", "root");
         let operator = create_token(&db, "operator", "alice");
         let viewer = create_token(&db, "viewer", "victor");
-        let mut child = Command::new(BIN)
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--durability",
-                "normal",
-            ])
-            .args(extra)
-            .arg("--db")
-            .arg(&db)
-            .env("LARIAT_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the lariat binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
+        let args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let keep = log.clone();
-        // Drain stderr for the life of the server, or a full pipe would stall it.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = listening_url(&line) {
-                    let _ = tx.send(url);
-                }
-                let mut l = keep.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let base = match rx.recv_timeout(PATIENCE) {
-            Ok(u) => u,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not listen:\n{}", log.lock().unwrap());
-            }
-        };
+        let (child, base) = spawn_server(&db, &args, &log);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -120,7 +84,20 @@ impl TestServer {
             viewer,
             log,
             http,
+            args,
         }
+    }
+
+    /// Stops the server (SIGKILL) and starts it again on the same database with the same
+    /// arguments; it listens on a new port.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let (child, base) = spawn_server(&self.db, &self.args, &self.log);
+        self.child = Some(child);
+        self.base = base;
     }
 
     /// The typed client of this server, acting with `token`.
@@ -304,6 +281,50 @@ impl TestServer {
         })
         .await
         .unwrap()
+    }
+}
+
+/// A `lariat server` on `db` with `args`, its stderr drained into `log`; returns the
+/// child and the URL it listens on.
+fn spawn_server(db: &Path, args: &[String], log: &Arc<Mutex<String>>) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--durability",
+            "normal",
+        ])
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .env("LARIAT_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the lariat binary starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    let keep = log.clone();
+    // Drain stderr for the life of the server, or a full pipe would stall it.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = listening_url(&line) {
+                let _ = tx.send(url);
+            }
+            let mut l = keep.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    match rx.recv_timeout(PATIENCE) {
+        Ok(u) => (child, u),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("server did not listen:\n{}", log.lock().unwrap());
+        }
     }
 }
 

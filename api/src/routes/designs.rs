@@ -248,7 +248,7 @@ pub async fn unpin_site(
 }
 
 /// The node filter a `GET /v1/hosts` query spells.
-fn filter_of(q: &HostsQuery) -> Result<NodeFilter, HttpError> {
+pub(crate) fn filter_of(q: &HostsQuery) -> Result<NodeFilter, HttpError> {
     let list = |s: &Option<String>| -> Vec<String> {
         s.as_deref()
             .map(|s| {

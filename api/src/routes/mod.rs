@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod designs;
+pub mod inventory;
 pub mod ops;
 pub mod runs;
 pub mod sites;

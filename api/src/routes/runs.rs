@@ -7,11 +7,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use lariat_engine::{EngineError, NewRun, RunQuery, RunStatus as EngineRunStatus};
+use lariat_engine::{EngineError, NewRun, RunQuery, RunRow, RunStatus as EngineRunStatus};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::auth::{Operator, Viewer};
+use crate::auth::{Caller, Operator, Viewer};
 use crate::convert::Dto;
 use crate::error::HttpError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
@@ -27,7 +27,7 @@ const MAX_PAGE: u32 = 500;
 const DEFAULT_EVENTS_PAGE: u32 = 100;
 const MAX_EVENTS_PAGE: u32 = 1000;
 
-fn page_size(limit: Option<u32>, default: u32, max: u32) -> Result<u32, HttpError> {
+pub(crate) fn page_size(limit: Option<u32>, default: u32, max: u32) -> Result<u32, HttpError> {
     match limit {
         None => Ok(default),
         Some(n) if (1..=max).contains(&n) => Ok(n),
@@ -85,21 +85,7 @@ pub async fn submit_run(
         idempotency_key: req.idempotency_key,
         ..Default::default()
     };
-    // On a central node the run goes where its hosts are (one run per site with an
-    // agent, linked by a group); on an agent, and without agents, this is the engine's.
-    let (row, created) = match &st.central {
-        Some(c) => {
-            let placed = c.submit(run, caller.actor()).await?;
-            let first = placed.runs.into_iter().next().ok_or_else(|| {
-                HttpError::internal("placing a run", &"the placement made no run")
-            })?;
-            (first, placed.created)
-        }
-        None => {
-            let sub = st.engine.submit(run, caller.actor()).await?;
-            (st.engine.run_row(sub.run_id).await?, sub.created)
-        }
-    };
+    let (row, created) = place(&st, run, &caller).await?;
     let id = row.id;
     let run = row.dto();
     if !created {
@@ -118,6 +104,29 @@ pub async fn submit_run(
         res.headers_mut().insert(header::LOCATION, v);
     }
     Ok(res)
+}
+
+/// Starts `run` where its hosts are: on a central node, one run per site with an agent,
+/// linked by a group (the first is answered); on an agent, and without agents, in this
+/// engine. Returns the run and whether it is new (false when its key had started it).
+pub(crate) async fn place(
+    st: &AppState,
+    run: NewRun,
+    caller: &Caller,
+) -> Result<(RunRow, bool), HttpError> {
+    Ok(match &st.central {
+        Some(c) => {
+            let placed = c.submit(run, caller.actor()).await?;
+            let first = placed.runs.into_iter().next().ok_or_else(|| {
+                HttpError::internal("placing a run", &"the placement made no run")
+            })?;
+            (first, placed.created)
+        }
+        None => {
+            let sub = st.engine.submit(run, caller.actor()).await?;
+            (st.engine.run_row(sub.run_id).await?, sub.created)
+        }
+    })
 }
 
 /// Runs, newest first, a page at a time.

@@ -30,6 +30,8 @@ impl Action for ValidateDesign {
         let mut errors: BTreeSet<String> = BTreeSet::new();
         let mut warnings: Vec<Finding> = Vec::new();
         let mut revisions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        // What each host is built from, for drift: the resolved configuration's digest.
+        let mut digests: BTreeMap<String, String> = BTreeMap::new();
         for name in &hosts {
             // A pinned site's hosts are checked against the revision it is pinned to.
             let current = self.0.for_host(name).await?;
@@ -47,6 +49,7 @@ impl Action for ValidateDesign {
             }
             let used: BTreeSet<(String, String)> = match design.resolved_host(name) {
                 Ok(h) => {
+                    digests.insert(name.clone(), h.digest());
                     if refuse_protected && h.never_provision {
                         problems.push(format!(
                             "host '{name}' is marked never_provision in the design"
@@ -91,6 +94,7 @@ impl Action for ValidateDesign {
             "revision": revision,
             "revisions": revisions,
             "hosts": hosts,
+            "digests": digests,
             "warnings": warnings,
         })))
     }

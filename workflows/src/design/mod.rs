@@ -57,6 +57,7 @@
 //! Each rule has a broken design in `examples/broken/<rule-id>/` that produces exactly
 //! that one finding.
 
+mod facts;
 mod filter;
 mod generate;
 mod load;
@@ -76,6 +77,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use facts::check_facts;
 pub use filter::{FilterMode, NodeFilter};
 pub use generate::generate;
 pub use render::{render_context, render_unattended};

@@ -44,6 +44,22 @@ pub struct ResolvedHost {
 }
 
 impl ResolvedHost {
+    /// A digest of the host's whole resolved configuration (SHA-256 of its JSON, hex),
+    /// recorded when the host is provisioned, so that drift compares what the host was
+    /// built from with what the design says now, whichever revision either came from.
+    /// Null, `false` and empty values are left out before hashing, so a Lariat release
+    /// that adds a field with an empty default does not make every host look changed.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        prune(&mut v);
+        let bytes = serde_json::to_vec(&v).unwrap_or_default();
+        Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// The interface the host PXE-boots from, if the design names one that exists.
     pub fn pxe(&self) -> Option<&ResolvedInterface> {
         let name = self.pxe_interface.as_deref()?;
@@ -235,5 +251,80 @@ fn build(design: &Design, name: &str, spec: HostSpec, profiles: Vec<String>) -> 
         serial: spec.serial,
         memory: hw.and_then(|h| h.spec.memory),
         firmware: hw.map(|h| h.spec.firmware.clone()).unwrap_or_default(),
+    }
+}
+
+/// Drops null, `false` and empty values from objects, recursively.
+fn prune(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            for x in m.values_mut() {
+                prune(x);
+            }
+            m.retain(|_, x| match x {
+                Value::Null | Value::Bool(false) => false,
+                Value::Array(a) => !a.is_empty(),
+                Value::Object(o) => !o.is_empty(),
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            });
+        }
+        Value::Array(a) => a.iter_mut().for_each(prune),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    const DESIGN: &str = r#"
+kind: HardwareProfile
+name: hw
+spec: {vendor: QEMU, model: pc, boot_mode: bios, pxe_interface: eth0, memory: 512M}
+---
+kind: HostProfile
+name: base
+spec: {hardware_profile: hw, labels: {role: web}}
+---
+kind: Host
+name: h1
+spec:
+  profile: base
+  interfaces: [{name: eth0, mac: "52:54:00:AA:00:01"}]
+---
+kind: Host
+name: h2
+spec:
+  profile: base
+  interfaces: [{name: eth0, mac: "52:54:00:AA:00:02"}]
+"#;
+
+    fn digest(yaml: &str, host: &str) -> String {
+        let loaded = crate::design::load_files(&[("d.yaml".into(), yaml.into())]);
+        loaded.design.resolved_host(host).unwrap().digest()
+    }
+
+    #[test]
+    fn a_digest_follows_what_the_host_inherits_and_nothing_else() {
+        let d1 = digest(DESIGN, "h1");
+        assert_eq!(d1.len(), 64);
+        assert_eq!(
+            d1,
+            digest(DESIGN, "h1"),
+            "the same design gives the same digest"
+        );
+        assert_ne!(d1, digest(DESIGN, "h2"));
+        // A change to the hardware profile reaches the host through inheritance.
+        let memory = DESIGN.replace("memory: 512M", "memory: 1G");
+        assert_ne!(d1, digest(&memory, "h1"));
+        // A change to another host does not.
+        let other = DESIGN.replace("52:54:00:AA:00:02", "52:54:00:AA:00:03");
+        assert_eq!(d1, digest(&other, "h1"));
+        // Nor does a field written out with its empty default.
+        let explicit = DESIGN.replace(
+            "labels: {role: web}",
+            "labels: {role: web}, kernel_params: []",
+        );
+        assert_eq!(d1, digest(&explicit, "h1"));
     }
 }
