@@ -505,6 +505,16 @@ async fn sites_keep_working_cut_off_and_catch_up() {
     for r in &mine {
         same_at_both(&c, &a, r.id).await;
     }
+    // The inventory is a projection of the replicated rows: the same at both.
+    for h in ["ams1-a01", "ams1-a03", "ams1-b01"] {
+        let (here, there) = (
+            c.inventory_host(h).await.unwrap(),
+            a.inventory_host(h).await.unwrap(),
+        );
+        assert_eq!(here, there, "{h}: the centre and its site agree");
+        assert!(!here.history.is_empty(), "{h}: runs worked on it: {here:?}");
+        assert_eq!(here.history[0].workflow, "site-gate");
+    }
     let at_centre: BTreeMap<Uuid, RunStatus> = c
         .runs(&ListRunsQuery {
             limit: Some(100),

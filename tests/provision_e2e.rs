@@ -411,6 +411,25 @@ async fn provision_two_hosts_through_their_bmcs_with_a_crash_a_rollback_and_a_ho
         json!(["macs", "serial", "memory", "disks"])
     );
     assert_eq!(checked("vm-b"), json!(["macs", "memory"]));
+    // The inventory of a host provisioned through its BMC: the power its boot step read
+    // back from ipmi_sim, the facts its node reported, the run it was built by, no drift.
+    let inv = get(&lab.http, &format!("{}/v1/inventory/hosts/vm-a", lab.base)).await;
+    assert_eq!(inv["state"], "provisioned", "{inv:#}");
+    assert_eq!(inv["power"]["state"], "on", "{inv:#}");
+    assert_eq!(inv["provisioned"]["run"], json!(ab), "{inv:#}");
+    assert!(
+        inv["facts"]["facts"]["macs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "52:54:00:77:00:31"),
+        "{inv:#}"
+    );
+    assert_eq!(
+        inv["drift"],
+        json!([]),
+        "verified against the design it was built from: {inv:#}"
+    );
 
     // Roll the provision back: boot is undone by a power off, set_pxe by disk, persistent.
     let before_rollback = a.sets().len();
@@ -422,6 +441,12 @@ async fn provision_two_hosts_through_their_bmcs_with_a_crash_a_rollback_and_a_ho
         })
         .await;
     assert_eq!(back["status"], "rolled_back", "{back:#}\n{}", lab.log());
+    let inv = get(&lab.http, &format!("{}/v1/inventory/hosts/vm-b", lab.base)).await;
+    assert_eq!(inv["state"], "failed", "a rolled-back provision: {inv:#}");
+    assert!(
+        inv["reason"].as_str().unwrap_or("").contains("rolled_back"),
+        "{inv:#}"
+    );
     for m in [&a, &b] {
         assert_eq!(m.state("power"), "0", "{}", m.name);
         assert_eq!(
@@ -454,6 +479,15 @@ async fn provision_two_hosts_through_their_bmcs_with_a_crash_a_rollback_and_a_ho
     let wait_c = item(&failed, "await_callback", "vm-c");
     assert_eq!(wait_c["status"], "failed", "{failed:#}");
     assert_eq!(wait_c["attempt"], 2, "{failed:#}");
+    let inv = get(&lab.http, &format!("{}/v1/inventory/hosts/vm-c", lab.base)).await;
+    assert_eq!(inv["state"], "failed", "{inv:#}");
+    assert!(
+        inv["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("step await_callback"),
+        "{inv:#}"
+    );
     let ons = |m: &Machine| m.sets().iter().filter(|l| *l == "set power 1").count();
     assert_eq!(
         ons(&c),
