@@ -283,39 +283,19 @@ async fn the_inventory_follows_runs_and_drift_follows_the_design() {
         "{skipped:?}"
     );
 
-    let apply = s
-        .cli(
-            Some(&s.operator),
-            &[
-                "reconcile",
-                "--apply",
-                "--names",
-                "ams1-a01,ams1-a02",
-                "--kinds",
-                "never_provisioned,config_changed",
-                "--json",
-            ],
-            None,
-        )
-        .await;
-    let out = apply.ok().json();
+    let args = [
+        "reconcile",
+        "--apply",
+        "--names",
+        "ams1-a01,ams1-a02",
+        "--kinds",
+        "never_provisioned,config_changed",
+        "--json",
+    ];
+    let out = s.cli(Some(&s.operator), &args, None).await.ok().json();
     let started = out["runs"][0]["run"].as_str().unwrap().to_string();
     assert_eq!(out["runs"][0]["created"], true, "{out}");
-    let again = s
-        .cli(
-            Some(&s.operator),
-            &[
-                "reconcile",
-                "--apply",
-                "--names",
-                "ams1-a01,ams1-a02",
-                "--kinds",
-                "never_provisioned,config_changed",
-                "--json",
-            ],
-            None,
-        )
-        .await;
+    let again = s.cli(Some(&s.operator), &args, None).await;
     let again = again.ok().json();
     // The run started: the hosts are busy, and the same plan submits nothing new.
     assert!(
