@@ -23,6 +23,22 @@ use crate::routes::designs::filter_of;
 use crate::routes::runs::{page_size, place};
 use crate::state::AppState;
 
+/// The node filter of an inventory or drift query, as `GET /v1/hosts` reads one.
+fn hosts_query(
+    names: Option<String>,
+    labels: Option<String>,
+    racks: Option<String>,
+    sites: Option<String>,
+) -> HostsQuery {
+    HostsQuery {
+        names,
+        labels,
+        racks,
+        sites,
+        mode: None,
+    }
+}
+
 /// The hosts of the active design a query's node filter selects, sorted; every host
 /// without a criterion.
 fn selected(st: &AppState, q: HostsQuery) -> Result<Vec<String>, HttpError> {
@@ -59,16 +75,7 @@ pub async fn list_inventory(
         .transpose()
         .map_err(|e: String| HttpError::bad_request("invalid_query", e))?;
     let active = st.design.active();
-    let mut hosts = selected(
-        &st,
-        HostsQuery {
-            names: q.names,
-            labels: q.labels,
-            racks: q.racks,
-            sites: q.sites,
-            mode: None,
-        },
-    )?;
+    let mut hosts = selected(&st, hosts_query(q.names, q.labels, q.racks, q.sites))?;
     if let Some(after) = &q.after {
         hosts.retain(|h| h > after);
     }
@@ -138,30 +145,36 @@ pub async fn get_inventory_host(
     }))
 }
 
-/// The drift of `hosts` of the kinds in `kinds`, with each host's resolved digest.
+/// The drift of `hosts` of the kinds in `kinds`; with `digests`, also the resolved
+/// digest of each host that drifts (what reconciliation keys its runs by; a report
+/// needs none, and a digest hashes the host's whole configuration).
 async fn drift_of_hosts(
     st: &AppState,
     hosts: &[String],
     kinds: &BTreeSet<DriftKind>,
+    digests: bool,
 ) -> Result<(Vec<Drift>, BTreeMap<String, String>), HttpError> {
     let mut designs = Designs::new(&st.design);
     let mut out = Vec::new();
-    let mut digests = BTreeMap::new();
+    let mut digested = BTreeMap::new();
     for chunk in hosts.chunks(CHUNK) {
         let projected = inventory::project_hosts(&st.engine, chunk).await?;
         for name in chunk {
             let resolved = designs.resolved(name).await?;
-            if let Some(h) = &resolved {
-                digests.insert(name.clone(), h.digest());
+            let found: Vec<Drift> = drift::drift_of(name, &projected[name], resolved.as_ref())
+                .into_iter()
+                .filter(|d| kinds.contains(&d.kind))
+                .collect();
+            if digests
+                && !found.is_empty()
+                && let Some(h) = &resolved
+            {
+                digested.insert(name.clone(), h.digest());
             }
-            out.extend(
-                drift::drift_of(name, &projected[name], resolved.as_ref())
-                    .into_iter()
-                    .filter(|d| kinds.contains(&d.kind)),
-            );
+            out.extend(found);
         }
     }
-    Ok((out, digests))
+    Ok((out, digested))
 }
 
 /// How hosts differ from the design they are provisioned from, and the workflow that
@@ -192,17 +205,8 @@ pub async fn list_drift(
             .collect::<Result<_, String>>()
             .map_err(|e| HttpError::bad_request("invalid_query", e))?,
     };
-    let hosts = selected(
-        &st,
-        HostsQuery {
-            names: q.names,
-            labels: q.labels,
-            racks: q.racks,
-            sites: q.sites,
-            mode: None,
-        },
-    )?;
-    let (drift, _) = drift_of_hosts(&st, &hosts, &kinds).await?;
+    let hosts = selected(&st, hosts_query(q.names, q.labels, q.racks, q.sites))?;
+    let (drift, _) = drift_of_hosts(&st, &hosts, &kinds, false).await?;
     Ok(Json(DriftReport {
         revision: st
             .design
@@ -258,7 +262,7 @@ pub async fn reconcile(
     } else {
         req.kinds.iter().copied().collect()
     };
-    let (found, digests) = drift_of_hosts(&st, &hosts, &kinds).await?;
+    let (found, digests) = drift_of_hosts(&st, &hosts, &kinds, true).await?;
     let (mut runs, skipped) = drift::plan(&found, &digests, &req.inputs, &req.images);
     if !req.dry_run {
         for r in &mut runs {
