@@ -65,6 +65,8 @@ pub struct AgentArgs {
     /// Restarts in a row that may interrupt one step before it fails.
     #[arg(long, default_value_t = 20)]
     pub max_interruptions: u32,
+    #[command(flatten)]
+    pub ui: crate::server::UiArgs,
     /// Run the engine and the maintenance windows by a clock that starts at this moment
     /// (RFC 3339, such as 2027-03-28T00:59:50Z) and runs at the system's pace: window and
     /// daylight-saving drills without waiting for the night. Never in production.
@@ -149,6 +151,7 @@ impl AgentArgs {
                 durability: self.durability,
                 max_running: self.max_running,
                 max_interruptions: self.max_interruptions,
+                ui: self.ui.config(self.api_tls_cert.is_some()),
                 clock: self.clock_start.unwrap_or_default(),
                 tls: tls_files(
                     &self.api_tls_cert,

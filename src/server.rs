@@ -31,6 +31,8 @@ pub struct ServerArgs {
     /// Restarts in a row that may interrupt one step before it fails.
     #[arg(long, default_value_t = 20)]
     pub max_interruptions: u32,
+    #[command(flatten)]
+    pub ui: UiArgs,
     /// Run the engine and the maintenance windows by a clock that starts at this moment
     /// (RFC 3339, such as 2027-03-28T00:59:50Z) and runs at the system's pace: window and
     /// daylight-saving drills without waiting for the night. Never in production.
@@ -263,6 +265,7 @@ impl ServerArgs {
                 durability: self.durability,
                 max_running: self.max_running,
                 max_interruptions: self.max_interruptions,
+                ui: self.ui.config(self.tls_cert.is_some()),
                 clock: self.clock_start.unwrap_or_default(),
                 tls: tls_files(
                     &self.tls_cert,
@@ -375,4 +378,26 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// The web UI's sessions, for `lariat server` and `lariat agent` alike.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UiArgs {
+    /// A web UI session without a request for this long ends (sign in again).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ui_session_idle: std::time::Duration,
+    /// A web UI session ends this long after its sign-in, however used.
+    #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+    pub ui_session_max_age: std::time::Duration,
+}
+
+impl UiArgs {
+    /// The UI's settings; the cookie is `Secure` when the listener speaks TLS.
+    pub fn config(&self, tls: bool) -> lariat_ui::UiConfig {
+        lariat_ui::UiConfig {
+            session_idle: self.ui_session_idle,
+            session_max_age: self.ui_session_max_age,
+            secure_cookie: tls,
+        }
+    }
 }

@@ -124,3 +124,12 @@ pub struct AuditQuery {
     #[serde(default)]
     pub limit: Option<u32>,
 }
+
+/// `GET /v1/whoami`: the credential a request was made with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Identity {
+    /// The token's name.
+    pub name: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: String,
+}

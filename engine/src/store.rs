@@ -137,6 +137,10 @@ pub struct RunQuery {
     pub workflow: Option<String>,
     /// Only the runs of this group.
     pub group: Option<Uuid>,
+    /// Only the runs of this executor.
+    pub owner: Option<String>,
+    /// Only the runs that target this host.
+    pub host: Option<String>,
     /// Only runs older than this one (the cursor of the previous page).
     pub before: Option<Uuid>,
     pub limit: u32,
@@ -486,7 +490,8 @@ impl Store {
         let rows = sqlx::query(
             concat!("SELECT ", run_columns!(), " FROM runs
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2) AND (?3 IS NULL OR id < ?3)
-               AND (?5 IS NULL OR group_id = ?5)
+               AND (?5 IS NULL OR group_id = ?5) AND (?6 IS NULL OR owner = ?6)
+               AND (?7 IS NULL OR EXISTS (SELECT 1 FROM json_each(runs.targets) WHERE value = ?7))
              ORDER BY id DESC LIMIT ?4"),
         )
         .bind(q.status.map(|s| s.as_str()))
@@ -494,6 +499,8 @@ impl Store {
         .bind(before)
         .bind(limit)
         .bind(q.group.map(|g| g.to_string()))
+        .bind(q.owner.as_deref())
+        .bind(q.host.as_deref())
         .fetch_all(self.reads())
         .await?;
         rows.iter().map(run_row).collect()

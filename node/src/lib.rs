@@ -43,6 +43,8 @@ pub struct ExecutorConfig {
     pub tls: Option<TlsFiles>,
     /// The clock the engine and the windows run by: the system's, but for drills.
     pub clock: lariat_db::Clock,
+    /// The web UI's sessions.
+    pub ui: lariat_ui::UiConfig,
 }
 
 /// `lariat server`: the central role and the site role for one site, in one process.
@@ -92,7 +94,8 @@ pub async fn serve(
         central.serve_leases(count);
     }
     let audit = AuditLog::group_committed(tables.clone());
-    let app = central.router(site.take_routes(), audit.clone()).await?;
+    let api = central.router(site.take_routes(), audit.clone()).await?;
+    let app = lariat_ui::mount(api, cfg.executor.ui.clone());
     let served = serve_http(listener, app, tls, &engine, central.stream_stop(), shutdown).await;
     site.shutdown().await;
     central.shutdown().await;
@@ -154,7 +157,8 @@ pub async fn serve_agent(
         audit: Some(audit.clone()),
         ..Default::default()
     };
-    let app = lariat_api::router(engine.clone(), records, tokens, None, api).await?;
+    let api = lariat_api::router(engine.clone(), records, tokens, None, api).await?;
+    let app = lariat_ui::mount(api, cfg.executor.ui.clone());
     let served = serve_http(listener, app, tls, &engine, end_streams, shutdown).await;
     link.shutdown().await;
     site.shutdown().await;

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use lariat_api_types::{AuditPage, AuditQuery, CreateToken, CreatedToken, ErrorBody, TokenList};
+use lariat_api_types::{
+    AuditPage, AuditQuery, CreateToken, CreatedToken, ErrorBody, Identity, TokenList,
+};
 
 use crate::audit::AuditError;
-use crate::auth::Admin;
+use crate::auth::{Admin, Viewer};
 use crate::error::HttpError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
@@ -148,4 +150,20 @@ pub async fn list_audit(
     // What this server answered before is in the page: its queued entries go in first.
     st.audit.flush().await;
     Ok(Json(st.audit.page(&q).await?))
+}
+
+/// The token this request carries: its name and role. Any valid token may ask, so a
+/// client (the web UI's sign-in) learns what it may offer before offering it.
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "access",
+    responses((status = 200, body = Identity)),
+    security(("bearer" = ["viewer"])),
+)]
+pub async fn whoami(Viewer(caller): Viewer) -> Json<Identity> {
+    Json(Identity {
+        name: caller.name.to_string(),
+        role: caller.role.to_string(),
+    })
 }

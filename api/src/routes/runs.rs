@@ -160,6 +160,8 @@ pub async fn list_runs(
             status,
             workflow: q.workflow,
             group: q.group,
+            owner: q.owner,
+            host: q.host,
             before: q.cursor,
             limit: limit + 1,
         })

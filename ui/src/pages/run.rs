@@ -1,0 +1,435 @@
+//! One run: its DAG, each step with its items and attempts, its history, its verbs with a
+//! confirmation, and its live stream.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use lariat_api_types::{EventPage, RunDetail, RunStatus, StepStatus, Task};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Ui;
+use crate::api::q;
+use crate::dag;
+use crate::error::UiError;
+use crate::extract::{Mutation, Signed};
+use crate::render::page;
+
+/// Items shown per page of one state group.
+const ITEMS_PAGE: usize = 50;
+const EVENTS_PAGE: u32 = 200;
+
+/// Groups are listed in this order: what needs an operator first.
+const GROUP_ORDER: [StepStatus; 11] = [
+    StepStatus::Failed,
+    StepStatus::Retrying,
+    StepStatus::Waiting,
+    StepStatus::Running,
+    StepStatus::Compensating,
+    StepStatus::Ready,
+    StepStatus::Pending,
+    StepStatus::Succeeded,
+    StepStatus::Compensated,
+    StepStatus::Skipped,
+    StepStatus::Cancelled,
+];
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct DetailQuery {
+    /// `step:status`: the item group opened.
+    #[serde(default)]
+    group: String,
+    /// Page of that group, from 1.
+    #[serde(default)]
+    page: Option<usize>,
+    /// Events after this seq.
+    #[serde(default)]
+    after: Option<i64>,
+}
+
+/// The run page.
+pub(crate) async fn detail(
+    State(ui): State<Arc<Ui>>,
+    Signed(s): Signed,
+    Path(id): Path<String>,
+    Query(dq): Query<DetailQuery>,
+) -> Result<Html<String>, UiError> {
+    let id = parse_id(&id)?;
+    let run: RunDetail = ui.api.get(&s.token, &format!("/v1/runs/{id}")).await?;
+    let after = dq.after.unwrap_or(0);
+    let events: EventPage = ui
+        .api
+        .get(
+            &s.token,
+            &format!("/v1/runs/{id}/events?after={after}&limit={EVENTS_PAGE}"),
+        )
+        .await?;
+    let (open_step, open_status) = dq.group.split_once(':').unwrap_or(("", ""));
+    let page_no = dq.page.unwrap_or(1).max(1);
+    let status = run.run.status;
+    let operable = s.can_operate();
+    let mut nodes_note = Vec::new();
+    let steps: Vec<Value> = run
+        .steps
+        .iter()
+        .map(|st| {
+            let mut groups: BTreeMap<usize, (StepStatus, Vec<&Task>)> = BTreeMap::new();
+            for it in &st.items {
+                let order = GROUP_ORDER.iter().position(|g| *g == it.status).unwrap_or(99);
+                groups.entry(order).or_insert((it.status, Vec::new())).1.push(it);
+            }
+            let note = groups
+                .values()
+                .map(|(g, v)| format!("{} {}", v.len(), g))
+                .collect::<Vec<_>>()
+                .join(", ");
+            nodes_note.push(note.clone());
+            let first = groups.values().next().map(|(g, _)| g.as_str()).unwrap_or("");
+            let opened = if open_step == st.name { open_status } else { first };
+            let groups: Vec<Value> = groups
+                .values()
+                .map(|(g, items)| {
+                    let open = g.as_str() == opened;
+                    let pages = items.len().div_ceil(ITEMS_PAGE).max(1);
+                    let this_page = if open && open_step == st.name { page_no.min(pages) } else { 1 };
+                    let shown: Vec<Value> = if open {
+                        items
+                            .iter()
+                            .skip((this_page - 1) * ITEMS_PAGE)
+                            .take(ITEMS_PAGE)
+                            .map(|t| task_view(t))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    let link = |p: usize| {
+                        format!("/ui/runs/{id}?group={}&page={p}#step-{}", q(&format!("{}:{}", st.name, g)), st.name)
+                    };
+                    json!({
+                        "status": g.as_str(),
+                        "count": items.len(),
+                        "open": open,
+                        "items": shown,
+                        "page": this_page,
+                        "pages": pages,
+                        "link": link(1),
+                        "prev": (this_page > 1).then(|| link(this_page - 1)),
+                        "next": (this_page < pages).then(|| link(this_page + 1)),
+                    })
+                })
+                .collect();
+            let waiting_items: Vec<String> = st
+                .items
+                .iter()
+                .filter(|t| t.status == StepStatus::Waiting && t.waiting_for.as_ref().is_some_and(|w| w.for_ == "signal"))
+                .map(item_label)
+                .collect();
+            let waits_for_signal = st.task.waiting_for.as_ref().is_some_and(|w| w.for_ == "signal")
+                || !waiting_items.is_empty();
+            let failed = st.task.status == StepStatus::Failed
+                || st.items.iter().any(|t| t.status == StepStatus::Failed);
+            json!({
+                "name": st.name,
+                "action": st.action,
+                "needs": st.needs,
+                "task": task_view(&st.task),
+                "fanout": !st.items.is_empty(),
+                "item_count": st.items.len(),
+                "groups": groups,
+                "can_retry": operable && failed && !matches!(status, RunStatus::RollingBack | RunStatus::RolledBack | RunStatus::Cancelled),
+                "can_signal": operable && waits_for_signal,
+                "waiting_items": waiting_items,
+                "input_json": st.task.input.as_ref().map(|v| serde_json::to_string_pretty(v).unwrap_or_default()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    let nodes: Vec<dag::Node> = run
+        .steps
+        .iter()
+        .zip(&nodes_note)
+        .map(|(st, note)| dag::Node {
+            name: &st.name,
+            needs: &st.needs,
+            status: st.task.status.as_str(),
+            note: note.clone(),
+        })
+        .collect();
+    let verbs: Vec<(&str, &str)> = if operable {
+        [
+            ("pause", matches!(status, RunStatus::Running)),
+            ("resume", matches!(status, RunStatus::Paused)),
+            (
+                "rollback",
+                matches!(
+                    status,
+                    RunStatus::Failed | RunStatus::CompensationFailed | RunStatus::Paused
+                ),
+            ),
+            (
+                "cancel",
+                matches!(
+                    status,
+                    RunStatus::Running
+                        | RunStatus::Paused
+                        | RunStatus::Failed
+                        | RunStatus::CompensationFailed
+                        | RunStatus::Assigned
+                ),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(v, _)| (v, verb_label(v)))
+        .collect()
+    } else {
+        Vec::new()
+    };
+    page(
+        Some(&s),
+        "run.html",
+        "runs",
+        json!({
+            "run": run.run,
+            "final": status.is_final() && status != RunStatus::Failed && status != RunStatus::CompensationFailed,
+            "steps": steps,
+            "dag": dag::svg(&nodes),
+            "events": events.events,
+            "events_next": events.next_after.map(|a| format!("/ui/runs/{id}?after={a}#events")),
+            "events_from": after,
+            "verbs": verbs,
+        }),
+    )
+}
+
+fn verb_label(v: &str) -> &'static str {
+    match v {
+        "pause" => "Pause",
+        "resume" => "Resume",
+        "rollback" => "Roll back",
+        "cancel" => "Cancel",
+        _ => "?",
+    }
+}
+
+fn item_label(t: &Task) -> String {
+    match &t.item_value {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => t
+            .item
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| v.to_string()),
+        None => t.item.map(|i| i.to_string()).unwrap_or_default(),
+    }
+}
+
+fn task_view(t: &Task) -> Value {
+    json!({
+        "label": item_label(t),
+        "status": t.status.as_str(),
+        "attempt": t.attempt,
+        "attempts_used": t.attempts_used,
+        "error": t.error,
+        "output": t.output,
+        "input": t.input,
+        "waiting_for": t.waiting_for,
+        "next_retry_at": t.next_retry_at,
+        "started_at": t.started_at,
+        "ended_at": t.ended_at,
+        "compensating": t.compensating,
+        "attempts": t.attempts,
+    })
+}
+
+fn parse_id(id: &str) -> Result<uuid::Uuid, UiError> {
+    id.parse().map_err(|_| {
+        UiError::NotFound(format!(
+            "'{id}' is not a run id (run ids are UUIDs, as in the runs list)"
+        ))
+    })
+}
+
+/// The run's events as SSE, passed through from the API with the session's token (a
+/// browser's `EventSource` cannot send a bearer token).
+pub(crate) async fn stream(
+    State(ui): State<Arc<Ui>>,
+    Signed(s): Signed,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, UiError> {
+    let id = parse_id(&id)?;
+    let mut extra = Vec::new();
+    if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        extra.push((
+            header::HeaderName::from_static("last-event-id"),
+            last.to_string(),
+        ));
+    }
+    let res = ui
+        .api
+        .send(
+            &s.token,
+            Method::GET,
+            &format!("/v1/runs/{id}/events/stream"),
+            None,
+            &extra,
+        )
+        .await?;
+    if !res.status().is_success() {
+        return Ok((res.status(), "the run's stream is not available").into_response());
+    }
+    Ok(res)
+}
+
+/// A verb on the run or one of its steps: first a page that names what it will do, then,
+/// confirmed, the API call, and back to the run with what happened.
+pub(crate) async fn verb(
+    State(ui): State<Arc<Ui>>,
+    Path(id): Path<String>,
+    m: Mutation,
+) -> Result<Response, UiError> {
+    let id = parse_id(&id)?;
+    let f = &m.fields;
+    let verb = f.get("verb");
+    let step = f.get("step");
+    let item = f.get("item");
+    let (path, body, what) = match verb {
+        "pause" | "resume" | "rollback" | "cancel" => {
+            let what = match verb {
+                "pause" => format!(
+                    "Pause run {id}: no new attempt starts until it is resumed; running attempts finish."
+                ),
+                "resume" => format!("Resume run {id}: its ready steps start again."),
+                "rollback" => format!(
+                    "Roll back run {id}: the compensation of every succeeded step runs, in reverse order of their needs. This cannot be undone."
+                ),
+                _ => format!(
+                    "Cancel run {id}: running attempts are told to stop and no step starts again. This cannot be undone."
+                ),
+            };
+            (format!("/v1/runs/{id}/{verb}"), json!({}), what)
+        }
+        "retry" => {
+            need_step(step)?;
+            let input = json_field(f.get("input"), "the retry's input")?;
+            let what = match &input {
+                Some(_) => format!(
+                    "Retry step {step} of run {id} with the input below; it replaces the step's input from now on, and every step after it runs again."
+                ),
+                None => format!(
+                    "Retry step {step} of run {id} with its definition's input; every step after it runs again."
+                ),
+            };
+            (
+                format!("/v1/runs/{id}/steps/{}/retry", q(step)),
+                json!({ "input": input }),
+                what,
+            )
+        }
+        "signal" => {
+            need_step(step)?;
+            let payload =
+                json_field(f.get("payload"), "the signal's payload")?.unwrap_or(Value::Null);
+            let what = if item.is_empty() {
+                format!(
+                    "Signal step {step} of run {id}: the payload below becomes its output and the run goes on."
+                )
+            } else {
+                format!(
+                    "Signal item {item} of step {step} of run {id}: the payload below becomes its output."
+                )
+            };
+            let mut body = json!({ "payload": payload });
+            if !item.is_empty() {
+                body["item"] = Value::String(item.to_string());
+            }
+            (
+                format!("/v1/runs/{id}/steps/{}/signal", q(step)),
+                body,
+                what,
+            )
+        }
+        "" => return Err(UiError::BadInput("the form names no verb".into())),
+        other => {
+            return Err(UiError::BadInput(format!(
+                "no verb '{other}': a run takes pause, resume, rollback, cancel, retry or signal"
+            )));
+        }
+    };
+    if f.get("confirmed") != "yes" {
+        let fields: Vec<(&str, &str)> = m
+            .fields
+            .0
+            .iter()
+            .filter(|(k, _)| k != "csrf" && k != "confirmed")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let shown = body
+            .get("input")
+            .or_else(|| body.get("payload"))
+            .filter(|v| !v.is_null())
+            .map(|v| serde_json::to_string_pretty(v).unwrap_or_default());
+        let html = page(
+            Some(&m.session),
+            "confirm.html",
+            "runs",
+            json!({
+                "what": what,
+                "shown": shown,
+                "action": format!("/ui/runs/{id}/verb"),
+                "fields": fields,
+                "back": format!("/ui/runs/{id}"),
+                "button": format!("Yes, {}", if verb == "rollback" { "roll back" } else { verb }),
+            }),
+        )?;
+        return Ok(html.into_response());
+    }
+    match ui
+        .api
+        .post::<_, Value>(&m.session.token, &path, &body)
+        .await
+    {
+        Ok(answer) => {
+            let done = if answer.get("verb").is_some() {
+                format!(
+                    "{verb}: queued for the run's site agent (command {})",
+                    answer["id"].as_str().unwrap_or("?")
+                )
+            } else {
+                format!(
+                    "{verb}: done; the run is {}",
+                    answer["status"].as_str().unwrap_or("?")
+                )
+            };
+            ui.sessions.flash(&m.session.id, done);
+            Ok(Redirect::to(&format!("/ui/runs/{id}")).into_response())
+        }
+        Err(f) if f.status == StatusCode::UNAUTHORIZED => Err(f.into()),
+        Err(f) => {
+            ui.sessions
+                .flash(&m.session.id, format!("{verb} was refused: {}", f.message));
+            Ok(Redirect::to(&format!("/ui/runs/{id}")).into_response())
+        }
+    }
+}
+
+fn need_step(step: &str) -> Result<(), UiError> {
+    if step.is_empty() {
+        return Err(UiError::BadInput("the form names no step".into()));
+    }
+    Ok(())
+}
+
+/// A JSON text field: empty is none, anything else must read.
+fn json_field(text: &str, what: &str) -> Result<Option<Value>, UiError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(text).map(Some).map_err(|e| {
+        UiError::BadInput(format!(
+            "{what} is not JSON: {e} (write it as JSON, e.g. {{\"image\": \"...\"}})"
+        ))
+    })
+}
