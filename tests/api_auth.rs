@@ -65,6 +65,7 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("POST", "/v1/tokens", Some("admin")),
     ("DELETE", "/v1/tokens/{name}", Some("admin")),
     ("GET", "/v1/audit", Some("admin")),
+    ("GET", "/v1/whoami", Some("viewer")),
     // A site agent's credential, which no operator token is.
     ("POST", "/v1/agent/hello", Some("agent")),
     ("POST", "/v1/agent/sync", Some("agent")),

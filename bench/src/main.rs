@@ -6,6 +6,7 @@ mod api;
 mod drill;
 mod engine;
 mod sites;
+mod ui;
 mod work;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Cmd {
     KillDrill(drill::KillDrill),
     /// Fault drill: the disk fills up under the server with runs in flight.
     DiskDrill(drill::DiskDrill),
+    /// The web UI: the runs list over 100,000 runs, a run page with 1,000 items in Chromium.
+    Ui(ui::UiBench),
 }
 
 fn main() {
@@ -61,6 +64,7 @@ fn main() {
             Cmd::Sites(s) => sites::run(s).await,
             Cmd::KillDrill(d) => drill::kill(d).await,
             Cmd::DiskDrill(d) => drill::disk(d).await,
+            Cmd::Ui(u) => ui::run(u).await,
         }
     });
     if let Err(e) = res {

@@ -13,7 +13,7 @@ pub(crate) struct Node<'a> {
     pub note: String,
 }
 
-const W: i32 = 170;
+const W: i32 = 210;
 const H: i32 = 44;
 const GAP_X: i32 = 50;
 const GAP_Y: i32 = 16;
@@ -77,9 +77,9 @@ pub(crate) fn svg(nodes: &[Node]) -> String {
             tx = x + 8,
             ty = y + 18,
             ny = y + 35,
-            label = escape(&ellipsis(n.name, 22)),
+            label = escape(&ellipsis(n.name, 28)),
             sep = if n.note.is_empty() { "" } else { " · " },
-            note = escape(&n.note),
+            note = escape(&ellipsis(&n.note, 26)),
         );
     }
     out.push_str("</svg>");
@@ -136,10 +136,10 @@ mod tests {
         let svg = svg(&nodes);
         assert!(svg.contains("&lt;b&gt;"), "{svg}");
         assert!(!svg.contains("<b>"), "{svg}");
-        // a in column 0, <b> in column 1, c in column 2 (x = 10, 230, 450).
+        // a in column 0, <b> in column 1, c in column 2 (x = 10, 270, 530).
         assert!(svg.contains(r#"<rect x="10" y="10""#), "{svg}");
-        assert!(svg.contains(r#"<rect x="230" y="10""#), "{svg}");
-        assert!(svg.contains(r#"<rect x="450" y="10""#), "{svg}");
+        assert!(svg.contains(r#"<rect x="270" y="10""#), "{svg}");
+        assert!(svg.contains(r#"<rect x="530" y="10""#), "{svg}");
         assert_eq!(svg.matches("class=\"edge\"").count(), 3);
     }
 }
