@@ -79,6 +79,7 @@ fn crates_depend_on_each_other_only_along_the_arrows_of_design_md() {
             ][..],
         ),
         ("client", &["api-types"][..]),
+        ("ui", &["api-types"][..]),
         ("link", &["db", "engine", "workflows", "site", "client"][..]),
         (
             "node",
@@ -92,6 +93,7 @@ fn crates_depend_on_each_other_only_along_the_arrows_of_design_md() {
                 "api",
                 "client",
                 "link",
+                "ui",
             ][..],
         ),
         (
@@ -114,6 +116,7 @@ fn crates_depend_on_each_other_only_along_the_arrows_of_design_md() {
                 "client",
                 "node",
                 "central",
+                "ui",
             ][..],
         ),
     ]);

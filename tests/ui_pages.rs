@@ -458,3 +458,37 @@ async fn bad_input_is_answered_by_a_message_in_the_page() {
         json!({"times": 0, "kind": "bmc"})
     );
 }
+
+const SLOW_RETRY: &str = r#"
+name: slow-retry
+steps:
+  - name: flash
+    action: fail
+    input: {times: 1000}
+    retry: {max_attempts: 3, initial_backoff: 10m, max_backoff: 10m, multiplier: 1, jitter: 0}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrying_step_shows_as_retrying_with_its_next_attempt() {
+    let s = TestServer::start();
+    s.register(SLOW_RETRY).await;
+    let run = s.submit(json!({"workflow": "slow-retry"})).await;
+    let v = s.wait_step(&run, "flash", "retrying").await;
+    let next = step_of(&v, "flash")["next_retry_at"].as_i64().unwrap();
+    let b = Browser::sign_in(&s, &s.viewer).await;
+    let page = b.get(&format!("/ui/runs/{run}")).await;
+    let text = page.text();
+    let when = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_millis(next as u64),
+    )
+    .to_string()
+    .replace('T', " ");
+    assert!(
+        text.contains(&format!("retrying next attempt {when}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("planned failure (attempt 1)"),
+        "the last error stays shown: {text}"
+    );
+}

@@ -67,6 +67,17 @@ pub struct Run {
     /// The runs one submit made, one per site, share it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<Uuid>,
+    /// In `GET /v1/runs`: the run's tasks that are between attempts, and when the first
+    /// of them tries again; absent when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrying: Option<Retrying>,
+}
+
+/// Tasks of a run waiting for their next attempt after a failed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Retrying {
+    pub tasks: u32,
+    pub next_attempt_at: i64,
 }
 
 /// A run with every step, its attempts, and what waiting steps wait for.

@@ -67,6 +67,7 @@ impl Dto for eng::RunRow {
             updated_at: self.updated_at,
             ended_at: self.ended_at,
             group: self.group,
+            retrying: None,
         }
     }
 }

@@ -484,6 +484,29 @@ impl Store {
         rows.iter().map(task_row).collect()
     }
 
+    /// Of `runs`, those with tasks between attempts: (run, tasks retrying, the earliest
+    /// next attempt), so a list can tell a run that is retrying from one that is running.
+    pub async fn retrying(&self, runs: &[Uuid]) -> Result<Vec<(Uuid, i64, i64)>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = runs.iter().map(Uuid::to_string).collect();
+        let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT run_id, count(*), min(wake_at) FROM steps
+             WHERE run_id IN (SELECT value FROM json_each(?1)) AND status = 'retrying'
+             GROUP BY run_id",
+        )
+        .bind(serde_json::to_string(&ids).map_err(|e| StoreError::Decode(e.to_string()))?)
+        .fetch_all(self.reads())
+        .await?;
+        rows.into_iter()
+            .map(|(id, n, at)| {
+                let id = Uuid::parse_str(&id).map_err(|e| StoreError::Decode(e.to_string()))?;
+                Ok((id, n, at.unwrap_or(0)))
+            })
+            .collect()
+    }
+
     pub async fn list_runs(&self, q: &RunQuery) -> Result<Vec<RunRow>, StoreError> {
         let limit = q.limit.clamp(1, 1000) as i64;
         let before = q.before.map(|u| u.to_string());

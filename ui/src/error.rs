@@ -4,7 +4,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::api::{ApiFailure, q};
-use crate::render::error_page;
+use crate::render::{RenderError, error_page};
 use crate::session::NoSession;
 
 /// Why a page could not be shown or a form not be done.
@@ -75,6 +75,12 @@ impl IntoResponse for UiError {
                 )
             }
         }
+    }
+}
+
+impl From<RenderError> for UiError {
+    fn from(e: RenderError) -> Self {
+        UiError::Render(e.0)
     }
 }
 

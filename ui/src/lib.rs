@@ -28,10 +28,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 
-use crate::api::Api;
-pub use crate::api::ApiFailure;
-pub use crate::error::UiError;
-use crate::session::Sessions;
+use api::Api;
+pub use api::ApiFailure;
+pub use error::UiError;
+use session::Sessions;
 
 /// How the UI's sessions behave.
 #[derive(Debug, Clone)]

@@ -9,8 +9,12 @@ use axum::response::{Html, IntoResponse, Response};
 use minijinja::{Environment, Value};
 use serde::Serialize;
 
-use crate::error::UiError;
 use crate::session::Session;
+
+/// A template that did not render: a bug of the UI, not of the request.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct RenderError(pub String);
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../templates/base.html")),
@@ -92,12 +96,12 @@ pub(crate) fn now_ms() -> i64 {
 
 /// Render `template` with `ctx` and the frame's fields: who is signed in, their CSRF
 /// token, the flash message, and which tab is open.
-pub(crate) fn page(
+pub(crate) fn page<E: From<RenderError>>(
     session: Option<&Session>,
     template: &str,
     tab: &str,
     ctx: impl Serialize,
-) -> Result<Html<String>, UiError> {
+) -> Result<Html<String>, E> {
     let me = session.map(|s| {
         serde_json::json!({
             "name": s.name,
@@ -116,7 +120,7 @@ pub(crate) fn page(
     ENV.get_template(template)
         .and_then(|t| t.render(ctx))
         .map(Html)
-        .map_err(|e| UiError::Render(format!("{e:#}")))
+        .map_err(|e| RenderError(format!("{e:#}")).into())
 }
 
 /// The error page: a sentence saying what went wrong and what to do, never a trace.

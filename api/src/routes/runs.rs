@@ -18,8 +18,8 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use crate::state::AppState;
 use lariat_api_types::ErrorBody;
 use lariat_api_types::{
-    EventPage, EventsQuery, ListRunsQuery, QueuedCommand, RetryStep, Run, RunDetail, RunPage,
-    SignalStep, SubmitRun, Targets,
+    EventPage, EventsQuery, ListRunsQuery, QueuedCommand, RetryStep, Retrying, Run, RunDetail,
+    RunPage, SignalStep, SubmitRun, Targets,
 };
 
 const DEFAULT_PAGE: u32 = 50;
@@ -171,10 +171,36 @@ pub async fn list_runs(
     let next_cursor = more
         .then(|| rows.last().map(|r| r.id.to_string()))
         .flatten();
-    Ok(Json(RunPage {
-        runs: rows.into_iter().map(Dto::dto).collect(),
-        next_cursor,
-    }))
+    let live: Vec<Uuid> = rows
+        .iter()
+        .filter(|r| r.status == EngineRunStatus::Running)
+        .map(|r| r.id)
+        .collect();
+    let retrying: std::collections::HashMap<Uuid, Retrying> = st
+        .engine
+        .store()
+        .retrying(&live)
+        .await
+        .map_err(lariat_engine::EngineError::from)?
+        .into_iter()
+        .map(|(id, tasks, at)| {
+            let r = Retrying {
+                tasks: tasks as u32,
+                next_attempt_at: at,
+            };
+            (id, r)
+        })
+        .collect();
+    let runs = rows
+        .into_iter()
+        .map(|r| {
+            let id = r.id;
+            let mut run: Run = r.dto();
+            run.retrying = retrying.get(&id).copied();
+            run
+        })
+        .collect();
+    Ok(Json(RunPage { runs, next_cursor }))
 }
 
 /// A run with every step: status, attempts (start, end, error, output), next retry time,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use lariat_api_types::{EventPage, RunDetail, RunStatus, StepStatus, Task};
+use lariat_api_types::{EventPage, RunDetail, RunStatus, StepStatus, Task, WorkflowVersion};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -67,6 +67,36 @@ pub(crate) async fn detail(
             &format!("/v1/runs/{id}/events?after={after}&limit={EVENTS_PAGE}"),
         )
         .await?;
+    // The retry editor starts from the input the step runs with: the operator's, else the
+    // definition's, read from the version the run is pinned to.
+    let any_failed = run.steps.iter().any(|st| {
+        st.task.status == StepStatus::Failed
+            || st.items.iter().any(|t| t.status == StepStatus::Failed)
+    });
+    let definition: Option<WorkflowVersion> = if any_failed && s.can_operate() {
+        ui.api
+            .get(
+                &s.token,
+                &format!(
+                    "/v1/workflows/{}/versions/{}",
+                    q(&run.run.workflow),
+                    run.run.version
+                ),
+            )
+            .await
+            .ok()
+    } else {
+        None
+    };
+    let defined_input = |step: &str| -> Option<Value> {
+        definition.as_ref()?.definition["steps"]
+            .as_array()?
+            .iter()
+            .find(|d| d["name"] == step)
+            .and_then(|d| d.get("input"))
+            .filter(|v| !v.is_null())
+            .cloned()
+    };
     let (open_step, open_status) = dq.group.split_once(':').unwrap_or(("", ""));
     let page_no = dq.page.unwrap_or(1).max(1);
     let status = run.run.status;
@@ -142,7 +172,7 @@ pub(crate) async fn detail(
                 "can_retry": operable && failed && !matches!(status, RunStatus::RollingBack | RunStatus::RolledBack | RunStatus::Cancelled),
                 "can_signal": operable && waits_for_signal,
                 "waiting_items": waiting_items,
-                "input_json": st.task.input.as_ref().map(|v| serde_json::to_string_pretty(v).unwrap_or_default()).unwrap_or_default(),
+                "input_json": st.task.input.clone().or_else(|| defined_input(&st.name)).map(|v| serde_json::to_string_pretty(&v).unwrap_or_default()).unwrap_or_default(),
             })
         })
         .collect();
@@ -371,7 +401,7 @@ pub(crate) async fn verb(
             .or_else(|| body.get("payload"))
             .filter(|v| !v.is_null())
             .map(|v| serde_json::to_string_pretty(v).unwrap_or_default());
-        let html = page(
+        let html = page::<UiError>(
             Some(&m.session),
             "confirm.html",
             "runs",

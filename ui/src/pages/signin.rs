@@ -38,7 +38,7 @@ fn signin_page(
     error: Option<&str>,
     next: &str,
 ) -> Result<Response, UiError> {
-    let html = page(
+    let html = page::<UiError>(
         None,
         "signin.html",
         "signin",

@@ -113,7 +113,7 @@ async fn render(
     };
     let f = fields.as_map();
     let get = |k: &str| f.get(k).copied().unwrap_or("");
-    let html = page(
+    let html = page::<UiError>(
         Some(s),
         "submit.html",
         "submit",
