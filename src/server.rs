@@ -46,6 +46,14 @@ pub struct ServerArgs {
     /// an agent is refused.
     #[arg(long, default_value = "all")]
     pub local_sites: String,
+    /// Submit the fixes of these drift kinds by itself, as `lariat reconcile --apply
+    /// --kinds KINDS` would (comma-separated: never_provisioned, config_changed,
+    /// firmware_behind). Off by default.
+    #[arg(long, value_delimiter = ',')]
+    pub reconcile_auto: Vec<lariat_api::types::DriftKind>,
+    /// How often `--reconcile-auto` looks for drift.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub reconcile_every: std::time::Duration,
     /// Serve HTTPS with this certificate chain (PEM, leaf first) instead of plain HTTP.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -287,8 +295,26 @@ impl ServerArgs {
                             .collect(),
                     ),
                 },
+                reconcile: None,
             },
             site: site_config(&self.db, &self.boot, &self.site)?,
+        })
+        .and_then(|mut c| {
+            if !self.reconcile_auto.is_empty() {
+                if self.reconcile_every < std::time::Duration::from_secs(1) {
+                    anyhow::bail!("--reconcile-every must be at least 1s");
+                }
+                if self.reconcile_auto.contains(&lariat_api::types::DriftKind::FactsMismatch) {
+                    anyhow::bail!(
+                        "--reconcile-auto facts_mismatch: no workflow fixes facts that disagree with the design; fix the design or the hardware"
+                    );
+                }
+                c.central.reconcile = Some(lariat_api::AutoReconcile {
+                    kinds: self.reconcile_auto.clone(),
+                    every: self.reconcile_every,
+                });
+            }
+            Ok(c)
         })
     }
 }

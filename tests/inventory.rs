@@ -350,3 +350,78 @@ async fn the_inventory_follows_runs_and_drift_follows_the_design() {
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_auto_fixes_the_opted_in_drift_once_however_many_passes_see_it() {
+    let src = tempfile::tempdir().unwrap();
+    design_with_template(src.path());
+    let repo = Repo::with(src.path());
+    let s = TestServer::start_with(&[
+        "--design-repo",
+        repo.path(),
+        "--reconcile-auto",
+        "never_provisioned",
+        "--reconcile-every",
+        "1s",
+    ]);
+    // Every host the design provisions (one is marked never_provision).
+    let hosts = get(&s, "/v1/drift?kinds=never_provisioned").await["drift"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(hosts > 1);
+    let deadline = std::time::Instant::now() + api_support::PATIENCE;
+    let run = loop {
+        let v = get(&s, "/v1/runs?workflow=provision").await;
+        if let Some(r) = v["runs"].as_array().unwrap().first() {
+            break r.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no provision run was started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(run["targets"].as_array().unwrap().len(), hosts, "{run}");
+    assert!(
+        run["idempotency_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("reconcile:provision:"),
+        "{run}"
+    );
+    // Several more passes see the same drift (or a busy host): nothing new starts.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let all = get(&s, "/v1/runs").await;
+    assert_eq!(all["runs"].as_array().unwrap().len(), 1, "{all}");
+    let (st, audit) = s.get(&s.admin, "/v1/audit?action=reconcile.submit").await;
+    assert_eq!(st, StatusCode::OK);
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["who"], "reconcile-auto", "{audit}");
+}
+
+#[test]
+fn reconcile_auto_refuses_kinds_no_workflow_fixes() {
+    for (arg, want) in [
+        ("facts_mismatch", "no workflow fixes facts"),
+        ("sideways", "unknown drift kind 'sideways'"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(api_support::BIN)
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--reconcile-auto",
+                arg,
+                "--db",
+            ])
+            .arg(dir.path().join("l.db"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{arg}: {err}");
+    }
+}

@@ -29,6 +29,7 @@ pub mod error;
 pub mod extract;
 mod inventory;
 pub mod metrics;
+mod reconcile_auto;
 mod routes;
 mod state;
 pub mod tokens;
@@ -53,6 +54,7 @@ pub use audit::{AuditActor, AuditError, AuditLog};
 pub use auth::{Auth, ClientCertificate};
 pub use error::HttpError;
 pub use lariat_api_types as types;
+pub use reconcile_auto::AutoReconcile;
 pub use state::OverrideFeed;
 pub use tokens::{Expiry, NewToken, Role, TokenError, TokenInfo, TokenStore};
 pub use tokio_util::sync::CancellationToken;
@@ -82,6 +84,8 @@ pub struct ApiConfig {
     /// The audit trail the handlers write; one group-committed on the tokens' database
     /// when absent. Give one to flush it before the database closes.
     pub audit: Option<AuditLog>,
+    /// Submit the fixes of these drift kinds on a timer (a central node only).
+    pub reconcile: Option<AutoReconcile>,
 }
 
 /// Another role's routes on the API's listener, and their OpenAPI paths.
@@ -109,6 +113,7 @@ impl Default for ApiConfig {
             extra: None,
             overrides: None,
             audit: None,
+            reconcile: None,
         }
     }
 }
@@ -308,6 +313,11 @@ pub async fn router(
         design,
         central,
     });
+    if let Some(auto) = cfg.reconcile
+        && state.central.is_some()
+    {
+        reconcile_auto::spawn(state.clone(), auto, state.streams_stop.clone());
+    }
     let mut app: Router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -8,13 +8,13 @@ use axum::Json;
 use axum::extract::State;
 use lariat_api_types::{
     Drift, DriftKind, DriftQuery, DriftReport, ErrorBody, HostDetail, HostPage, HostState,
-    HostsQuery, InventoryQuery, ReconcileOutcome, ReconcileRequest,
+    HostsQuery, InventoryQuery, ReconcileOutcome, ReconcileRequest, ReconcileSkip,
 };
 use lariat_engine::NewRun;
 use lariat_workflows::design::NodeFilter;
 use serde_json::json;
 
-use crate::auth::{Operator, Viewer};
+use crate::auth::{Caller, Operator, Viewer};
 use crate::convert::Dto;
 use crate::error::HttpError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -241,6 +241,18 @@ pub async fn reconcile(
     State(st): State<Arc<AppState>>,
     ApiJson(req): ApiJson<ReconcileRequest>,
 ) -> Result<Json<ReconcileOutcome>, HttpError> {
+    Ok(Json(reconcile_with(&st, req, &caller, false).await?))
+}
+
+/// Plan the fixes of the drift `req` selects and, unless a dry run, submit them as
+/// `caller`. A run that cannot be placed fails the whole call, or with `keep_going` is
+/// listed among the skipped with why (the background reconciler goes on with the rest).
+pub(crate) async fn reconcile_with(
+    st: &AppState,
+    req: ReconcileRequest,
+    caller: &Caller,
+    keep_going: bool,
+) -> Result<ReconcileOutcome, HttpError> {
     let active = st.design.active();
     let filter: NodeFilter = match req.filter {
         Some(f) => f.dto(),
@@ -262,10 +274,11 @@ pub async fn reconcile(
     } else {
         req.kinds.iter().copied().collect()
     };
-    let (found, digests) = drift_of_hosts(&st, &hosts, &kinds, true).await?;
-    let (mut runs, skipped) = drift::plan(&found, &digests, &req.inputs, &req.images);
+    let (found, digests) = drift_of_hosts(st, &hosts, &kinds, true).await?;
+    let (mut runs, mut skipped) = drift::plan(&found, &digests, &req.inputs, &req.images);
     if !req.dry_run {
-        for r in &mut runs {
+        let mut placed = Vec::with_capacity(runs.len());
+        for mut r in runs {
             let run = NewRun {
                 workflow: r.workflow.clone(),
                 input: r.input.clone(),
@@ -273,7 +286,25 @@ pub async fn reconcile(
                 idempotency_key: Some(r.idempotency_key.clone()),
                 ..Default::default()
             };
-            let (row, created) = place(&st, run, &caller).await?;
+            let (row, created) = match place(st, run, caller).await {
+                Ok(p) => p,
+                Err(e) if keep_going => {
+                    let kind = found
+                        .iter()
+                        .find(|d| r.hosts.contains(&d.host))
+                        .map(|d| d.kind)
+                        .unwrap_or(DriftKind::NeverProvisioned);
+                    for host in &r.hosts {
+                        skipped.push(ReconcileSkip {
+                            host: host.clone(),
+                            kind,
+                            reason: format!("{} could not be submitted: {}", r.workflow, e.message),
+                        });
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             r.run = Some(row.id);
             r.created = created;
             if created {
@@ -283,13 +314,15 @@ pub async fn reconcile(
                     "idempotency_key": r.idempotency_key,
                     "group": row.group,
                 });
-                st.audit(&caller, "reconcile.submit", row.id, detail).await;
+                st.audit(caller, "reconcile.submit", row.id, detail).await;
             }
+            placed.push(r);
         }
+        runs = placed;
     }
-    Ok(Json(ReconcileOutcome {
+    Ok(ReconcileOutcome {
         revision: active.revision.as_ref().map(|r| r.commit.clone()),
         runs,
         skipped,
-    }))
+    })
 }

@@ -24,6 +24,8 @@ pub struct CentralConfig {
     pub auth: Auth,
     /// The sites this node serves itself when no agent has registered for them.
     pub local_sites: LocalSites,
+    /// Fix these drift kinds on a timer (`--reconcile-auto`); none: only when asked.
+    pub reconcile: Option<lariat_api::AutoReconcile>,
 }
 
 /// The running central role.
@@ -33,6 +35,7 @@ pub struct CentralRole {
     tokens: TokenStore,
     central: Central,
     auth: Auth,
+    reconcile: Option<lariat_api::AutoReconcile>,
     stop_poller: CancellationToken,
     poller: Option<tokio::task::JoinHandle<()>>,
     /// Ends every open event stream, so that a graceful shutdown does not wait for them.
@@ -102,6 +105,7 @@ impl CentralRole {
             tokens,
             central,
             auth: cfg.auth,
+            reconcile: cfg.reconcile.clone(),
             stop_poller,
             poller,
             end_streams: CancellationToken::new(),
@@ -130,6 +134,7 @@ impl CentralRole {
             shutdown: self.end_streams.clone(),
             extra,
             audit: Some(audit),
+            reconcile: self.reconcile.clone(),
             ..Default::default()
         };
         Ok(lariat_api::router(
