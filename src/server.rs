@@ -51,6 +51,10 @@ pub struct ServerArgs {
     /// firmware_behind). Off by default.
     #[arg(long, value_delimiter = ',')]
     pub reconcile_auto: Vec<lariat_api::types::DriftKind>,
+    /// Read every host's power from its BMC this often (as `power-poll` runs, one per
+    /// site, at most 32 BMCs of a site at once), for the inventory. Off by default.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub power_poll: Option<std::time::Duration>,
     /// How often `--reconcile-auto` looks for drift.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub reconcile_every: std::time::Duration,
@@ -296,10 +300,14 @@ impl ServerArgs {
                     ),
                 },
                 reconcile: None,
+                power_poll: self.power_poll,
             },
             site: site_config(&self.db, &self.boot, &self.site)?,
         })
         .and_then(|mut c| {
+            if self.power_poll.is_some_and(|p| p < std::time::Duration::from_secs(1)) {
+                anyhow::bail!("--power-poll must be at least 1s");
+            }
             if !self.reconcile_auto.is_empty() {
                 if self.reconcile_every < std::time::Duration::from_secs(1) {
                     anyhow::bail!("--reconcile-every must be at least 1s");

@@ -12,6 +12,7 @@
 mod link;
 mod overrides;
 mod placement;
+mod power_poll;
 mod sites;
 
 use std::collections::BTreeSet;

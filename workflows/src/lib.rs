@@ -36,9 +36,18 @@ pub const PROVISION_NOOP: Builtin = Builtin {
     template: false,
 };
 
+/// Reads the power of each target's BMC: what the server's `--power-poll` submits, one
+/// run per site at a time, at most `max_parallel` BMCs at once each.
+pub const POWER_POLL: Builtin = Builtin {
+    name: "power-poll",
+    yaml: include_str!("../library/power-poll.yaml"),
+    template: false,
+};
+
 /// Every built-in workflow.
 pub const LIBRARY: &[Builtin] = &[
     PROVISION_NOOP,
+    POWER_POLL,
     Builtin {
         name: "provision",
         yaml: include_str!("../library/provision.yaml"),

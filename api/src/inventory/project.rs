@@ -57,6 +57,13 @@ pub(crate) struct Projection {
     pub(crate) busy: Option<Uuid>,
 }
 
+/// Runs of this workflow read a host and change nothing: their outputs are observations
+/// (the power a poll read), and they are no activity, no history, and never make a host
+/// busy.
+fn observes_only(workflow: &str) -> bool {
+    workflow == lariat_workflows::POWER_POLL.name
+}
+
 /// The runs a projection needs the run-level steps of: the provisioning runs that
 /// succeeded, whose `validate_design` output says what the host was built from.
 pub(crate) fn runs_needing_steps(tasks: &[HostTask]) -> Vec<Uuid> {
@@ -86,7 +93,12 @@ pub(crate) fn project(
         (changed_at(&a.task), a.run, &a.task.step).cmp(&(changed_at(&b.task), b.run, &b.task.step))
     });
 
-    let activity = by_time.last().map(|t| step_of(t));
+    // A power poll only observes: it counts for the power, not as what acted on the host.
+    let activity = by_time
+        .iter()
+        .rev()
+        .find(|t| !observes_only(&t.workflow))
+        .map(|t| step_of(t));
     let mut power = None;
     let mut facts = None;
     let mut firmware: BTreeMap<String, types::FirmwareVersion> = BTreeMap::new();
@@ -98,6 +110,13 @@ pub(crate) fn project(
         if let Some(state) = out.get("power").and_then(Value::as_str) {
             power = Some(types::PowerObservation {
                 state: state.to_string(),
+                at,
+                run: t.run,
+                step: t.task.step.to_string(),
+            });
+        } else if out.get("unreachable").is_some_and(Value::is_string) {
+            power = Some(types::PowerObservation {
+                state: "unreachable".into(),
                 at,
                 run: t.run,
                 step: t.task.step.to_string(),
@@ -160,7 +179,7 @@ pub(crate) fn project(
 
     // The runs, each with the host's items in it.
     let mut runs: BTreeMap<Uuid, Vec<&HostTask>> = BTreeMap::new();
-    for t in tasks {
+    for t in tasks.iter().filter(|t| !observes_only(&t.workflow)) {
         runs.entry(t.run).or_default().push(t);
     }
     let mut ordered: Vec<(Uuid, Vec<&HostTask>)> = runs.into_iter().collect();
@@ -392,6 +411,47 @@ mod tests {
         assert_eq!(p.state, types::HostState::New);
         assert_eq!(p.power.as_ref().map(|o| o.state.as_str()), Some("on"));
         assert_eq!(p.activity.as_ref().map(|a| a.step.as_str()), Some("cycle"));
+    }
+
+    #[test]
+    fn a_power_poll_is_an_observation_only_and_a_dead_bmc_reads_unreachable() {
+        let ok = RunStatus::Succeeded;
+        let provision = with_output(
+            task(1, "provision", ok, "boot", StepStatus::Succeeded, 10),
+            json!({"host": "h1", "power": "on"}),
+        );
+        let poll = with_output(
+            task(
+                2,
+                "power-poll",
+                RunStatus::Running,
+                "power_status",
+                StepStatus::Succeeded,
+                20,
+            ),
+            json!({"host": "h1", "power": "off"}),
+        );
+        let p = fold(&[provision.clone(), poll], &HashMap::new());
+        assert_eq!(
+            p.power.as_ref().map(|o| (o.state.as_str(), o.at)),
+            Some(("off", 20))
+        );
+        assert_eq!(p.activity.as_ref().map(|a| a.step.as_str()), Some("boot"));
+        assert_eq!(p.history.len(), 1, "the poll is not history");
+        assert!(p.busy.is_none(), "a live poll does not make the host busy");
+        let dead = with_output(
+            task(
+                3,
+                "power-poll",
+                ok,
+                "power_status",
+                StepStatus::Succeeded,
+                30,
+            ),
+            json!({"host": "h1", "power": null, "unreachable": "connection refused"}),
+        );
+        let p = fold(&[provision, dead], &HashMap::new());
+        assert_eq!(p.power.map(|o| o.state), Some("unreachable".into()));
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct CentralConfig {
     pub local_sites: LocalSites,
     /// Fix these drift kinds on a timer (`--reconcile-auto`); none: only when asked.
     pub reconcile: Option<lariat_api::AutoReconcile>,
+    /// Read every host's power this often (`--power-poll`); none: only BMC steps do.
+    pub power_poll: Option<std::time::Duration>,
 }
 
 /// The running central role.
@@ -95,6 +97,9 @@ impl CentralRole {
         );
         let stop_poller = CancellationToken::new();
         let poller = design.spawn_poller(stop_poller.clone());
+        if let Some(every) = cfg.power_poll {
+            central.spawn_power_poll(every, stop_poller.clone());
+        }
         tokio::spawn(register_design_templates(
             engine.clone(),
             design.subscribe(),

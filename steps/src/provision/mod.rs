@@ -29,7 +29,7 @@ pub use callback::AwaitCallback;
 pub use design::ValidateDesign;
 pub use exec::{Exec, KILL_GRACE, OUTPUT_LIMIT};
 pub use firmware::{FirmwareUpdate, FirmwareUpgrade};
-pub use power::{PowerCycle, PowerOff, PowerOn, SetBootDevice, SetPxe};
+pub use power::{PowerCycle, PowerOff, PowerOn, PowerStatus, SetBootDevice, SetPxe};
 pub use verify::Verify;
 
 /// The design the actions work from.
@@ -142,6 +142,7 @@ impl Provisioning {
             .register("power_off", with_params(PowerOff(p())))
             .register("power_on", with_params(PowerOn(p())))
             .register("power_cycle", with_params(PowerCycle(p())))
+            .register("power_status", with_params(PowerStatus(p())))
             .register("boot", with_params(PowerOn(p())))
             .register("set_pxe", with_params(SetPxe(p())))
             .register("set_boot_device", with_params(SetBootDevice(p())))

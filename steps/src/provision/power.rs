@@ -32,6 +32,36 @@ impl Action for PowerOff {
     }
 }
 
+/// `power_status`: reads the power and changes nothing (the background power poll). A BMC
+/// that does not answer, or a host with no usable BMC, is an observation too (`power`
+/// null, `unreachable` saying why): a poll over thousands of hosts must not stop at the
+/// first dead BMC, nor wait for an operator.
+pub struct PowerStatus(pub Arc<Provisioning>);
+
+#[async_trait]
+impl Action for PowerStatus {
+    async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
+        let host = self.0.host(&ctx).await?;
+        let bmc = match self.0.bmc(&host) {
+            Ok(b) => b,
+            Err(e) => {
+                return Ok(Output::done(
+                    json!({"host": host.name, "power": null, "unreachable": e.to_string()}),
+                ));
+            }
+        };
+        Ok(Output::done(match bmc.power_status().await {
+            Ok(state) => json!({"host": host.name, "power": state, "bmc": bmc.describe()}),
+            Err(e) => json!({
+                "host": host.name,
+                "power": null,
+                "unreachable": bmc_error(&host.name, e).to_string(),
+                "bmc": bmc.describe(),
+            }),
+        }))
+    }
+}
+
 /// `power_on`, and `boot` (the same action, named for what it means in a provision: the
 /// host boots from what `set_pxe` chose): on, confirmed. Its compensation powers the host
 /// off again.
