@@ -515,6 +515,33 @@ async fn sites_keep_working_cut_off_and_catch_up() {
         assert!(!here.history.is_empty(), "{h}: runs worked on it: {here:?}");
         assert_eq!(here.history[0].workflow, "site-gate");
     }
+    // The agent serves the web UI for its own site: its runs, from its own database.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed = http
+        .post(format!("{}/ui/signin", ams.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=any&next=%2Fui%2Fhosts")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), reqwest::StatusCode::SEE_OTHER);
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let page = http
+        .get(format!("{}/ui/hosts", ams.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("ams1-a01") && html.contains("site-gate"),
+        "{html}"
+    );
     let at_centre: BTreeMap<Uuid, RunStatus> = c
         .runs(&ListRunsQuery {
             limit: Some(100),

@@ -382,7 +382,8 @@ async fn each_error_status_has_the_error_shape() {
         "not_found",
     )
     .await;
-    expect(&s, Case::new(M::GET, "/"), S::NOT_FOUND, "not_found").await;
+    // `/` is the web UI; outside `/ui` and `/v1` an unknown path is the API's 404.
+    expect(&s, Case::new(M::GET, "/nowhere"), S::NOT_FOUND, "not_found").await;
 
     // 405: a route that exists, with a method it does not take.
     expect(
