@@ -398,6 +398,13 @@ async fn browser_loads(b: &UiBench, h: &Http, path: &str) -> anyhow::Result<Valu
         .await?
         .click()
         .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.current_url().await?.path().starts_with("/ui/runs") {
+        if Instant::now() > deadline {
+            bail!("the sign-in did not reach the runs page");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut ready = Vec::new();
     let mut dom = Vec::new();
     let mut response = Vec::new();
