@@ -32,8 +32,15 @@ struct Chrome {
 }
 
 impl Drop for Chrome {
+    /// The browser goes too (chromedriver's end does not end it), found by its profile
+    /// folder, so a test that fails midway leaves no Chromium behind.
     fn drop(&mut self) {
         let _ = self.driver.kill();
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(self._profile.path())
+            .status();
         let _ = self.driver.wait();
     }
 }
