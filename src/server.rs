@@ -268,6 +268,28 @@ pub(crate) fn clock_start(text: &str) -> Result<lariat_db::Clock, String> {
 }
 
 impl ServerArgs {
+    /// `--reconcile-auto` and `--reconcile-every`, checked; none when no kind is given.
+    fn reconcile(&self) -> anyhow::Result<Option<lariat_api::AutoReconcile>> {
+        if self.reconcile_auto.is_empty() {
+            return Ok(None);
+        }
+        if self.reconcile_every < std::time::Duration::from_secs(1) {
+            anyhow::bail!("--reconcile-every must be at least 1s");
+        }
+        if self
+            .reconcile_auto
+            .contains(&lariat_api::types::DriftKind::FactsMismatch)
+        {
+            anyhow::bail!(
+                "--reconcile-auto facts_mismatch: no workflow fixes facts that disagree with the design; fix the design or the hardware"
+            );
+        }
+        Ok(Some(lariat_api::AutoReconcile {
+            kinds: self.reconcile_auto.clone(),
+            every: self.reconcile_every,
+        }))
+    }
+
     fn config(&self) -> anyhow::Result<lariat_node::ServerConfig> {
         Ok(lariat_node::ServerConfig {
             executor: lariat_node::ExecutorConfig {
@@ -299,30 +321,15 @@ impl ServerArgs {
                             .collect(),
                     ),
                 },
-                reconcile: None,
-                power_poll: self.power_poll,
+                reconcile: self.reconcile()?,
+                power_poll: match self.power_poll {
+                    Some(p) if p < std::time::Duration::from_secs(1) => {
+                        anyhow::bail!("--power-poll must be at least 1s")
+                    }
+                    p => p,
+                },
             },
             site: site_config(&self.db, &self.boot, &self.site)?,
-        })
-        .and_then(|mut c| {
-            if self.power_poll.is_some_and(|p| p < std::time::Duration::from_secs(1)) {
-                anyhow::bail!("--power-poll must be at least 1s");
-            }
-            if !self.reconcile_auto.is_empty() {
-                if self.reconcile_every < std::time::Duration::from_secs(1) {
-                    anyhow::bail!("--reconcile-every must be at least 1s");
-                }
-                if self.reconcile_auto.contains(&lariat_api::types::DriftKind::FactsMismatch) {
-                    anyhow::bail!(
-                        "--reconcile-auto facts_mismatch: no workflow fixes facts that disagree with the design; fix the design or the hardware"
-                    );
-                }
-                c.central.reconcile = Some(lariat_api::AutoReconcile {
-                    kinds: self.reconcile_auto.clone(),
-                    every: self.reconcile_every,
-                });
-            }
-            Ok(c)
         })
     }
 }

@@ -18,24 +18,21 @@ use crate::{Central, CentralError};
 
 impl Central {
     /// Poll every host's power each `every` until `stop`.
-    pub fn spawn_power_poll(
-        &self,
-        every: Duration,
-        stop: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_power_poll(&self, every: Duration, stop: CancellationToken) {
         let central = self.clone();
         tokio::spawn(async move {
             tracing::info!(every = ?every, "polling every BMC's power");
             loop {
-                if let Err(e) = central.poll_power_once(every).await {
-                    tracing::warn!("power poll: {e}");
+                match central.poll_power_once(every).await {
+                    Ok(runs) => tracing::debug!(runs, "power poll runs started"),
+                    Err(e) => tracing::warn!("power poll: {e}"),
                 }
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(every) => {}
                 }
             }
-        })
+        });
     }
 
     /// One period's runs: one per site whose last poll has finished. Returns how many

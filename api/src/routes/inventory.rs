@@ -289,18 +289,15 @@ pub(crate) async fn reconcile_with(
             let (row, created) = match place(st, run, caller).await {
                 Ok(p) => p,
                 Err(e) if keep_going => {
-                    let kind = found
-                        .iter()
-                        .find(|d| r.hosts.contains(&d.host))
-                        .map(|d| d.kind)
-                        .unwrap_or(DriftKind::NeverProvisioned);
-                    for host in &r.hosts {
-                        skipped.push(ReconcileSkip {
-                            host: host.clone(),
-                            kind,
-                            reason: format!("{} could not be submitted: {}", r.workflow, e.message),
-                        });
-                    }
+                    // Each host of the run, with the drift the run was to fix.
+                    let reason = format!("{} could not be submitted: {}", r.workflow, e.message);
+                    skipped.extend(found.iter().filter(|d| r.hosts.contains(&d.host)).map(|d| {
+                        ReconcileSkip {
+                            host: d.host.clone(),
+                            kind: d.kind,
+                            reason: reason.clone(),
+                        }
+                    }));
                     continue;
                 }
                 Err(e) => return Err(e),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use lariat_api_types::{EventPage, RunDetail, RunStatus, StepStatus, Task, WorkflowVersion};
+use lariat_api_types::{EventPage, RunDetail, RunStatus, Step, StepStatus, Task, WorkflowVersion};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -69,11 +69,8 @@ pub(crate) async fn detail(
         .await?;
     // The retry editor starts from the input the step runs with: the operator's, else the
     // definition's, read from the version the run is pinned to.
-    let any_failed = run.steps.iter().any(|st| {
-        st.task.status == StepStatus::Failed
-            || st.items.iter().any(|t| t.status == StepStatus::Failed)
-    });
-    let definition: Option<WorkflowVersion> = if any_failed && s.can_operate() {
+    let definition: Option<WorkflowVersion> = if s.can_operate() && run.steps.iter().any(has_failed)
+    {
         ui.api
             .get(
                 &s.token,
@@ -88,111 +85,35 @@ pub(crate) async fn detail(
     } else {
         None
     };
-    let defined_input = |step: &str| -> Option<Value> {
-        definition.as_ref()?.definition["steps"]
-            .as_array()?
-            .iter()
-            .find(|d| d["name"] == step)
-            .and_then(|d| d.get("input"))
-            .filter(|v| !v.is_null())
-            .cloned()
+    let view = View {
+        run: id,
+        status: run.run.status,
+        operable: s.can_operate(),
+        open: dq.group.split_once(':').unwrap_or(("", "")),
+        page: dq.page.unwrap_or(1).max(1),
+        definition: definition.as_ref(),
     };
-    let (open_step, open_status) = dq.group.split_once(':').unwrap_or(("", ""));
-    let page_no = dq.page.unwrap_or(1).max(1);
-    let status = run.run.status;
-    let operable = s.can_operate();
-    let mut nodes_note = Vec::new();
-    let steps: Vec<Value> = run
-        .steps
-        .iter()
-        .map(|st| {
-            let mut groups: BTreeMap<usize, (StepStatus, Vec<&Task>)> = BTreeMap::new();
-            for it in &st.items {
-                let order = GROUP_ORDER.iter().position(|g| *g == it.status).unwrap_or(99);
-                groups.entry(order).or_insert((it.status, Vec::new())).1.push(it);
-            }
-            let note = groups
-                .values()
-                .map(|(g, v)| format!("{} {}", v.len(), g))
-                .collect::<Vec<_>>()
-                .join(", ");
-            nodes_note.push(note.clone());
-            let first = groups.values().next().map(|(g, _)| g.as_str()).unwrap_or("");
-            let opened = if open_step == st.name { open_status } else { first };
-            let groups: Vec<Value> = groups
-                .values()
-                .map(|(g, items)| {
-                    let open = g.as_str() == opened;
-                    let pages = items.len().div_ceil(ITEMS_PAGE).max(1);
-                    let this_page = if open && open_step == st.name { page_no.min(pages) } else { 1 };
-                    let shown: Vec<Value> = if open {
-                        items
-                            .iter()
-                            .skip((this_page - 1) * ITEMS_PAGE)
-                            .take(ITEMS_PAGE)
-                            .map(|t| task_view(t))
-                            .collect()
-                    } else {
-                        Vec::new()
-                    };
-                    let link = |p: usize| {
-                        format!("/ui/runs/{id}?group={}&page={p}#step-{}", q(&format!("{}:{}", st.name, g)), st.name)
-                    };
-                    json!({
-                        "status": g.as_str(),
-                        "count": items.len(),
-                        "open": open,
-                        "items": shown,
-                        "page": this_page,
-                        "pages": pages,
-                        "link": link(1),
-                        "prev": (this_page > 1).then(|| link(this_page - 1)),
-                        "next": (this_page < pages).then(|| link(this_page + 1)),
-                    })
-                })
-                .collect();
-            let waiting_items: Vec<String> = st
-                .items
-                .iter()
-                .filter(|t| t.status == StepStatus::Waiting && t.waiting_for.as_ref().is_some_and(|w| w.for_ == "signal"))
-                .map(item_label)
-                .collect();
-            let waits_for_signal = st.task.waiting_for.as_ref().is_some_and(|w| w.for_ == "signal")
-                || !waiting_items.is_empty();
-            let failed = st.task.status == StepStatus::Failed
-                || st.items.iter().any(|t| t.status == StepStatus::Failed);
-            json!({
-                "name": st.name,
-                "action": st.action,
-                "needs": st.needs,
-                "task": task_view(&st.task),
-                "fanout": !st.items.is_empty(),
-                "item_count": st.items.len(),
-                "groups": groups,
-                "can_retry": operable && failed && !matches!(status, RunStatus::RollingBack | RunStatus::RolledBack | RunStatus::Cancelled),
-                "can_signal": operable && waits_for_signal,
-                "waiting_items": waiting_items,
-                "input_json": st.task.input.clone().or_else(|| defined_input(&st.name)).map(|v| serde_json::to_string_pretty(&v).unwrap_or_default()).unwrap_or_default(),
-            })
-        })
-        .collect();
+    let (steps, notes): (Vec<Value>, Vec<String>) =
+        run.steps.iter().map(|st| view.step(st)).unzip();
     let nodes: Vec<dag::Node> = run
         .steps
         .iter()
-        .zip(&nodes_note)
+        .zip(notes)
         .map(|(st, note)| dag::Node {
             name: &st.name,
             needs: &st.needs,
             status: st.task.status.as_str(),
-            note: note.clone(),
+            note,
         })
         .collect();
-    let verbs: Vec<(&str, &str)> = if operable {
+    let status = run.run.status;
+    let verbs: Vec<(&str, &str)> = if view.operable {
         [
-            ("pause", matches!(status, RunStatus::Running)),
-            ("resume", matches!(status, RunStatus::Paused)),
+            ("pause", "Pause", matches!(status, RunStatus::Running)),
+            ("resume", "Resume", matches!(status, RunStatus::Paused)),
             (
                 "rollback",
+                "Roll back",
                 matches!(
                     status,
                     RunStatus::Failed | RunStatus::CompensationFailed | RunStatus::Paused
@@ -200,6 +121,7 @@ pub(crate) async fn detail(
             ),
             (
                 "cancel",
+                "Cancel",
                 matches!(
                     status,
                     RunStatus::Running
@@ -211,8 +133,8 @@ pub(crate) async fn detail(
             ),
         ]
         .into_iter()
-        .filter(|(_, ok)| *ok)
-        .map(|(v, _)| (v, verb_label(v)))
+        .filter(|(_, _, ok)| *ok)
+        .map(|(v, label, _)| (v, label))
         .collect()
     } else {
         Vec::new()
@@ -234,16 +156,6 @@ pub(crate) async fn detail(
     )
 }
 
-fn verb_label(v: &str) -> &'static str {
-    match v {
-        "pause" => "Pause",
-        "resume" => "Resume",
-        "rollback" => "Roll back",
-        "cancel" => "Cancel",
-        _ => "?",
-    }
-}
-
 fn item_label(t: &Task) -> String {
     match &t.item_value {
         Some(Value::String(s)) => s.clone(),
@@ -255,22 +167,147 @@ fn item_label(t: &Task) -> String {
     }
 }
 
+/// A task as the page shows it: as the API gives it, with a label for its item.
 fn task_view(t: &Task) -> Value {
-    json!({
-        "label": item_label(t),
-        "status": t.status.as_str(),
-        "attempt": t.attempt,
-        "attempts_used": t.attempts_used,
-        "error": t.error,
-        "output": t.output,
-        "input": t.input,
-        "waiting_for": t.waiting_for,
-        "next_retry_at": t.next_retry_at,
-        "started_at": t.started_at,
-        "ended_at": t.ended_at,
-        "compensating": t.compensating,
-        "attempts": t.attempts,
-    })
+    let mut v = serde_json::to_value(t).unwrap_or_default();
+    v["label"] = Value::String(item_label(t));
+    v
+}
+
+/// A step or any of its items failed for good.
+fn has_failed(st: &Step) -> bool {
+    st.task.status == StepStatus::Failed || st.items.iter().any(|t| t.status == StepStatus::Failed)
+}
+
+/// What every step's part of the run page depends on.
+struct View<'a> {
+    run: uuid::Uuid,
+    status: RunStatus,
+    operable: bool,
+    /// The item group asked for (`step`, `status`) and its page.
+    open: (&'a str, &'a str),
+    page: usize,
+    definition: Option<&'a WorkflowVersion>,
+}
+
+impl View<'_> {
+    /// A step's part of the page, and the note its DAG node carries (items by state).
+    fn step(&self, st: &Step) -> (Value, String) {
+        let mut by_state: BTreeMap<usize, (StepStatus, Vec<&Task>)> = BTreeMap::new();
+        for it in &st.items {
+            let order = GROUP_ORDER
+                .iter()
+                .position(|g| *g == it.status)
+                .unwrap_or(GROUP_ORDER.len());
+            by_state
+                .entry(order)
+                .or_insert((it.status, Vec::new()))
+                .1
+                .push(it);
+        }
+        let note = by_state
+            .values()
+            .map(|(g, v)| format!("{} {}", v.len(), g))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (open_step, open_status) = self.open;
+        let asked = open_step == st.name;
+        let first = by_state
+            .values()
+            .next()
+            .map(|(g, _)| g.as_str())
+            .unwrap_or("");
+        let opened = if asked { open_status } else { first };
+        let groups: Vec<Value> = by_state
+            .values()
+            .map(|(g, items)| self.group(st, *g, items, g.as_str() == opened, asked))
+            .collect();
+        let waiting_items: Vec<String> = st
+            .items
+            .iter()
+            .filter(|t| t.status == StepStatus::Waiting && waits_for_signal(t))
+            .map(item_label)
+            .collect();
+        let input = st
+            .task
+            .input
+            .clone()
+            .or_else(|| self.defined_input(&st.name))
+            .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
+            .unwrap_or_default();
+        let retry_allowed = !matches!(
+            self.status,
+            RunStatus::RollingBack | RunStatus::RolledBack | RunStatus::Cancelled
+        );
+        let view = json!({
+            "name": st.name,
+            "action": st.action,
+            "needs": st.needs,
+            "task": task_view(&st.task),
+            "fanout": !st.items.is_empty(),
+            "item_count": st.items.len(),
+            "groups": groups,
+            "can_retry": self.operable && has_failed(st) && retry_allowed,
+            "can_signal": self.operable && (waits_for_signal(&st.task) || !waiting_items.is_empty()),
+            "waiting_items": waiting_items,
+            "input_json": input,
+        });
+        (view, note)
+    }
+
+    /// One state group of a fan-out's items: its count, and its page of items when open.
+    fn group(&self, st: &Step, g: StepStatus, items: &[&Task], open: bool, asked: bool) -> Value {
+        let pages = items.len().div_ceil(ITEMS_PAGE).max(1);
+        let this_page = if open && asked {
+            self.page.min(pages)
+        } else {
+            1
+        };
+        let shown: Vec<Value> = if open {
+            items
+                .iter()
+                .skip((this_page - 1) * ITEMS_PAGE)
+                .take(ITEMS_PAGE)
+                .map(|t| task_view(t))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let link = |p: usize| {
+            format!(
+                "/ui/runs/{}?group={}&page={p}#step-{}",
+                self.run,
+                q(&format!("{}:{}", st.name, g)),
+                st.name
+            )
+        };
+        json!({
+            "status": g.as_str(),
+            "count": items.len(),
+            "open": open,
+            "items": shown,
+            "page": this_page,
+            "pages": pages,
+            "link": link(1),
+            "prev": (this_page > 1).then(|| link(this_page - 1)),
+            "next": (this_page < pages).then(|| link(this_page + 1)),
+        })
+    }
+
+    /// The step's input in the definition the run is pinned to.
+    fn defined_input(&self, step: &str) -> Option<Value> {
+        self.definition?.definition["steps"]
+            .as_array()?
+            .iter()
+            .find(|d| d["name"] == step)
+            .and_then(|d| d.get("input"))
+            .filter(|v| !v.is_null())
+            .cloned()
+    }
+}
+
+fn waits_for_signal(t: &Task) -> bool {
+    t.waiting_for.as_ref().is_some_and(|w| w.for_ == "signal")
 }
 
 fn parse_id(id: &str) -> Result<uuid::Uuid, UiError> {
