@@ -439,6 +439,7 @@ impl UiArgs {
             session_idle: self.ui_session_idle,
             session_max_age: self.ui_session_max_age,
             secure_cookie: tls,
+            site_agent: false,
         }
     }
 }

@@ -542,6 +542,21 @@ async fn sites_keep_working_cut_off_and_catch_up() {
         html.contains("ams1-a01") && html.contains("site-gate"),
         "{html}"
     );
+    // Its runs list and sites page draw too, though its API lists no sites.
+    for (path, shows) in [
+        ("/ui/runs", "site-gate"),
+        ("/ui/sites", "This is a site agent"),
+    ] {
+        let page = http
+            .get(format!("{}{path}", ams.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), reqwest::StatusCode::OK, "{path}");
+        let html = page.text().await.unwrap();
+        assert!(html.contains(shows), "{path}: {html}");
+    }
     let at_centre: BTreeMap<Uuid, RunStatus> = c
         .runs(&ListRunsQuery {
             limit: Some(100),

@@ -51,6 +51,12 @@ fn corrupt_and_missing_databases_are_refused_clearly() {
         server(&dir.path().join("nowhere/x.db"), free_port()),
         &["folder", "does not exist"],
     );
+    // A URL where a file's path goes is named, and no file of that name is made.
+    let url = std::path::Path::new("postgres://ops@db1/lariat");
+    refused(
+        server(url, free_port()),
+        &["postgres://ops@db1/lariat", "SQLite only"],
+    );
 }
 
 #[test]

@@ -45,6 +45,14 @@ async fn a_token_signs_in_to_a_strict_cookie_and_the_pages_follow_its_role() {
         "{}",
         bad.text()
     );
+    // A token with bytes no header may carry is nobody's, and says so.
+    let garbled = post_anon(&s, "/ui/signin", &[("token", "lariat_\u{7}é")]).await;
+    assert_eq!(garbled.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        garbled.text().contains("that is not an API token"),
+        "{}",
+        garbled.text()
+    );
     let empty = post_anon(&s, "/ui/signin", &[("token", "")]).await;
     assert_eq!(empty.status, StatusCode::BAD_REQUEST);
     assert!(empty.text().contains("paste an API token"));
@@ -76,6 +84,18 @@ async fn a_token_signs_in_to_a_strict_cookie_and_the_pages_follow_its_role() {
         &[("token", &s.operator), ("next", "https://evil.example/")],
     )
     .await;
+    assert_eq!(p.location.as_deref(), Some("/ui/runs"));
+    // Nor one a Location header cannot carry (it used to panic the request).
+    let p = post_anon(
+        &s,
+        "/ui/signin",
+        &[
+            ("token", &s.operator),
+            ("next", "/ui/runs\r\nSet-Cookie: x=y"),
+        ],
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
     assert_eq!(p.location.as_deref(), Some("/ui/runs"));
 
     let ops = Browser::sign_in(&s, &s.operator).await;
@@ -272,8 +292,101 @@ async fn an_idle_session_expires_and_a_revoked_token_ends_its_session() {
     assert_eq!(st, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let p = b.get("/ui/runs").await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.text());
+    assert_eq!(p.location.as_deref(), Some("/ui/signin?why=revoked&next="));
+    assert!(p.set_cookie.unwrap().contains("Max-Age=0"));
+    // The session ended with its token: the cookie no longer names one.
+    let again = b.get("/ui/hosts").await;
+    assert_eq!(
+        again.location.as_deref(),
+        Some("/ui/signin?why=signin&next=%2Fui%2Fhosts")
+    );
+    let form = get_anon(&s, "/ui/signin?why=revoked").await;
+    assert!(
+        form.text()
+            .contains("The API no longer accepts your session's token"),
+        "{}",
+        form.text()
+    );
+    // Signing in again with the revoked token is refused by the API, in the form.
+    let p = post_anon(&s, "/ui/signin", &[("token", &s.admin)]).await;
     assert_eq!(p.status, StatusCode::UNAUTHORIZED);
     assert!(p.text().contains("was revoked"), "{}", p.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_browser_speaking_http2_signs_in_and_sends_forms() {
+    // Browsers speak HTTP/2 over TLS, which names the server in `:authority`, not `Host`:
+    // the origin check must find it there.
+    let pki = tempfile::tempdir().unwrap();
+    let made =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".into()])
+            .unwrap();
+    let (cert, key) = (pki.path().join("ui.crt"), pki.path().join("ui.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let s = TestServer::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(s.base.starts_with("https://"), "{}", s.base);
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let origin = s.base.trim_end_matches('/').to_string();
+    let signed = http
+        .post(s.url("/ui/signin"))
+        .header("origin", &origin)
+        .form(&[("token", s.operator.as_str()), ("next", "/ui/hosts")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.version(), reqwest::Version::HTTP_2);
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    let set = signed.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.contains("; Secure"),
+        "a cookie over TLS is Secure: {set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = http
+        .get(s.url("/ui/runs"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = ui_support::Page {
+        status: page.status(),
+        location: None,
+        set_cookie: None,
+        html: page.text().await.unwrap(),
+    };
+    let csrf = page.csrf();
+    let forged = http
+        .post(s.url("/ui/signout"))
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.example")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let out = http
+        .post(s.url("/ui/signout"))
+        .header("cookie", &cookie)
+        .header("origin", &origin)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert_eq!(out.headers()["location"], "/ui/signin?why=out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,6 +506,17 @@ async fn bad_input_is_answered_by_a_message_in_the_page() {
     let status = b.get("/ui/runs?status=done").await;
     assert_eq!(status.status, StatusCode::BAD_REQUEST);
     assert!(status.text().contains("no run status 'done'"));
+    let after = b.get(&format!("/ui/runs/{run}?after=soon")).await;
+    assert_eq!(after.status, StatusCode::BAD_REQUEST);
+    assert!(
+        after
+            .text()
+            .contains("the link's query `after=soon` does not read"),
+        "{}",
+        after.text()
+    );
+    let page = b.get(&format!("/ui/runs/{run}?page=-1")).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.text());
     let none = b.get("/ui/runs?host=nowhere").await;
     assert!(none.text().contains("No run matches this filter."));
     assert_eq!(

@@ -110,6 +110,9 @@ pub enum DbError {
     Corrupt { path: PathBuf, detail: String },
     #[error("cannot open database {path}: {detail}")]
     Open { path: PathBuf, detail: String },
+    /// `--db` was given a URL; it takes a SQLite file's path.
+    #[error("--db {given}: {detail}")]
+    NotAPath { given: String, detail: String },
     #[error("cannot migrate database {path}: {detail}")]
     Migrate { path: PathBuf, detail: String },
     #[error("storage error: {0}")]
@@ -172,6 +175,35 @@ struct Inner {
     lock: std::sync::Mutex<Option<File>>,
 }
 
+/// What is wrong with a `--db` that is a URL rather than a file's path. Without this a
+/// typo such as `postgres:lariat` would quietly become a new SQLite file of that name.
+fn url_not_path(path: &Path) -> Option<String> {
+    let given = path.to_str()?;
+    let (scheme, rest) = given.split_once(':')?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+')
+    {
+        return None;
+    }
+    match scheme.as_str() {
+        "postgres" | "postgresql" => Some(
+            "this build keeps its tables in SQLite only (PostgreSQL is planned); give a SQLite file's path, e.g. --db ./lariat.db".into(),
+        ),
+        "sqlite" => Some(format!(
+            "give the SQLite file's path itself, without `sqlite:` (here: {})",
+            rest.trim_start_matches("//")
+        )),
+        // A Windows drive (`C:\...`) is a path; anything else with `://` is a URL.
+        _ if rest.starts_with("//") => Some(format!(
+            "a {scheme}: URL is not a database lariat opens; give a SQLite file's path"
+        )),
+        _ => None,
+    }
+}
+
 fn sqlite_code(e: &sqlx::Error) -> Option<i64> {
     match e {
         sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i64>().ok()),
@@ -196,6 +228,12 @@ impl Db {
     /// `opts.exclusive`. Tables come from each crate's [`migrate`](Self::migrate).
     pub async fn open(opts: DbOptions) -> Result<Db, DbError> {
         let path = opts.path.clone();
+        if let Some(detail) = url_not_path(&path) {
+            return Err(DbError::NotAPath {
+                given: path.display().to_string(),
+                detail,
+            });
+        }
         if path.is_dir() {
             return Err(DbError::Open {
                 path,
@@ -431,5 +469,37 @@ pub mod secret {
             let _ = write!(s, "{b:02x}");
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_given_as_the_database_is_named_not_made_a_file() {
+        for (given, says) in [
+            (
+                "postgres://ops@db1/lariat",
+                "SQLite only (PostgreSQL is planned)",
+            ),
+            ("PostgreSQL:lariat", "SQLite only"),
+            (
+                "sqlite:///var/lib/lariat.db",
+                "without `sqlite:` (here: /var/lib/lariat.db)",
+            ),
+            ("https://example.net/x.db", "a https: URL is not a database"),
+        ] {
+            let detail = url_not_path(Path::new(given)).unwrap_or_default();
+            assert!(detail.contains(says), "{given}: {detail}");
+        }
+        for path in [
+            "./lariat.db",
+            "/var/lib/lariat.db",
+            "C:\\lariat.db",
+            "a:b.db",
+        ] {
+            assert_eq!(url_not_path(Path::new(path)), None, "{path} is a path");
+        }
     }
 }

@@ -207,6 +207,10 @@ impl From<DbError> for StoreError {
             DbError::Migrate { path, detail } => StoreError::Migrate { path, detail },
             DbError::Sql(e) => StoreError::Sql(e),
             DbError::Closed => StoreError::Closed,
+            DbError::NotAPath { given, detail } => StoreError::Open {
+                path: given.into(),
+                detail,
+            },
         }
     }
 }

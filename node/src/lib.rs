@@ -158,7 +158,11 @@ pub async fn serve_agent(
         ..Default::default()
     };
     let api = lariat_api::router(engine.clone(), records, tokens, None, api).await?;
-    let app = lariat_ui::mount(api, cfg.executor.ui.clone());
+    let ui = lariat_ui::UiConfig {
+        site_agent: true,
+        ..cfg.executor.ui.clone()
+    };
+    let app = lariat_ui::mount(api, ui);
     let served = serve_http(listener, app, tls, &engine, end_streams, shutdown).await;
     link.shutdown().await;
     site.shutdown().await;

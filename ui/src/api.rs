@@ -2,8 +2,11 @@
 //! it, so every check (roles, validation, idempotency, audit) is the API's own and a page
 //! cannot do what the API would refuse.
 
+use std::net::SocketAddr;
+
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
 use axum::response::Response;
 use http_body_util::BodyExt;
@@ -35,7 +38,15 @@ impl ApiFailure {
     }
 }
 
-/// The API router, with the token of the session that calls it.
+/// Who a call is made for: the session's token, and the browser's address, so the API's
+/// audit trail and its failed-credential limits see the browser, not the UI.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub token: &'a str,
+    pub from: Option<SocketAddr>,
+}
+
+/// The API router, called in process.
 #[derive(Clone)]
 pub struct Api {
     router: Router,
@@ -49,16 +60,29 @@ impl Api {
     /// The raw answer to a request, for streams the UI passes through.
     pub async fn send(
         &self,
-        token: &str,
+        who: Caller<'_>,
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
         extra: &[(header::HeaderName, String)],
     ) -> Result<Response, ApiFailure> {
+        // A token with a byte no header may carry cannot be anyone's.
+        let bearer =
+            header::HeaderValue::from_str(&format!("Bearer {}", who.token)).map_err(|_| {
+                ApiFailure {
+                    status: StatusCode::UNAUTHORIZED,
+                    code: "unauthorized".into(),
+                    message: "that is not an API token: a token is printable ASCII, without spaces"
+                        .into(),
+                }
+            })?;
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+            .header(header::AUTHORIZATION, bearer);
+        if let Some(from) = who.from {
+            req = req.extension(ConnectInfo(from));
+        }
         for (name, value) in extra {
             req = req.header(name, value);
         }
@@ -77,22 +101,24 @@ impl Api {
     }
 
     /// `GET path` read as `T`.
-    pub async fn get<T: DeserializeOwned>(&self, token: &str, path: &str) -> Result<T, ApiFailure> {
-        let res = self.send(token, Method::GET, path, None, &[]).await?;
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        who: Caller<'_>,
+        path: &str,
+    ) -> Result<T, ApiFailure> {
+        let res = self.send(who, Method::GET, path, None, &[]).await?;
         read(res).await
     }
 
     /// `POST path` with a JSON body, read as `T`.
     pub async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
-        token: &str,
+        who: Caller<'_>,
         path: &str,
         body: &B,
     ) -> Result<T, ApiFailure> {
         let body = serde_json::to_value(body).map_err(ApiFailure::internal)?;
-        let res = self
-            .send(token, Method::POST, path, Some(&body), &[])
-            .await?;
+        let res = self.send(who, Method::POST, path, Some(&body), &[]).await?;
         read(res).await
     }
 }

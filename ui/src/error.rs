@@ -32,21 +32,10 @@ pub enum UiError {
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         match self {
-            UiError::SignIn { why, next } => {
-                let why = match why {
-                    NoSession::Missing => "signin",
-                    NoSession::Expired => "expired",
-                };
-                let mut res = Redirect::to(&format!("/ui/signin?why={why}&next={}", q(&next)))
-                    .into_response();
-                // The cookie names a session that is gone: drop it.
-                res.headers_mut().insert(
-                    header::SET_COOKIE,
-                    header::HeaderValue::from_static(
-                        "lariat_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-                    ),
-                );
-                res
+            UiError::SignIn { why, next } => to_sign_in(why, &next),
+            // The session's token is no longer accepted; the session was closed with it.
+            UiError::Api(f) if f.status == StatusCode::UNAUTHORIZED => {
+                to_sign_in(NoSession::Revoked, "")
             }
             UiError::Forged(m) => error_page(StatusCode::FORBIDDEN, "Refused", &m),
             UiError::Api(f) => {
@@ -76,6 +65,23 @@ impl IntoResponse for UiError {
             }
         }
     }
+}
+
+fn to_sign_in(why: NoSession, next: &str) -> Response {
+    let why = match why {
+        NoSession::Missing => "signin",
+        NoSession::Expired => "expired",
+        NoSession::Revoked => "revoked",
+    };
+    let mut res = Redirect::to(&format!("/ui/signin?why={why}&next={}", q(next))).into_response();
+    // The cookie names a session that is gone: drop it.
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        header::HeaderValue::from_static(
+            "lariat_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    res
 }
 
 impl From<RenderError> for UiError {

@@ -2,15 +2,20 @@
 //! fields once its CSRF token and origin were checked.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Form, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, Form, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 
 use crate::Ui;
 use crate::error::UiError;
 use crate::session::{COOKIE, NoSession, Session, same_secret};
+
+/// Sent by the page script when it refreshes a page or follows a stream: not the operator
+/// looking, so the session's flash message stays for the next page they open.
+pub(crate) const REFRESH: &str = "x-lariat-refresh";
 
 /// The session of a signed-in browser. Without one, a page redirects to the sign-in form
 /// (and back to itself after).
@@ -34,10 +39,17 @@ impl FromRequestParts<Arc<Ui>> for Signed {
             why: NoSession::Missing,
             next: next.clone(),
         })?;
-        ui.sessions
-            .get(&id)
-            .map(Signed)
-            .map_err(|why| UiError::SignIn { why, next })
+        // An EventSource cannot send a header; a stream is never the operator looking.
+        let refresh = parts.headers.contains_key(REFRESH) || parts.uri.path().ends_with("/stream");
+        let mut session = ui
+            .sessions
+            .get(&id, refresh)
+            .map_err(|why| UiError::SignIn { why, next })?;
+        session.from = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        Ok(Signed(session))
     }
 }
 
@@ -108,10 +120,12 @@ pub(crate) fn same_origin(parts: &Parts) -> Result<(), UiError> {
     else {
         return Ok(());
     };
+    // HTTP/2 (what browsers speak over TLS) names the server in `:authority`, not `Host`.
     let host = parts
         .headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
     let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
     if origin == "null" || origin_host != host {
@@ -139,4 +153,24 @@ fn referer_path(parts: &Parts) -> Option<String> {
     let after_scheme = r.split_once("://").map(|(_, rest)| rest).unwrap_or(r);
     let path = &after_scheme[after_scheme.find('/')?..];
     path.starts_with("/ui/").then(|| path.to_string())
+}
+
+/// A page's query string read as `T`; one that does not read is a page saying which
+/// parameter is wrong, not the framework's plain-text answer.
+pub(crate) struct PageQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PageQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = UiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, UiError> {
+        let raw = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(raw).map(PageQuery).map_err(|e| {
+            let shown: String = raw.chars().take(200).collect();
+            UiError::BadInput(format!("the link's query `{shown}` does not read: {e}"))
+        })
+    }
 }

@@ -31,6 +31,7 @@ use axum::routing::{get, post};
 use api::Api;
 pub use api::ApiFailure;
 pub use error::UiError;
+use lariat_api_types::{SiteList, SiteStatus};
 use session::Sessions;
 
 /// How the UI's sessions behave.
@@ -42,6 +43,8 @@ pub struct UiConfig {
     pub session_max_age: Duration,
     /// Mark the cookie `Secure` (the listener speaks TLS).
     pub secure_cookie: bool,
+    /// Served by a site agent: its API knows its own runs and hosts, not the other sites.
+    pub site_agent: bool,
 }
 
 impl Default for UiConfig {
@@ -50,6 +53,7 @@ impl Default for UiConfig {
             session_idle: Duration::from_secs(3600),
             session_max_age: Duration::from_secs(12 * 3600),
             secure_cookie: false,
+            site_agent: false,
         }
     }
 }
@@ -59,6 +63,53 @@ pub(crate) struct Ui {
     pub(crate) api: Api,
     pub(crate) sessions: Sessions,
     pub(crate) cfg: UiConfig,
+}
+
+impl Ui {
+    /// `GET path` of the API for the session. An answer of 401 means the API no longer
+    /// takes the session's token: the session ends with it.
+    pub(crate) async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        s: &session::Session,
+        path: &str,
+    ) -> Result<T, ApiFailure> {
+        let answer = self.api.get(s.caller(), path).await;
+        self.ended_by(s, answer)
+    }
+
+    /// `POST path` of the API for the session, ending it on a 401 as [`Ui::get`] does.
+    pub(crate) async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        s: &session::Session,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiFailure> {
+        let answer = self.api.post(s.caller(), path, body).await;
+        self.ended_by(s, answer)
+    }
+
+    /// The sites as the central node sees them; none at a site agent, which knows only
+    /// its own.
+    pub(crate) async fn sites(&self, s: &session::Session) -> Result<Vec<SiteStatus>, ApiFailure> {
+        if self.cfg.site_agent {
+            return Ok(Vec::new());
+        }
+        let list: SiteList = self.get(s, "/v1/sites").await?;
+        Ok(list.sites)
+    }
+
+    fn ended_by<T>(
+        &self,
+        s: &session::Session,
+        answer: Result<T, ApiFailure>,
+    ) -> Result<T, ApiFailure> {
+        if let Err(f) = &answer
+            && f.status == axum::http::StatusCode::UNAUTHORIZED
+        {
+            self.sessions.close(&s.id);
+        }
+        answer
+    }
 }
 
 /// The UI's routes in front of `api`, which answers every other path and every call the

@@ -45,9 +45,14 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env
 });
 
+/// The first millisecond of the year 10000, which RFC 3339 cannot write.
+const YEAR_10000_MS: i64 = 253_402_300_800_000;
+
 /// Milliseconds since the epoch as UTC time to the second; `-` for none.
 fn ts(ms: Option<i64>) -> String {
     match ms {
+        // humantime's Display fails past 9999, and a failing Display panics `to_string`.
+        Some(ms) if ms >= YEAR_10000_MS => format!("{ms} ms after the epoch (past 9999)"),
         Some(ms) => {
             humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
                 .to_string()
@@ -169,6 +174,8 @@ mod tests {
     fn times_and_outputs_read_for_people() {
         assert_eq!(ts(Some(0)), "1970-01-01 00:00:00Z");
         assert_eq!(ts(None), "-");
+        assert_eq!(ts(Some(YEAR_10000_MS - 1000)), "9999-12-31 23:59:59Z");
+        assert!(ts(Some(i64::MAX)).contains("past 9999"));
         assert_eq!(took(Some(1000), Some(3500)), "2.5 s");
         assert_eq!(took(Some(0), Some(125_000)), "2m 5s");
         let big = Value::from("x".repeat(5000));

@@ -34,11 +34,21 @@ pub struct Session {
     pub csrf: String,
     /// A message for the next page (what the last mutation did).
     pub flash: Option<String>,
+    /// The address of the browser's request being served, for the API calls it makes.
+    pub from: Option<std::net::SocketAddr>,
     started: Instant,
     seen: Instant,
 }
 
 impl Session {
+    /// Who the API calls of this request are made for.
+    pub fn caller(&self) -> crate::api::Caller<'_> {
+        crate::api::Caller {
+            token: &self.token,
+            from: self.from,
+        }
+    }
+
     /// May this session start and steer runs?
     pub fn can_operate(&self) -> bool {
         matches!(self.role.as_str(), "operator" | "admin")
@@ -55,6 +65,8 @@ impl Session {
 pub enum NoSession {
     /// No cookie, or one this process never issued (a restart forgets them).
     Missing,
+    /// The API no longer accepts the session's token (revoked, or past its expiry).
+    Revoked,
     /// Idle past the idle limit, or older than the absolute limit.
     Expired,
 }
@@ -87,6 +99,7 @@ impl Sessions {
             role,
             csrf: random_hex(32),
             flash: None,
+            from: None,
             started: now,
             seen: now,
         };
@@ -100,8 +113,10 @@ impl Sessions {
         session
     }
 
-    /// The session of this cookie value, touched; its flash message is taken with it.
-    pub fn get(&self, id: &str) -> Result<Session, NoSession> {
+    /// The session of this cookie value, touched; its flash message is taken with it
+    /// unless `keep_flash` (a page's background refresh must not eat the message its
+    /// operator has not seen yet).
+    pub fn get(&self, id: &str, keep_flash: bool) -> Result<Session, NoSession> {
         let now = Instant::now();
         let mut all = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Some(s) = all.get_mut(id) else {
@@ -113,7 +128,9 @@ impl Sessions {
         }
         s.seen = now;
         let out = s.clone();
-        s.flash = None;
+        if !keep_flash {
+            s.flash = None;
+        }
         Ok(out)
     }
 
@@ -160,11 +177,18 @@ mod tests {
         assert_eq!(s.id.len(), 64);
         assert_ne!(s.id, s.csrf);
         sessions.flash(&s.id, "done");
-        assert_eq!(sessions.get(&s.id).unwrap().flash.as_deref(), Some("done"));
-        assert_eq!(sessions.get(&s.id).unwrap().flash, None);
+        assert_eq!(
+            sessions.get(&s.id, true).unwrap().flash.as_deref(),
+            Some("done")
+        );
+        assert_eq!(
+            sessions.get(&s.id, false).unwrap().flash.as_deref(),
+            Some("done")
+        );
+        assert_eq!(sessions.get(&s.id, false).unwrap().flash, None);
         std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(sessions.get(&s.id).unwrap_err(), NoSession::Expired);
-        assert_eq!(sessions.get(&s.id).unwrap_err(), NoSession::Missing);
+        assert_eq!(sessions.get(&s.id, false).unwrap_err(), NoSession::Expired);
+        assert_eq!(sessions.get(&s.id, false).unwrap_err(), NoSession::Missing);
     }
 
     #[test]
@@ -173,7 +197,7 @@ mod tests {
         let s = sessions.open("tok", "v".into(), "viewer".into());
         assert!(!s.can_operate());
         std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(sessions.get(&s.id).unwrap_err(), NoSession::Expired);
+        assert_eq!(sessions.get(&s.id, false).unwrap_err(), NoSession::Expired);
     }
 
     #[test]

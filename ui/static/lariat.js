@@ -6,8 +6,15 @@
   if (!main) return;
   var busy = false, again = false, timer = null;
 
-  // Never replace a form the operator is typing into.
+  // Never replace a form the operator is typing into, nor one they have edited and not
+  // sent yet (a retry's input, say): its page waits until it is sent or reloaded.
+  var edited = false;
+  document.addEventListener("input", function (e) {
+    var live = document.getElementById("live");
+    if (live && live.contains(e.target)) { edited = true; main.dataset.held = "edited"; }
+  });
   function typing() {
+    if (edited) return true;
     var a = document.activeElement;
     var live = document.getElementById("live");
     return a && live && live.contains(a) && /^(INPUT|TEXTAREA|SELECT)$/.test(a.tagName);
@@ -15,9 +22,9 @@
 
   function refresh() {
     if (busy) { again = true; return; }
-    if (typing()) { schedule(1000); return; }
+    if (typing()) { if (!edited) schedule(1000); return; }
     busy = true;
-    fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+    fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html", "X-Lariat-Refresh": "1" } })
       .then(function (r) {
         if (r.redirected || !r.ok) throw new Error("status " + r.status);
         return r.text();

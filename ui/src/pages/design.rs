@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Html;
 use lariat_api_types::{DesignOverview, RevisionFindings};
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::Ui;
 use crate::api::q;
 use crate::error::UiError;
-use crate::extract::Signed;
+use crate::extract::{PageQuery, Signed};
 use crate::render::page;
 
 #[derive(Debug, Default, Deserialize)]
@@ -25,9 +25,9 @@ pub(crate) struct DesignQuery {
 pub(crate) async fn overview(
     State(ui): State<Arc<Ui>>,
     Signed(s): Signed,
-    Query(dq): Query<DesignQuery>,
+    PageQuery(dq): PageQuery<DesignQuery>,
 ) -> Result<Html<String>, UiError> {
-    let design: DesignOverview = ui.api.get(&s.token, "/v1/designs?limit=50").await?;
+    let design: DesignOverview = ui.get(&s, "/v1/designs?limit=50").await?;
     let rev = if dq.rev.is_empty() {
         design
             .revisions
@@ -43,8 +43,7 @@ pub(crate) async fn overview(
         None
     } else {
         Some(
-            ui.api
-                .get(&s.token, &format!("/v1/designs/{}/findings", q(&rev)))
+            ui.get(&s, &format!("/v1/designs/{}/findings", q(&rev)))
                 .await?,
         )
     };

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Html;
 use lariat_api_types::{HostDetail, HostPage, HostState};
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::Ui;
 use crate::api::{q, query};
 use crate::error::UiError;
-use crate::extract::Signed;
+use crate::extract::{PageQuery, Signed};
 use crate::render::page;
 
 #[derive(Debug, Default, Deserialize)]
@@ -34,7 +34,7 @@ pub(crate) struct HostsFilter {
 pub(crate) async fn list(
     State(ui): State<Arc<Ui>>,
     Signed(s): Signed,
-    Query(f): Query<HostsFilter>,
+    PageQuery(f): PageQuery<HostsFilter>,
 ) -> Result<Html<String>, UiError> {
     let filter = [
         ("names", f.names.as_str()),
@@ -47,8 +47,7 @@ pub(crate) async fn list(
     asked.push(("after", &f.after));
     asked.push(("limit", "100"));
     let hosts: HostPage = ui
-        .api
-        .get(&s.token, &format!("/v1/inventory/hosts{}", query(&asked)))
+        .get(&s, &format!("/v1/inventory/hosts{}", query(&asked)))
         .await?;
     let next = hosts.next.as_ref().map(|n| {
         let mut p = filter.to_vec();
@@ -78,8 +77,7 @@ pub(crate) async fn detail(
     Path(name): Path<String>,
 ) -> Result<Html<String>, UiError> {
     let host: HostDetail = ui
-        .api
-        .get(&s.token, &format!("/v1/inventory/hosts/{}", q(&name)))
+        .get(&s, &format!("/v1/inventory/hosts/{}", q(&name)))
         .await?;
     page(Some(&s), "host.html", "hosts", json!({ "host": host }))
 }

@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use lariat_api_types::{EventPage, RunDetail, RunStatus, Step, StepStatus, Task, WorkflowVersion};
+use lariat_api_types::{
+    EventPage, RunDetail, RunStatus, Step, StepStatus, StreamQuery, Task, WorkflowVersion,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -15,7 +17,7 @@ use crate::Ui;
 use crate::api::q;
 use crate::dag;
 use crate::error::UiError;
-use crate::extract::{Mutation, Signed};
+use crate::extract::{Mutation, PageQuery, Signed};
 use crate::render::page;
 
 /// Items shown per page of one state group.
@@ -55,15 +57,14 @@ pub(crate) async fn detail(
     State(ui): State<Arc<Ui>>,
     Signed(s): Signed,
     Path(id): Path<String>,
-    Query(dq): Query<DetailQuery>,
+    PageQuery(dq): PageQuery<DetailQuery>,
 ) -> Result<Html<String>, UiError> {
     let id = parse_id(&id)?;
-    let run: RunDetail = ui.api.get(&s.token, &format!("/v1/runs/{id}")).await?;
+    let run: RunDetail = ui.get(&s, &format!("/v1/runs/{id}")).await?;
     let after = dq.after.unwrap_or(0);
     let events: EventPage = ui
-        .api
         .get(
-            &s.token,
+            &s,
             &format!("/v1/runs/{id}/events?after={after}&limit={EVENTS_PAGE}"),
         )
         .await?;
@@ -71,17 +72,16 @@ pub(crate) async fn detail(
     // definition's, read from the version the run is pinned to.
     let definition: Option<WorkflowVersion> = if s.can_operate() && run.steps.iter().any(has_failed)
     {
-        ui.api
-            .get(
-                &s.token,
-                &format!(
-                    "/v1/workflows/{}/versions/{}",
-                    q(&run.run.workflow),
-                    run.run.version
-                ),
-            )
-            .await
-            .ok()
+        ui.get(
+            &s,
+            &format!(
+                "/v1/workflows/{}/versions/{}",
+                q(&run.run.workflow),
+                run.run.version
+            ),
+        )
+        .await
+        .ok()
     } else {
         None
     };
@@ -151,6 +151,8 @@ pub(crate) async fn detail(
             "events": events.events,
             "events_next": events.next_after.map(|a| format!("/ui/runs/{id}?after={a}#events")),
             "events_from": after,
+            // The stream starts after what the page shows, not from the run's first event.
+            "last_seq": events.events.last().map(|e| e.seq).unwrap_or(after),
             "verbs": verbs,
         }),
     )
@@ -324,9 +326,11 @@ pub(crate) async fn stream(
     State(ui): State<Arc<Ui>>,
     Signed(s): Signed,
     Path(id): Path<String>,
+    PageQuery(sq): PageQuery<StreamQuery>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, UiError> {
     let id = parse_id(&id)?;
+    let after = sq.after.map(|a| format!("?after={a}")).unwrap_or_default();
     let mut extra = Vec::new();
     if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
         extra.push((
@@ -337,9 +341,9 @@ pub(crate) async fn stream(
     let res = ui
         .api
         .send(
-            &s.token,
+            s.caller(),
             Method::GET,
-            &format!("/v1/runs/{id}/events/stream"),
+            &format!("/v1/runs/{id}/events/stream{after}"),
             None,
             &extra,
         )
@@ -453,11 +457,7 @@ pub(crate) async fn verb(
         )?;
         return Ok(html.into_response());
     }
-    match ui
-        .api
-        .post::<_, Value>(&m.session.token, &path, &body)
-        .await
-    {
+    match ui.post::<_, Value>(&m.session, &path, &body).await {
         Ok(answer) => {
             let done = if answer.get("verb").is_some() {
                 format!(

@@ -2,15 +2,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{Html, Redirect};
-use lariat_api_types::{RunPage, SiteList, WorkflowList};
+use lariat_api_types::{RunPage, WorkflowList};
 use serde::Deserialize;
 
 use crate::Ui;
 use crate::api::query;
 use crate::error::UiError;
-use crate::extract::Signed;
+use crate::extract::{PageQuery, Signed};
 use crate::render::page;
 
 /// `/` and `/ui`: the runs.
@@ -49,7 +49,7 @@ const STATUSES: [&str; 9] = [
 pub(crate) async fn list(
     State(ui): State<Arc<Ui>>,
     Signed(s): Signed,
-    Query(f): Query<RunsFilter>,
+    PageQuery(f): PageQuery<RunsFilter>,
 ) -> Result<Html<String>, UiError> {
     if !f.status.is_empty() && !STATUSES.contains(&f.status.as_str()) {
         return Err(UiError::BadInput(format!(
@@ -58,17 +58,16 @@ pub(crate) async fn list(
             STATUSES.join(", ")
         )));
     }
-    let sites: SiteList = ui.api.get(&s.token, "/v1/sites").await?;
+    let sites = ui.sites(&s).await?;
     let mut owner = String::new();
     let mut notice = None;
     if !f.site.is_empty() {
-        match sites.sites.iter().find(|x| x.site == f.site) {
+        match sites.iter().find(|x| x.site == f.site) {
             None => {
                 return Err(UiError::NotFound(format!(
                     "no site '{}' in the design; the sites are: {}",
                     f.site,
                     sites
-                        .sites
                         .iter()
                         .map(|x| x.site.as_str())
                         .collect::<Vec<_>>()
@@ -97,10 +96,9 @@ pub(crate) async fn list(
             ("limit", "50"),
         ])
     );
-    let runs: RunPage = ui.api.get(&s.token, &path).await?;
-    let workflows: WorkflowList = ui.api.get(&s.token, "/v1/workflows").await?;
+    let runs: RunPage = ui.get(&s, &path).await?;
+    let workflows: WorkflowList = ui.get(&s, "/v1/workflows").await?;
     let site_of: std::collections::HashMap<&str, &str> = sites
-        .sites
         .iter()
         .filter_map(|x| x.executor.as_deref().map(|e| (e, x.site.as_str())))
         .collect();
@@ -110,7 +108,7 @@ pub(crate) async fn list(
         .map(|r| {
             serde_json::json!({
                 "run": r,
-                "site": site_of.get(r.owner.as_str()).copied().unwrap_or("central"),
+                "site": site_of.get(r.owner.as_str()).copied().unwrap_or(if ui.cfg.site_agent { "this site" } else { "central" }),
                 "targets": shorten(&r.targets, 4),
             })
         })
@@ -140,7 +138,7 @@ pub(crate) async fn list(
             "filtered": filtered,
             "statuses": STATUSES,
             "workflows": workflows.workflows.iter().map(|w| &w.name).collect::<Vec<_>>(),
-            "sites": sites.sites.iter().map(|x| &x.site).collect::<Vec<_>>(),
+            "sites": sites.iter().map(|x| &x.site).collect::<Vec<_>>(),
             "notice": notice,
         }),
     )

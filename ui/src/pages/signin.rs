@@ -1,16 +1,18 @@
 //! Signing in with an API token, and out.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Form, FromRequest, Query, Request, State};
+use axum::extract::{ConnectInfo, Form, FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use lariat_api_types::Identity;
 use serde::Deserialize;
 
 use crate::Ui;
+use crate::api::Caller;
 use crate::error::UiError;
-use crate::extract::{Fields, Mutation, same_origin};
+use crate::extract::{Fields, Mutation, PageQuery, same_origin};
 use crate::render::page;
 use crate::session::COOKIE;
 
@@ -23,10 +25,13 @@ pub(crate) struct SignInQuery {
 }
 
 /// The sign-in form, saying why it is shown.
-pub(crate) async fn form(Query(q): Query<SignInQuery>) -> Result<Response, UiError> {
+pub(crate) async fn form(PageQuery(q): PageQuery<SignInQuery>) -> Result<Response, UiError> {
     let notice = match q.why.as_str() {
         "expired" => Some("Your session expired: sign in again."),
         "out" => Some("You are signed out."),
+        "revoked" => Some(
+            "The API no longer accepts your session's token (revoked, or past its expiry): sign in with another.",
+        ),
         _ => None,
     };
     signin_page(StatusCode::OK, notice, None, &q.next)
@@ -51,6 +56,10 @@ fn signin_page(
 pub(crate) async fn sign_in(State(ui): State<Arc<Ui>>, req: Request) -> Result<Response, UiError> {
     let (parts, body) = req.into_parts();
     same_origin(&parts)?;
+    let from = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let Form(pairs) =
         Form::<Vec<(String, String)>>::from_request(Request::from_parts(parts, body), &ui)
             .await
@@ -66,12 +75,16 @@ pub(crate) async fn sign_in(State(ui): State<Arc<Ui>>, req: Request) -> Result<R
             next,
         );
     }
-    let who: Identity = match ui.api.get(token, "/v1/whoami").await {
+    let who: Identity = match ui.api.get(Caller { token, from }, "/v1/whoami").await {
         Ok(who) => who,
         Err(f) => return signin_page(f.status, None, Some(&f.message), next),
     };
     let session = ui.sessions.open(token, who.name, who.role);
-    let to = if next.starts_with("/ui/") && !next.starts_with("/ui/signin") {
+    // Only a page of this UI, and only what a Location header may carry.
+    let to = if next.starts_with("/ui/")
+        && !next.starts_with("/ui/signin")
+        && next.bytes().all(|b| b.is_ascii_graphic())
+    {
         next
     } else {
         "/ui/runs"

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::Html;
-use lariat_api_types::SiteList;
 use serde_json::json;
 
 use crate::Ui;
@@ -16,11 +15,11 @@ pub(crate) async fn list(
     State(ui): State<Arc<Ui>>,
     Signed(s): Signed,
 ) -> Result<Html<String>, UiError> {
-    let sites: SiteList = ui.api.get(&s.token, "/v1/sites").await?;
+    let sites = ui.sites(&s).await?;
     page(
         Some(&s),
         "sites.html",
         "sites",
-        json!({ "sites": sites.sites }),
+        json!({ "sites": sites, "site_agent": ui.cfg.site_agent }),
     )
 }

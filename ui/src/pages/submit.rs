@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use lariat_api_types::{HostList, Run, WorkflowDetail, WorkflowList};
@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::Ui;
 use crate::api::query;
 use crate::error::UiError;
-use crate::extract::{Fields, Mutation, Signed};
+use crate::extract::{Fields, Mutation, PageQuery, Signed};
 use crate::render::page;
 use crate::session::Session;
 
@@ -42,7 +42,7 @@ struct ParamField {
 pub(crate) async fn form(
     State(ui): State<Arc<Ui>>,
     Signed(s): Signed,
-    Query(q): Query<SubmitQuery>,
+    PageQuery(q): PageQuery<SubmitQuery>,
 ) -> Result<Response, UiError> {
     render(
         &ui,
@@ -58,11 +58,7 @@ pub(crate) async fn form(
 
 async fn params_of(ui: &Ui, s: &Session, workflow: &str) -> Result<Vec<ParamField>, UiError> {
     let wf: WorkflowDetail = ui
-        .api
-        .get(
-            &s.token,
-            &format!("/v1/workflows/{}", crate::api::q(workflow)),
-        )
+        .get(s, &format!("/v1/workflows/{}", crate::api::q(workflow)))
         .await?;
     let declared = wf
         .latest
@@ -98,7 +94,7 @@ async fn render(
     preview: Option<Value>,
     status: StatusCode,
 ) -> Result<Response, UiError> {
-    let workflows: WorkflowList = ui.api.get(&s.token, "/v1/workflows").await?;
+    let workflows: WorkflowList = ui.get(s, "/v1/workflows").await?;
     let params = if workflow.is_empty() {
         Vec::new()
     } else {
@@ -295,7 +291,7 @@ pub(crate) async fn submit(State(ui): State<Arc<Ui>>, m: Mutation) -> Result<Res
                 "filter",
             )
         };
-        let preview = match ui.api.get::<HostList>(&s.token, &path).await {
+        let preview = match ui.get::<HostList>(s, &path).await {
             Ok(list) => json!({
                 "hosts": list.hosts,
                 "revision": list.revision,
@@ -336,7 +332,7 @@ pub(crate) async fn submit(State(ui): State<Arc<Ui>>, m: Mutation) -> Result<Res
     if !key.is_empty() {
         body["idempotency_key"] = Value::String(key.to_string());
     }
-    match ui.api.post::<_, Run>(&s.token, "/v1/runs", &body).await {
+    match ui.post::<_, Run>(s, "/v1/runs", &body).await {
         Ok(run) => {
             ui.sessions
                 .flash(&s.id, format!("run {} of {} started", run.id, run.workflow));

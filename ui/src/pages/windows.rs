@@ -17,7 +17,7 @@ pub(crate) async fn list(
     State(ui): State<Arc<Ui>>,
     Signed(s): Signed,
 ) -> Result<Html<String>, UiError> {
-    let windows: WindowList = ui.api.get(&s.token, "/v1/windows").await?;
+    let windows: WindowList = ui.get(&s, "/v1/windows").await?;
     page(
         Some(&s),
         "windows.html",
