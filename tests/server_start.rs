@@ -51,12 +51,79 @@ fn corrupt_and_missing_databases_are_refused_clearly() {
         server(&dir.path().join("nowhere/x.db"), free_port()),
         &["folder", "does not exist"],
     );
-    // A URL where a file's path goes is named, and no file of that name is made.
-    let url = std::path::Path::new("postgres://ops@db1/lariat");
+    // A URL where a file's path goes is named (without its password), and no file of
+    // that name is made.
+    let url = std::path::Path::new("postgres://ops:pw@db1/lariat");
     refused(
         server(url, free_port()),
-        &["postgres://ops@db1/lariat", "SQLite only"],
+        &["postgres://ops:***@db1/lariat", "SQLite only"],
     );
+    let mut typo = server(std::path::Path::new("postgres:lariat"), free_port());
+    typo.current_dir(dir.path());
+    refused(typo, &["--db postgres:lariat", "SQLite only"]);
+    assert!(
+        !dir.path().join("postgres:lariat").exists(),
+        "no SQLite file was made of the URL"
+    );
+}
+
+#[tokio::test]
+async fn a_database_a_newer_lariat_wrote_is_refused_before_it_is_touched() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lariat.db");
+    // A database this binary made, then migrated by "a newer one".
+    let made = Command::new(env!("CARGO_BIN_EXE_lariat"))
+        .args([
+            "token", "create", "--role", "admin", "--name", "root", "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let future = lariat_node::newest_known_migration() + 1;
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (?1, 'from a newer lariat', 1, x'00', 0)",
+    )
+    .bind(future)
+    .execute(&mut c)
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+    refused(
+        server(&db, free_port()),
+        &[
+            "cannot use this database",
+            &format!(
+                "schema version {future}; this binary knows up to {}",
+                future - 1
+            ),
+        ],
+    );
+    // Nor do the local admin commands write to it.
+    let token = Command::new(env!("CARGO_BIN_EXE_lariat"))
+        .args([
+            "token", "create", "--role", "admin", "--name", "late", "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&token.stderr);
+    assert!(!token.status.success(), "{said}");
+    assert!(said.contains("written by a newer Lariat"), "{said}");
+    // Nothing of the engine's was made in it.
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = 'runs'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(runs, 0, "the engine's tables were not created");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 mod api;
 mod drill;
 mod engine;
+mod pg_commit;
 mod sites;
 mod ui;
 mod work;
@@ -36,6 +37,8 @@ enum Cmd {
     DiskDrill(drill::DiskDrill),
     /// The web UI: the runs list over 100,000 runs, a run page with 1,000 items in Chromium.
     Ui(ui::UiBench),
+    /// The engine's group commit reduced to its rows: SQLite against two PostgreSQL forms.
+    PgCommit(pg_commit::PgCommitBench),
 }
 
 fn main() {
@@ -65,6 +68,7 @@ fn main() {
             Cmd::KillDrill(d) => drill::kill(d).await,
             Cmd::DiskDrill(d) => drill::disk(d).await,
             Cmd::Ui(u) => ui::run(u).await,
+            Cmd::PgCommit(p) => pg_commit::run(p).await,
         }
     });
     if let Err(e) = res {

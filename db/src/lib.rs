@@ -8,7 +8,9 @@
 //! engine's tables only through its `Store`).
 //!
 //! Opening names what is wrong with a file an operator gave (in use, locked by another
-//! program, read-only, not SQLite, a missing folder) and says what to do about it.
+//! program, read-only, not SQLite, a missing folder, a URL where a path goes, a schema a
+//! newer Lariat wrote) and says what to do about it. [`pg`] is the PostgreSQL handle the
+//! central replicas will share; no repository uses it yet.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -24,6 +26,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, Sqlite, Transaction};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+
+pub mod pg;
+pub use pg::{PgDb, PgOptions};
 
 /// Milliseconds since the Unix epoch: the unit of every timestamp column.
 pub fn now_ms() -> i64 {
@@ -110,6 +115,32 @@ pub enum DbError {
     Corrupt { path: PathBuf, detail: String },
     #[error("cannot open database {path}: {detail}")]
     Open { path: PathBuf, detail: String },
+    /// A database past every migration this binary knows.
+    #[error(
+        "database {path} was written by a newer Lariat (schema version {found}; this binary knows up to {known}): run that version or newer, or restore a backup made before the upgrade"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    /// A PostgreSQL URL that does not read.
+    #[error(
+        "PostgreSQL URL {url} does not read: {detail}; it is postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+    )]
+    BadUrl { url: String, detail: String },
+    /// No PostgreSQL server answered there.
+    #[error(
+        "PostgreSQL at {url} does not answer: {detail}; is the server running and listening there?"
+    )]
+    Unreachable { url: String, detail: String },
+    /// The server answered and refused.
+    #[error("PostgreSQL at {url} refused: {detail}; {hint}")]
+    Refused {
+        url: String,
+        detail: String,
+        hint: &'static str,
+    },
     /// `--db` was given a URL; it takes a SQLite file's path.
     #[error("--db {given}: {detail}")]
     NotAPath { given: String, detail: String },
@@ -230,7 +261,7 @@ impl Db {
         let path = opts.path.clone();
         if let Some(detail) = url_not_path(&path) {
             return Err(DbError::NotAPath {
-                given: path.display().to_string(),
+                given: pg::redact(&path.display().to_string()),
                 detail,
             });
         }
@@ -320,6 +351,32 @@ impl Db {
             })
     }
 
+    /// The highest migration version applied to this database, by any crate; none on a
+    /// database no Lariat has used.
+    pub async fn newest_migration(&self) -> Result<Option<i64>, DbError> {
+        let has: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&self.inner.read)
+        .await
+        .map_err(|e| self.classify(e))?;
+        if has == 0 {
+            return Ok(None);
+        }
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.inner.read)
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Refuse a database whose schema is newer than every migration this binary knows:
+    /// a newer Lariat wrote it, and this one would misread its tables (each crate's
+    /// migrator leaves versions it does not know alone, so nothing else would notice).
+    pub async fn check_not_newer(&self, newest_known: i64) -> Result<(), DbError> {
+        let found = self.newest_migration().await?;
+        not_newer(&self.inner.path, found, newest_known)
+    }
+
     /// Map an error of a first write to the open-time variant an operator can act on (a
     /// file opened read-only only says so on its first write).
     pub fn classify(&self, e: sqlx::Error) -> DbError {
@@ -386,6 +443,19 @@ impl Db {
     pub async fn ping(&self) -> Result<(), DbError> {
         sqlx::query("SELECT 1").execute(&self.inner.read).await?;
         Ok(())
+    }
+}
+
+/// `found`, the newest migration applied to the database at `path`, against the newest
+/// this binary knows.
+fn not_newer(path: &Path, found: Option<i64>, known: i64) -> Result<(), DbError> {
+    match found {
+        Some(found) if found > known => Err(DbError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            known,
+        }),
+        _ => Ok(()),
     }
 }
 

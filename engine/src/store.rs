@@ -93,6 +93,10 @@ pub enum StoreError {
     },
     #[error("the store is closed")]
     Closed,
+    /// The database itself refused: a URL where a path goes, a newer schema, a PostgreSQL
+    /// server that does not answer or refuses. Its message names it.
+    #[error("{0}")]
+    Db(DbError),
 }
 
 /// A workflow version as stored.
@@ -207,10 +211,11 @@ impl From<DbError> for StoreError {
             DbError::Migrate { path, detail } => StoreError::Migrate { path, detail },
             DbError::Sql(e) => StoreError::Sql(e),
             DbError::Closed => StoreError::Closed,
-            DbError::NotAPath { given, detail } => StoreError::Open {
-                path: given.into(),
-                detail,
-            },
+            other @ (DbError::NotAPath { .. }
+            | DbError::NewerSchema { .. }
+            | DbError::BadUrl { .. }
+            | DbError::Unreachable { .. }
+            | DbError::Refused { .. }) => StoreError::Db(other),
         }
     }
 }

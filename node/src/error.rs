@@ -12,6 +12,8 @@ pub enum ProcessError {
     Engine(#[source] lariat_engine::EngineError),
     #[error("cannot register built-in workflow {0}")]
     Library(String, #[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot use this database")]
+    Schema(#[source] lariat_db::DbError),
     #[error("cannot open the database for the API, design and site tables")]
     Tables(#[source] lariat_db::DbError),
     #[error("cannot open the API tokens")]

@@ -73,6 +73,7 @@ pub async fn serve(
 ) -> Result<(), ProcessError> {
     let tls = tls_config(&cfg.executor, &cfg.site)?;
     let site = SiteRole::new(cfg.site.clone())?;
+    check_schema(&cfg.executor).await?;
     let engine = start_engine(&cfg.executor, site.actions(), site.scheduling()).await?;
     let tables = open_tables(&cfg.executor).await?;
     if cfg.central.auth == Auth::InsecureNoAuth {
@@ -110,6 +111,7 @@ pub async fn serve_agent(
 ) -> Result<(), ProcessError> {
     let tls = tls_config(&cfg.executor, &cfg.site)?;
     let site = SiteRole::new(cfg.site.clone())?;
+    check_schema(&cfg.executor).await?;
     let engine = start_engine(&cfg.executor, site.actions(), site.scheduling()).await?;
     let tables = open_tables(&cfg.executor).await?;
     if cfg.auth == Auth::InsecureNoAuth {
@@ -228,6 +230,35 @@ async fn start_engine(
         "engine started"
     );
     Ok(engine)
+}
+
+/// The newest migration of any crate in this binary. Versions are numbered across
+/// crates, so a database past it was migrated by a newer Lariat.
+pub fn newest_known_migration() -> i64 {
+    [
+        &lariat_engine::store::MIGRATIONS,
+        &lariat_api::tokens::MIGRATIONS,
+        &lariat_central::MIGRATIONS,
+        &lariat_link::MIGRATIONS,
+        &lariat_site::MIGRATIONS,
+        &lariat_source::MIGRATIONS,
+    ]
+    .iter()
+    .flat_map(|m| m.iter())
+    .map(|m| m.version)
+    .max()
+    .unwrap_or(0)
+}
+
+/// Refuse, before anything migrates it, a database a newer Lariat has written.
+async fn check_schema(cfg: &ExecutorConfig) -> Result<(), ProcessError> {
+    // A file that does not open is the engine's to report, as it always has.
+    let Ok(db) = Db::open(DbOptions::shared(Path::new(&cfg.db))).await else {
+        return Ok(());
+    };
+    let checked = db.check_not_newer(newest_known_migration()).await;
+    db.close().await;
+    checked.map_err(ProcessError::Schema)
 }
 
 /// The other crates' tables, beside the engine's, on a handle of their own.

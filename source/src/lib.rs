@@ -11,6 +11,7 @@
 pub mod credentials;
 mod mirror;
 mod revisions;
+pub use revisions::MIGRATIONS;
 mod webhook;
 
 use std::collections::HashMap;

@@ -70,6 +70,11 @@ async fn open(db: &Path) -> anyhow::Result<(Db, Sites)> {
     })
     .await
     .with_context(|| format!("cannot open database {}", db.display()))?;
+    // A newer Lariat's tables are not this one's to write.
+    handle
+        .check_not_newer(lariat_node::newest_known_migration())
+        .await
+        .with_context(|| format!("cannot use database {}", db.display()))?;
     let sites = Sites::open(handle.clone())
         .await
         .with_context(|| format!("cannot open the site tables of {}", db.display()))?;

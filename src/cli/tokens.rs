@@ -67,6 +67,11 @@ async fn open_tokens(db: &Path) -> anyhow::Result<(Db, TokenStore)> {
     let handle = Db::open(opts)
         .await
         .with_context(|| format!("cannot open database {}", db.display()))?;
+    // A newer Lariat's tables are not this one's to write.
+    handle
+        .check_not_newer(lariat_node::newest_known_migration())
+        .await
+        .with_context(|| format!("cannot use database {}", db.display()))?;
     let tokens = TokenStore::open(handle.clone())
         .await
         .with_context(|| format!("cannot open the API tokens of {}", db.display()))?;

@@ -40,7 +40,9 @@ impl FromRequestParts<Arc<Ui>> for Signed {
             next: next.clone(),
         })?;
         // An EventSource cannot send a header; a stream is never the operator looking.
-        let refresh = parts.headers.contains_key(REFRESH) || parts.uri.path().ends_with("/stream");
+        let path = parts.uri.path();
+        let stream = path.starts_with("/ui/runs/") && path.ends_with("/stream");
+        let refresh = parts.headers.contains_key(REFRESH) || stream;
         let mut session = ui
             .sessions
             .get(&id, refresh)

@@ -113,10 +113,10 @@ impl Sessions {
         session
     }
 
-    /// The session of this cookie value, touched; its flash message is taken with it
-    /// unless `keep_flash` (a page's background refresh must not eat the message its
-    /// operator has not seen yet).
-    pub fn get(&self, id: &str, keep_flash: bool) -> Result<Session, NoSession> {
+    /// The session of this cookie value, touched; its flash message is taken with it.
+    /// A background refresh (`refresh`) neither takes the message its operator has not
+    /// seen yet nor counts as activity.
+    pub fn get(&self, id: &str, refresh: bool) -> Result<Session, NoSession> {
         let now = Instant::now();
         let mut all = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Some(s) = all.get_mut(id) else {
@@ -126,9 +126,13 @@ impl Sessions {
             all.remove(id);
             return Err(NoSession::Expired);
         }
-        s.seen = now;
+        // A page refreshing itself is not someone at the browser: an unattended tab must
+        // not keep its session alive past the idle limit.
+        if !refresh {
+            s.seen = now;
+        }
         let out = s.clone();
-        if !keep_flash {
+        if !refresh {
             s.flash = None;
         }
         Ok(out)
@@ -189,6 +193,17 @@ mod tests {
         std::thread::sleep(Duration::from_millis(80));
         assert_eq!(sessions.get(&s.id, false).unwrap_err(), NoSession::Expired);
         assert_eq!(sessions.get(&s.id, false).unwrap_err(), NoSession::Missing);
+    }
+
+    #[test]
+    fn a_page_refreshing_itself_does_not_keep_its_session_alive() {
+        let sessions = Sessions::new(Duration::from_millis(60), Duration::from_secs(60));
+        let s = sessions.open("tok", "ops".into(), "operator".into());
+        std::thread::sleep(Duration::from_millis(35));
+        assert!(sessions.get(&s.id, true).is_ok());
+        // 70 ms since the sign-in, 35 since the refresh: idle all the same.
+        std::thread::sleep(Duration::from_millis(35));
+        assert_eq!(sessions.get(&s.id, false).unwrap_err(), NoSession::Expired);
     }
 
     #[test]

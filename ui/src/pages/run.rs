@@ -60,7 +60,10 @@ pub(crate) async fn detail(
     PageQuery(dq): PageQuery<DetailQuery>,
 ) -> Result<Html<String>, UiError> {
     let id = parse_id(&id)?;
-    let run: RunDetail = ui.get(&s, &format!("/v1/runs/{id}")).await?;
+    // The events first: one committed between the two reads is then in the run as
+    // drawn and replayed by the stream, which starts after the last event shown, and the
+    // page refreshes once more (the other order could leave it showing an older state,
+    // with nothing left to tell it otherwise).
     let after = dq.after.unwrap_or(0);
     let events: EventPage = ui
         .get(
@@ -68,6 +71,7 @@ pub(crate) async fn detail(
             &format!("/v1/runs/{id}/events?after={after}&limit={EVENTS_PAGE}"),
         )
         .await?;
+    let run: RunDetail = ui.get(&s, &format!("/v1/runs/{id}")).await?;
     // The retry editor starts from the input the step runs with: the operator's, else the
     // definition's, read from the version the run is pinned to.
     let definition: Option<WorkflowVersion> = if s.can_operate() && run.steps.iter().any(has_failed)
@@ -348,6 +352,9 @@ pub(crate) async fn stream(
             &extra,
         )
         .await?;
+    if res.status() == StatusCode::UNAUTHORIZED {
+        ui.sessions.close(&s.id);
+    }
     if !res.status().is_success() {
         return Ok((res.status(), "the run's stream is not available").into_response());
     }
