@@ -29,6 +29,8 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 pub mod pg;
 pub use pg::{PgDb, PgOptions};
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 /// Milliseconds since the Unix epoch: the unit of every timestamp column.
 pub fn now_ms() -> i64 {

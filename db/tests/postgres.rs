@@ -3,82 +3,10 @@
 
 use std::time::Duration;
 
+use lariat_db::testing::{TestDatabase, with_database};
 use lariat_db::{DbError, PgDb, PgOptions};
 
 static FIXTURE: sqlx::migrate::Migrator = sqlx::migrate!("./tests/migrations/postgres");
-
-/// A database of this test's own on the test server, dropped when it goes. Its name is
-/// made here (hex), never taken from outside, so it is safe to splice into SQL.
-struct TestDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl TestDatabase {
-    /// None (after saying why) where no server is configured, unless CI requires one.
-    async fn create() -> Option<TestDatabase> {
-        let Ok(admin_url) = std::env::var("LARIAT_TEST_POSTGRES") else {
-            if std::env::var("LARIAT_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-                panic!(
-                    "LARIAT_TEST_POSTGRES is not set: run `eval \"$(.ci/postgres start)\"` first"
-                );
-            }
-            eprintln!(
-                "skipped: LARIAT_TEST_POSTGRES is not set (`eval \"$(.ci/postgres start)\"`)"
-            );
-            return None;
-        };
-        let name = format!("lariat_db_test_{}", rand_suffix());
-        let admin = PgDb::connect(PgOptions::new(&admin_url)).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(admin.pool())
-            .await
-            .unwrap();
-        admin.close().await;
-        let url = with_database(&admin_url, &name);
-        Some(TestDatabase {
-            admin_url,
-            name,
-            url,
-        })
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let (url, name) = (self.admin_url.clone(), self.name.clone());
-        // Drop cannot await; a runtime of its own on a thread of its own does the work.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(admin) = PgDb::connect(PgOptions::new(&url)).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(admin.pool())
-                    .await;
-                    admin.close().await;
-                }
-            })
-        })
-        .join();
-    }
-}
-
-fn rand_suffix() -> String {
-    let n: u64 = rand::random();
-    format!("{n:016x}")
-}
-
-/// `url` naming database `name` instead of its own.
-fn with_database(url: &str, name: &str) -> String {
-    let cut = url.rfind('/').expect("a URL with a database");
-    format!("{}/{name}", &url[..cut])
-}
 
 #[tokio::test]
 async fn migrations_apply_once_and_a_newer_schema_is_refused() {

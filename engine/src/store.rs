@@ -200,6 +200,10 @@ pub struct Store {
 /// The engine's migrations (`engine/migrations/sqlite`).
 pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// The engine's tables on PostgreSQL (`engine/migrations/postgres`), for the PostgreSQL
+/// store that is planned (DESIGN.md); only its tests apply them yet.
+pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
 impl From<DbError> for StoreError {
     fn from(e: DbError) -> Self {
         match e {
