@@ -67,24 +67,33 @@ fn corrupt_and_missing_databases_are_refused_clearly() {
     );
 }
 
+/// `lariat token create` on the database at `db`, as a local admin command.
+fn token_create(db: &std::path::Path, name: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lariat"))
+        .args(["token", "create", "--role", "admin", "--name", name, "--db"])
+        .arg(db)
+        .output()
+        .unwrap()
+}
+
+/// A connection of the test's own to the SQLite file at `db`.
+async fn sqlite(db: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_database_a_newer_lariat_wrote_is_refused_before_it_is_touched() {
     use sqlx::Connection;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("lariat.db");
     // A database this binary made, then migrated by "a newer one".
-    let made = Command::new(env!("CARGO_BIN_EXE_lariat"))
-        .args([
-            "token", "create", "--role", "admin", "--name", "root", "--db",
-        ])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let made = token_create(&db, "root");
     assert!(made.status.success(), "{made:?}");
     let future = lariat_node::newest_known_migration() + 1;
-    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let mut c = sqlite(&db).await;
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
          VALUES (?1, 'from a newer lariat', 1, x'00', 0)",
@@ -105,20 +114,12 @@ async fn a_database_a_newer_lariat_wrote_is_refused_before_it_is_touched() {
         ],
     );
     // Nor do the local admin commands write to it.
-    let token = Command::new(env!("CARGO_BIN_EXE_lariat"))
-        .args([
-            "token", "create", "--role", "admin", "--name", "late", "--db",
-        ])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let token = token_create(&db, "late");
     let said = String::from_utf8_lossy(&token.stderr);
     assert!(!token.status.success(), "{said}");
     assert!(said.contains("written by a newer Lariat"), "{said}");
     // Nothing of the engine's was made in it.
-    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let mut c = sqlite(&db).await;
     let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = 'runs'")
         .fetch_one(&mut c)
         .await

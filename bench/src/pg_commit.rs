@@ -15,7 +15,7 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -261,46 +261,6 @@ async fn commit_unnest(c: &mut sqlx::PgConnection, b: &Batch) -> Result<()> {
     Ok(())
 }
 
-/// A database of the bench's own on the server, dropped after.
-struct Scratch {
-    admin: sqlx::PgConnection,
-    name: String,
-    url: String,
-}
-
-impl Scratch {
-    async fn new(server: &str) -> Result<Scratch> {
-        let mut admin = sqlx::PgConnection::connect(server)
-            .await
-            .with_context(|| format!("PostgreSQL at {}", lariat_db::pg::redact(server)))?;
-        // Made here (hex), never taken from outside: safe to splice into SQL.
-        let name = format!("lariat_bench_{:016x}", rand_u64());
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await?;
-        let cut = server.rfind('/').context("a URL with a database")?;
-        let url = format!("{}/{name}", &server[..cut]);
-        Ok(Scratch { admin, name, url })
-    }
-
-    async fn drop(mut self) -> Result<()> {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut self.admin)
-        .await?;
-        Ok(())
-    }
-}
-
-fn rand_u64() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64 ^ u64::from(std::process::id()) << 32)
-        .unwrap_or(0)
-}
-
 pub async fn run(b: PgCommitBench) -> Result<()> {
     for &in_flight in &b.in_flight {
         let waves = b.workflows.div_ceil(in_flight.max(1));
@@ -322,7 +282,7 @@ pub async fn run(b: PgCommitBench) -> Result<()> {
                 }
                 sqlite = Some(c);
             } else {
-                let s = Scratch::new(&b.postgres).await?;
+                let s = lariat_db::testing::TestDatabase::on(&b.postgres).await?;
                 let mut c = sqlx::PgConnection::connect(&s.url).await?;
                 for ddl in SCHEMA {
                     sqlx::query(ddl).execute(&mut c).await?;
@@ -365,10 +325,9 @@ pub async fn run(b: PgCommitBench) -> Result<()> {
                     "commit_ms": (secs * 1000.0 / commits as f64 * 1000.0).round() / 1000.0,
                 })
             );
+            // The connection first: the scratch database is dropped with its handle.
             drop(pg);
-            if let Some(s) = scratch {
-                s.drop().await?;
-            }
+            drop(scratch);
         }
     }
     Ok(())

@@ -337,8 +337,7 @@ impl Db {
     /// Every crate's migrations share one history table, so a migration's version must be
     /// unique across crates; migrations of other crates found there are left alone.
     pub async fn migrate(&self, migrations: &Migrator) -> Result<(), DbError> {
-        let mut m = Migrator::with_migrations(migrations.iter().cloned().collect());
-        m.set_ignore_missing(true);
+        let m = beside_others(migrations);
         let mut w = self.writer().await?;
         m.run_direct(None, &mut *w, false)
             .await
@@ -365,7 +364,7 @@ impl Db {
         if has == 0 {
             return Ok(None);
         }
-        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+        sqlx::query_scalar(NEWEST_MIGRATION)
             .fetch_one(&self.inner.read)
             .await
             .map_err(|e| self.classify(e))
@@ -447,6 +446,17 @@ impl Db {
         Ok(())
     }
 }
+
+/// One crate's migrations, run so that the other crates' versions in the shared history
+/// table are left alone.
+fn beside_others(migrations: &Migrator) -> Migrator {
+    let mut m = Migrator::with_migrations(migrations.iter().cloned().collect());
+    m.set_ignore_missing(true);
+    m
+}
+
+/// The newest migration applied, by any crate (on both databases).
+const NEWEST_MIGRATION: &str = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
 
 /// `found`, the newest migration applied to the database at `path`, against the newest
 /// this binary knows.

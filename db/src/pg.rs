@@ -113,23 +113,19 @@ impl PgDb {
         &self.pool
     }
 
-    /// The URL without its password.
-    pub fn url(&self) -> &str {
-        &self.shown
-    }
-
     /// Apply the migrations of one crate that are not applied yet. Every crate's share
     /// one history table, as on SQLite, so versions are unique across crates.
     pub async fn migrate(&self, migrations: &Migrator) -> Result<(), DbError> {
-        let mut m = Migrator::with_migrations(migrations.iter().cloned().collect());
-        m.set_ignore_missing(true);
-        m.run(&self.pool).await.map_err(|e| match e {
-            MigrateError::Execute(inner) => classify(&self.shown, inner, Duration::ZERO),
-            other => DbError::Migrate {
-                path: self.shown.to_string().into(),
-                detail: other.to_string(),
-            },
-        })
+        crate::beside_others(migrations)
+            .run(&self.pool)
+            .await
+            .map_err(|e| match e {
+                MigrateError::Execute(inner) => classify(&self.shown, inner, Duration::ZERO),
+                other => DbError::Migrate {
+                    path: self.shown.to_string().into(),
+                    detail: other.to_string(),
+                },
+            })
     }
 
     /// The highest migration version applied to this database, by any crate; none on a
@@ -143,7 +139,7 @@ impl PgDb {
         if exists.is_none() {
             return Ok(None);
         }
-        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+        sqlx::query_scalar(crate::NEWEST_MIGRATION)
             .fetch_one(&self.pool)
             .await
             .map_err(|e| classify(&self.shown, e, Duration::ZERO))

@@ -1,6 +1,6 @@
-//! For tests of any crate that need a real PostgreSQL (feature `test-support`): a
-//! database of the test's own on the server `.ci/postgres start` runs, whose URL is in
-//! `LARIAT_TEST_POSTGRES`, dropped when the test ends.
+//! For tests and benchmarks of any crate that need a real PostgreSQL (feature
+//! `test-support`): a database of their own on the server `.ci/postgres start` runs,
+//! whose URL is in `LARIAT_TEST_POSTGRES`, dropped when they end.
 
 use crate::pg::{PgDb, PgOptions};
 
@@ -29,17 +29,24 @@ impl TestDatabase {
             );
             return None;
         };
+        Some(
+            TestDatabase::on(&admin_url)
+                .await
+                .unwrap_or_else(|e| panic!("the test server: {e}")),
+        )
+    }
+
+    /// A new database on the server at `admin_url` (a role that may create databases).
+    pub async fn on(admin_url: &str) -> Result<TestDatabase, crate::DbError> {
+        let admin_url = admin_url.to_string();
         let name = format!("lariat_test_{:016x}", rand::random::<u64>());
-        let admin = PgDb::connect(PgOptions::new(&admin_url))
-            .await
-            .unwrap_or_else(|e| panic!("the test server: {e}"));
+        let admin = PgDb::connect(PgOptions::new(&admin_url)).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(admin.pool())
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+            .await?;
         admin.close().await;
         let url = with_database(&admin_url, &name);
-        Some(TestDatabase {
+        Ok(TestDatabase {
             admin_url,
             name,
             url,

@@ -25,34 +25,52 @@ impl FromRequestParts<Arc<Ui>> for Signed {
     type Rejection = UiError;
 
     async fn from_request_parts(parts: &mut Parts, ui: &Arc<Ui>) -> Result<Self, UiError> {
-        let next = if parts.method == Method::GET {
-            parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_default()
-        } else {
-            // After a sign-in, a form's POST cannot be replayed: go back to its page.
-            referer_path(parts).unwrap_or_else(|| "/ui/runs".into())
-        };
-        let id = cookie(parts, COOKIE).ok_or(UiError::SignIn {
-            why: NoSession::Missing,
-            next: next.clone(),
-        })?;
-        // An EventSource cannot send a header; a stream is never the operator looking.
-        let path = parts.uri.path();
-        let stream = path.starts_with("/ui/runs/") && path.ends_with("/stream");
-        let refresh = parts.headers.contains_key(REFRESH) || stream;
-        let mut session = ui
-            .sessions
-            .get(&id, refresh)
-            .map_err(|why| UiError::SignIn { why, next })?;
-        session.from = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0);
-        Ok(Signed(session))
+        let refresh = parts.headers.contains_key(REFRESH);
+        session_of(parts, ui, refresh).map(Signed)
     }
+}
+
+/// The session of a browser following a stream: never the operator looking (an
+/// `EventSource` cannot send [`REFRESH`]), so it is taken as a refresh.
+pub(crate) struct Following(pub Session);
+
+impl FromRequestParts<Arc<Ui>> for Following {
+    type Rejection = UiError;
+
+    async fn from_request_parts(parts: &mut Parts, ui: &Arc<Ui>) -> Result<Self, UiError> {
+        session_of(parts, ui, true).map(Following)
+    }
+}
+
+/// The browser's address, for the API calls made for it.
+pub(crate) fn client(parts: &Parts) -> Option<SocketAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
+
+fn session_of(parts: &Parts, ui: &Ui, refresh: bool) -> Result<Session, UiError> {
+    let next = if parts.method == Method::GET {
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default()
+    } else {
+        // After a sign-in, a form's POST cannot be replayed: go back to its page.
+        referer_path(parts).unwrap_or_else(|| "/ui/runs".into())
+    };
+    let id = cookie(parts, COOKIE).ok_or(UiError::SignIn {
+        why: NoSession::Missing,
+        next: next.clone(),
+    })?;
+    let mut session = ui
+        .sessions
+        .get(&id, refresh)
+        .map_err(|why| UiError::SignIn { why, next })?;
+    session.from = client(parts);
+    Ok(session)
 }
 
 /// The fields of a form, in order; the last value of a repeated name wins.

@@ -98,6 +98,26 @@ impl Ui {
         Ok(list.sites)
     }
 
+    /// The raw answer of `GET path` for the session, for a stream the page passes
+    /// through; a 401 ends the session as [`Ui::get`] does.
+    pub(crate) async fn stream(
+        &self,
+        s: &session::Session,
+        path: &str,
+        extra: &[(axum::http::HeaderName, String)],
+    ) -> Result<axum::response::Response, ApiFailure> {
+        let answer = self
+            .api
+            .send(s.caller(), axum::http::Method::GET, path, None, extra)
+            .await;
+        if let Ok(res) = &answer
+            && res.status() == axum::http::StatusCode::UNAUTHORIZED
+        {
+            self.sessions.close(&s.id);
+        }
+        self.ended_by(s, answer)
+    }
+
     fn ended_by<T>(
         &self,
         s: &session::Session,

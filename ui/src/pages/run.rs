@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use lariat_api_types::{
     EventPage, RunDetail, RunStatus, Step, StepStatus, StreamQuery, Task, WorkflowVersion,
@@ -17,7 +17,7 @@ use crate::Ui;
 use crate::api::q;
 use crate::dag;
 use crate::error::UiError;
-use crate::extract::{Mutation, PageQuery, Signed};
+use crate::extract::{Following, Mutation, PageQuery, Signed};
 use crate::render::page;
 
 /// Items shown per page of one state group.
@@ -328,7 +328,7 @@ fn parse_id(id: &str) -> Result<uuid::Uuid, UiError> {
 /// browser's `EventSource` cannot send a bearer token).
 pub(crate) async fn stream(
     State(ui): State<Arc<Ui>>,
-    Signed(s): Signed,
+    Following(s): Following,
     Path(id): Path<String>,
     PageQuery(sq): PageQuery<StreamQuery>,
     headers: axum::http::HeaderMap,
@@ -343,18 +343,8 @@ pub(crate) async fn stream(
         ));
     }
     let res = ui
-        .api
-        .send(
-            s.caller(),
-            Method::GET,
-            &format!("/v1/runs/{id}/events/stream{after}"),
-            None,
-            &extra,
-        )
+        .stream(&s, &format!("/v1/runs/{id}/events/stream{after}"), &extra)
         .await?;
-    if res.status() == StatusCode::UNAUTHORIZED {
-        ui.sessions.close(&s.id);
-    }
     if !res.status().is_success() {
         return Ok((res.status(), "the run's stream is not available").into_response());
     }

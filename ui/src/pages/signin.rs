@@ -1,9 +1,8 @@
 //! Signing in with an API token, and out.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Form, FromRequest, Request, State};
+use axum::extract::{Form, FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use lariat_api_types::Identity;
@@ -12,7 +11,7 @@ use serde::Deserialize;
 use crate::Ui;
 use crate::api::Caller;
 use crate::error::UiError;
-use crate::extract::{Fields, Mutation, PageQuery, same_origin};
+use crate::extract::{Fields, Mutation, PageQuery, client, same_origin};
 use crate::render::page;
 use crate::session::COOKIE;
 
@@ -56,10 +55,7 @@ fn signin_page(
 pub(crate) async fn sign_in(State(ui): State<Arc<Ui>>, req: Request) -> Result<Response, UiError> {
     let (parts, body) = req.into_parts();
     same_origin(&parts)?;
-    let from = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+    let from = client(&parts);
     let Form(pairs) =
         Form::<Vec<(String, String)>>::from_request(Request::from_parts(parts, body), &ui)
             .await
