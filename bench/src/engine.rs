@@ -1,5 +1,6 @@
 //! `lariat-bench engine`: the provision-7 workload on the real engine and a real SQLite
-//! file, printing figures (never asserting them).
+//! file, and with `--postgres` on a real PostgreSQL database too, in the same session,
+//! printing figures (never asserting them) and PostgreSQL's ratio to SQLite.
 //!
 //! Each phase runs in a fresh child process of this binary, so that peak RSS is the
 //! phase's own and the resume phase starts after a real SIGKILL:
@@ -9,7 +10,7 @@
 //! - resume: open that database and time until every unfinished run is scheduled again.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,12 +19,13 @@ use clap::{Args, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
 use lariat_engine::{
     Actions, Actor, Durability, Engine, EngineConfig, EventKind, Format, NewRun, RunStatus,
+    StoreOptions,
 };
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::work::{WorkDir, peak_rss_mb, round};
+use crate::work::{WorkDir, cpu_secs, peak_rss_mb, round};
 
 #[derive(Args, Debug, Clone)]
 pub struct EngineBench {
@@ -47,10 +49,15 @@ pub struct EngineBench {
     /// Folder for the bench databases (a temporary one by default).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Also run every phase on PostgreSQL: a server the bench may create its databases on
+    /// (`postgres://user:password@host:port/postgres`; each is dropped after).
+    #[arg(long)]
+    pub postgres: Option<String>,
     #[arg(long, hide = true)]
     pub phase: Option<Phase>,
+    /// The phase's store: a SQLite path or a PostgreSQL URL.
     #[arg(long, hide = true)]
-    pub db: Option<PathBuf>,
+    pub db: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -75,9 +82,56 @@ pub async fn run(b: EngineBench) -> anyhow::Result<()> {
 
 async fn orchestrate(b: EngineBench) -> anyhow::Result<()> {
     let work = WorkDir::new(b.dir.as_deref(), "lariat-bench")?;
-    let dir = work.path();
+    let dir = work.path().to_path_buf();
+    let sqlite = phases(&b, &|name: &str| {
+        let db = dir.join(format!("{name}.db"));
+        async move { Ok((db.display().to_string(), None)) }
+    })
+    .await?;
+    let out = match &b.postgres {
+        None => sqlite,
+        Some(server) => {
+            let pg = phases(&b, &|_: &str| async move {
+                let t = lariat_db::testing::TestDatabase::on(server).await?;
+                Ok((t.url.clone(), Some(t)))
+            })
+            .await?;
+            let ratio = |k: &str| match (pg[k].as_f64(), sqlite[k].as_f64()) {
+                (Some(p), Some(s)) if s > 0.0 => json!(round(p / s, 2)),
+                _ => Value::Null,
+            };
+            json!({
+                "workload": "provision-7",
+                "postgres_vs_sqlite": {
+                    "workflows_per_s": ratio("workflows_per_s"),
+                    "cpu_ms_per_workflow": ratio("cpu_ms_per_workflow"),
+                    "p50_run_ms": ratio("p50_run_ms"),
+                    "resume_ms": ratio("resume_ms"),
+                },
+                "sqlite": sqlite,
+                "postgres": pg,
+            })
+        }
+    };
+    if b.json {
+        println!("{out}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
+}
+
+/// Every phase on one kind of store: `store(name)` gives each phase's database (and what
+/// keeps a scratch PostgreSQL database alive until the phases are done with it).
+async fn phases<F, Fut>(b: &EngineBench, store: &F) -> anyhow::Result<Value>
+where
+    F: Fn(&str) -> Fut,
+    Fut: std::future::Future<
+            Output = anyhow::Result<(String, Option<lariat_db::testing::TestDatabase>)>,
+        >,
+{
     let exe = std::env::current_exe().context("cannot find this binary")?;
-    let child = |p: Phase, db: &Path| {
+    let child = |p: Phase, db: &str| {
         let mut c = tokio::process::Command::new(&exe);
         c.args(["engine", "--phase"])
             .arg(format!("{p:?}").to_lowercase())
@@ -108,12 +162,20 @@ async fn orchestrate(b: EngineBench) -> anyhow::Result<()> {
         "throughput: {} runs, {} in flight",
         b.runs, b.concurrency
     ));
-    let tp = run_child(child(Phase::Throughput, &dir.join("throughput.db"))).await?;
+    let (db, _keep) = store("throughput").await?;
+    let backend = if db.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    say(&format!("store: {backend}"));
+    let tp = run_child(child(Phase::Throughput, &db)).await?;
     say(&format!("latency: {} sequential runs", b.latency_runs));
-    let lat = run_child(child(Phase::Latency, &dir.join("latency.db"))).await?;
+    let (db, _keep_latency) = store("latency").await?;
+    let lat = run_child(child(Phase::Latency, &db)).await?;
 
     say(&format!("in flight: {} runs, then kill -9", b.inflight));
-    let inflight_db = dir.join("inflight.db");
+    let (inflight_db, _keep_inflight) = store("inflight").await?;
     let mut c = child(Phase::Inflight, &inflight_db);
     c.stdout(std::process::Stdio::piped());
     let mut proc = c.spawn().context("cannot start the in-flight phase")?;
@@ -135,14 +197,16 @@ async fn orchestrate(b: EngineBench) -> anyhow::Result<()> {
         .iter()
         .filter_map(|v| v["peak_rss_mb"].as_f64())
         .fold(0.0f64, f64::max);
-    let out = json!({
+    Ok(json!({
         "engine": "lariat",
         "version": env!("CARGO_PKG_VERSION"),
+        "store": backend,
         "workload": "provision-7",
         "durability": format!("{:?}", b.durability).to_lowercase(),
         "runs": b.runs,
         "concurrency": b.concurrency,
         "workflows_per_s": tp["workflows_per_s"],
+        "cpu_ms_per_workflow": tp["cpu_ms_per_workflow"],
         "transitions_per_s": tp["transitions_per_s"],
         "p50_run_ms": lat["p50_run_ms"],
         "p99_run_ms": lat["p99_run_ms"],
@@ -154,13 +218,7 @@ async fn orchestrate(b: EngineBench) -> anyhow::Result<()> {
         "interrupted_attempts": res["interrupted"],
         "inflight_at_kill": infl["inflight"],
         "phases": {"throughput": tp, "latency": lat, "inflight": infl, "resume": res},
-    });
-    if b.json {
-        println!("{out}");
-    } else {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    }
-    Ok(())
+    }))
 }
 
 async fn run_child(mut c: tokio::process::Command) -> anyhow::Result<Value> {
@@ -190,11 +248,13 @@ enum Slot {
 }
 
 impl Driver {
-    async fn start(db: &Path, b: &EngineBench, signal: bool) -> anyhow::Result<Arc<Driver>> {
+    async fn start(db: &str, b: &EngineBench, signal: bool) -> anyhow::Result<Arc<Driver>> {
         let mut actions = Actions::new();
         lariat_steps::register_builtin(&mut actions);
-        let mut cfg = EngineConfig::new(db);
-        cfg.store.durability = b.durability;
+        let mut cfg = EngineConfig::at(StoreOptions::from_arg(db));
+        if let Some(o) = cfg.store.sqlite_mut() {
+            o.durability = b.durability;
+        }
         // The throughput phase's dispatcher must never lag; the others keep the default.
         if signal {
             cfg.event_buffer = 1 << 18;
@@ -297,7 +357,7 @@ impl Driver {
     }
 }
 
-async fn phase(p: Phase, db: &Path, b: &EngineBench) -> anyhow::Result<Value> {
+async fn phase(p: Phase, db: &str, b: &EngineBench) -> anyhow::Result<Value> {
     match p {
         Phase::Throughput => throughput(db, b).await,
         Phase::Latency => latency(db, b).await,
@@ -306,10 +366,11 @@ async fn phase(p: Phase, db: &Path, b: &EngineBench) -> anyhow::Result<Value> {
     }
 }
 
-async fn throughput(db: &Path, b: &EngineBench) -> anyhow::Result<Value> {
+async fn throughput(db: &str, b: &EngineBench) -> anyhow::Result<Value> {
     let d = Driver::start(db, b, true).await?;
     let events_before = d.engine.store().max_owner_seq(d.engine.owner()).await?;
     let started = Instant::now();
+    let cpu_before = cpu_secs();
     // Driven as a stream, not as spawned tasks: a finished task keeps its memory until its
     // handle is joined, which would count ten thousand futures against the engine's RSS.
     futures::stream::iter(0..b.runs)
@@ -318,6 +379,7 @@ async fn throughput(db: &Path, b: &EngineBench) -> anyhow::Result<Value> {
         .try_collect::<()>()
         .await?;
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu_before;
     let events = d.engine.store().max_owner_seq(d.engine.owner()).await? - events_before;
     let failed = d
         .engine
@@ -330,10 +392,8 @@ async fn throughput(db: &Path, b: &EngineBench) -> anyhow::Result<Value> {
     let rss = peak_rss_mb();
     d.engine.shutdown().await;
     let bytes = {
-        // Measure the file with its WAL folded in.
-        let store = lariat_engine::Store::open(lariat_engine::StoreOptions::new(db)).await?;
-        store.checkpoint().await?;
-        let n = store.disk_bytes();
+        let store = lariat_engine::Store::open(StoreOptions::from_arg(db)).await?;
+        let n = store.disk_bytes().await?;
         store.close().await;
         n
     };
@@ -344,6 +404,8 @@ async fn throughput(db: &Path, b: &EngineBench) -> anyhow::Result<Value> {
         "secs": round(secs, 3),
         "workflows_per_s": round(b.runs as f64 / secs, 1),
         "steps_per_s": round(7.0 * b.runs as f64 / secs, 1),
+        // This process's CPU only: on PostgreSQL the server's share is not in it.
+        "cpu_ms_per_workflow": round(1000.0 * cpu / b.runs as f64, 3),
         "events": events,
         "transitions_per_s": round(events as f64 / secs, 1),
         "db_bytes": bytes,
@@ -352,7 +414,7 @@ async fn throughput(db: &Path, b: &EngineBench) -> anyhow::Result<Value> {
     }))
 }
 
-async fn latency(db: &Path, b: &EngineBench) -> anyhow::Result<Value> {
+async fn latency(db: &str, b: &EngineBench) -> anyhow::Result<Value> {
     let d = Driver::start(db, b, true).await?;
     let mut ms = Vec::with_capacity(b.latency_runs);
     for i in 0..b.latency_runs + 3 {
@@ -377,7 +439,7 @@ async fn latency(db: &Path, b: &EngineBench) -> anyhow::Result<Value> {
 }
 
 /// Submit `inflight` runs that are never signalled, report, and wait to be killed.
-async fn inflight(db: &Path, b: &EngineBench) -> anyhow::Result<Value> {
+async fn inflight(db: &str, b: &EngineBench) -> anyhow::Result<Value> {
     let d = Driver::start(db, b, false).await?;
     let started = Instant::now();
     futures::stream::iter(0..b.inflight)
@@ -398,11 +460,11 @@ async fn inflight(db: &Path, b: &EngineBench) -> anyhow::Result<Value> {
     bail!("the in-flight phase was not killed")
 }
 
-async fn resume(db: &Path) -> anyhow::Result<Value> {
+async fn resume(db: &str) -> anyhow::Result<Value> {
     let mut actions = Actions::new();
     lariat_steps::register_builtin(&mut actions);
     let started = Instant::now();
-    let engine = Engine::start(EngineConfig::new(db), actions).await?;
+    let engine = Engine::start(EngineConfig::at(StoreOptions::from_arg(db)), actions).await?;
     let scheduled_ms = started.elapsed().as_secs_f64() * 1000.0;
     let r = engine.resume_report();
     let stats = engine.stats().await?;

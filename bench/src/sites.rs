@@ -187,8 +187,10 @@ impl Agent {
         let db = dir.join(format!("agent-{site}.db"));
         let mut cfg = EngineConfig::new(&db);
         cfg.executor_id = format!("agent-{site}");
-        cfg.store.durability = durability;
-        cfg.store.readers = 1;
+        if let Some(o) = cfg.store.sqlite_mut() {
+            o.durability = durability;
+            o.readers = 1;
+        }
         cfg.max_running = 64;
         cfg.event_buffer = 1 << 16;
         let mut actions = Actions::new();

@@ -26,6 +26,21 @@ pub fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU seconds this process has used, user and system (`/proc/self/stat`, in the
+/// kernel's 100 Hz ticks).
+pub fn cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 /// Where a benchmark keeps its databases: the folder the operator named, or a temporary
 /// one that is removed when the benchmark ends, however it ends.
 pub struct WorkDir {

@@ -86,10 +86,14 @@ impl PgDb {
     /// that does not answer, a password or a database it refuses.
     pub async fn connect(opts: PgOptions) -> Result<PgDb, DbError> {
         let shown: Arc<str> = redact(&opts.url).into();
-        let connect = PgConnectOptions::from_str(&opts.url).map_err(|e| DbError::BadUrl {
-            url: shown.to_string(),
-            detail: e.to_string(),
-        })?;
+        let connect = PgConnectOptions::from_str(&opts.url)
+            .map_err(|e| DbError::BadUrl {
+                url: shown.to_string(),
+                detail: e.to_string(),
+            })?
+            // Named so that `pg_stat_activity`, and a refusal that names the holder of a
+            // database, say which process a connection is.
+            .application_name(&format!("lariat pid {}", std::process::id()));
         // One connection first, on its own: the pool retries a refused connection until
         // its timeout and then reports only that it timed out, not why.
         let probe =
@@ -106,6 +110,11 @@ impl PgDb {
             .await
             .map_err(|e| classify(&shown, e, opts.connect_timeout))?;
         Ok(PgDb { pool, shown })
+    }
+
+    /// The URL without its password, for messages.
+    pub fn shown(&self) -> &str {
+        &self.shown
     }
 
     /// The pool, for a repository's queries.

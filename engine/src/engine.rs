@@ -40,9 +40,15 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// An engine on the SQLite file at `db`.
     pub fn new(db: impl Into<std::path::PathBuf>) -> Self {
+        Self::at(StoreOptions::new(db))
+    }
+
+    /// An engine on the store `store` names.
+    pub fn at(store: StoreOptions) -> Self {
         EngineConfig {
-            store: StoreOptions::new(db),
+            store,
             executor_id: "central".into(),
             max_running: 512,
             max_interruptions: 20,

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, check_log, kinds};
-use lariat_engine::{EventKind, RunStatus, StepStatus, Store, StoreError, StoreOptions};
+use lariat_engine::{EventKind, RunStatus, StepStatus, Store, StoreError};
 use serde_json::json;
 
 #[tokio::test]
@@ -190,10 +190,8 @@ steps:
 "#,
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let central = Store::open(StoreOptions::new(dir.path().join("central.db")))
-        .await
-        .unwrap();
+    let place = common::Place::new().await;
+    let central = Store::open(place.store()).await.unwrap();
     let cursor = central.replica_cursor("site-a").await.unwrap();
     assert_eq!(cursor, 0);
 
@@ -380,12 +378,11 @@ async fn an_idempotency_key_names_one_run_of_its_owner_and_mirrors_keep_both() {
         e.owner = "site-a".into();
         e.owner_seq = last + 1 + i as i64;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let central = Store::open(StoreOptions::new(dir.path().join("central.db")))
-        .await
-        .unwrap();
+    let place = common::Place::new().await;
+    let central = Store::open(place.store()).await.unwrap();
     central.apply_remote("central", &mine).await.unwrap();
     let err = central.apply_remote("central", &dup).await.unwrap_err();
-    assert!(err.to_string().contains("UNIQUE"), "{err}");
+    // SQLite says "UNIQUE constraint failed", PostgreSQL "violates unique constraint".
+    assert!(err.to_string().to_lowercase().contains("unique"), "{err}");
     assert!(central.run(fresh).await.unwrap().is_none());
 }

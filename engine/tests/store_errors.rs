@@ -64,7 +64,7 @@ async fn a_lock_held_by_another_program_times_out_clearly() {
     .unwrap();
     assert_eq!(line.trim(), "held");
     let mut opts = StoreOptions::new(&path);
-    opts.busy_timeout = std::time::Duration::from_millis(300);
+    opts.sqlite_mut().unwrap().busy_timeout = std::time::Duration::from_millis(300);
     let err = Store::open(opts).await.err().unwrap();
     let _ = holder.kill();
     let _ = holder.wait();

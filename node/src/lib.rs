@@ -206,7 +206,9 @@ async fn start_engine(
 ) -> Result<Engine, ProcessError> {
     let mut ec = EngineConfig::new(&cfg.db);
     ec.executor_id = cfg.executor_id.clone();
-    ec.store.durability = cfg.durability;
+    if let Some(o) = ec.store.sqlite_mut() {
+        o.durability = cfg.durability;
+    }
     ec.max_running = cfg.max_running;
     ec.max_interruptions = cfg.max_interruptions;
     ec.clock = cfg.clock;

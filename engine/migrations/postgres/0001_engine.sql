@@ -11,7 +11,9 @@ CREATE TABLE meta (
 CREATE TABLE workflow_versions (
     name       TEXT   NOT NULL,
     version    BIGINT NOT NULL,
-    definition JSONB  NOT NULL,
+    -- As registered, byte for byte: a version's text is compared with what another
+    -- executor sends under the same number, and JSONB would rewrite it.
+    definition TEXT   NOT NULL,
     created_at BIGINT NOT NULL,
     PRIMARY KEY (name, version)
 );

@@ -1,5 +1,7 @@
 //! Actions and helpers shared by the engine's integration tests. Every test runs the real
-//! engine on a real SQLite file in a temporary folder.
+//! engine on a real store: a SQLite file in a temporary folder, or, with
+//! `LARIAT_TEST_STORE=postgres`, a PostgreSQL database of its own on the server in
+//! `LARIAT_TEST_POSTGRES` (`.ci/run` runs the suite both ways).
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lariat_engine::{
     Action, Actions, Actor, Engine, EngineConfig, Event, EventKind, Format, Output, RunStatus,
-    StepContext, StepError,
+    StepContext, StepError, StoreOptions,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -158,8 +160,39 @@ pub fn actions(rec: &Recorder) -> Actions {
     a
 }
 
-pub struct Harness {
+/// Where one test's store lives, removed when it goes.
+pub struct Place {
     pub dir: TempDir,
+    pg: Option<lariat_db::testing::TestDatabase>,
+}
+
+impl Place {
+    /// A new store of the kind `LARIAT_TEST_STORE` names (`sqlite`, the default, or
+    /// `postgres`).
+    pub async fn new() -> Place {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = match std::env::var("LARIAT_TEST_STORE").as_deref() {
+            Ok("postgres") => Some(
+                lariat_db::testing::TestDatabase::create()
+                    .await
+                    .expect("LARIAT_TEST_STORE=postgres needs LARIAT_TEST_POSTGRES"),
+            ),
+            Ok("sqlite") | Err(_) => None,
+            Ok(other) => panic!("LARIAT_TEST_STORE={other}: say sqlite or postgres"),
+        };
+        Place { dir, pg }
+    }
+
+    pub fn store(&self) -> StoreOptions {
+        match &self.pg {
+            Some(t) => StoreOptions::postgres(t.url.clone()),
+            None => StoreOptions::new(self.dir.path().join("lariat.db")),
+        }
+    }
+}
+
+pub struct Harness {
+    pub place: Place,
     pub engine: Engine,
     pub rec: Recorder,
 }
@@ -170,33 +203,29 @@ impl Harness {
     }
 
     pub async fn with(tune: impl FnOnce(&mut EngineConfig)) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
+        let place = Place::new().await;
         let rec = Recorder::default();
-        let mut cfg = EngineConfig::new(dir.path().join("lariat.db"));
+        let mut cfg = EngineConfig::at(place.store());
         tune(&mut cfg);
         let engine = Engine::start(cfg, actions(&rec)).await.unwrap();
-        Harness { dir, engine, rec }
+        Harness { place, engine, rec }
     }
 
     /// An engine that asks `scheduling` for its windows and host groups.
     pub async fn with_scheduling(scheduling: lariat_engine::Scheduling) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
+        let place = Place::new().await;
         let rec = Recorder::default();
-        let cfg = EngineConfig::new(dir.path().join("lariat.db"));
+        let cfg = EngineConfig::at(place.store());
         let engine = Engine::start_with(cfg, actions(&rec), scheduling)
             .await
             .unwrap();
-        Harness { dir, engine, rec }
+        Harness { place, engine, rec }
     }
 
-    pub fn db(&self) -> std::path::PathBuf {
-        self.dir.path().join("lariat.db")
-    }
-
-    /// Shut the engine down and start a new one on the same file.
+    /// Shut the engine down and start a new one on the same store.
     pub async fn restart(&mut self, tune: impl FnOnce(&mut EngineConfig)) {
         self.engine.shutdown().await;
-        let mut cfg = EngineConfig::new(self.db());
+        let mut cfg = EngineConfig::at(self.place.store());
         tune(&mut cfg);
         self.engine = Engine::start(cfg, actions(&self.rec)).await.unwrap();
     }

@@ -1,112 +1,28 @@
-//! The engine's tables (workflow versions, runs, steps, events, timers, replicas) on its
-//! own [`Db`]: one write connection, used by the group-commit writer, and a small pool of
-//! readers (WAL lets them read while the writer commits). No other crate uses this
-//! connection; their tables live behind their own repositories.
+//! The engine's tables in a SQLite file, on its own [`Db`]: one write connection, used by
+//! the group-commit writer, and a small pool of readers (WAL lets them read while the
+//! writer commits). No other crate uses this connection; their tables live behind their
+//! own repositories.
 //!
 //! Batched writes pass all rows of one table as a single JSON parameter and insert them
 //! with `jsonb_each`, so a transaction costs a handful of statements however many
 //! transitions it carries.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::TryStreamExt;
-use lariat_db::{Db, DbError};
+use lariat_db::{Db, DbOptions};
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use uuid::Uuid;
 
-pub use lariat_db::{DbOptions as StoreOptions, Durability};
-
-use crate::event::{
-    Event, EventKind, Rows, RunRow, RunStatus, StepStatus, TaskRow, WaitFor, apply, now_ms,
+use super::{
+    AppliedBatch, HostTask, LoadedRun, MIGRATIONS, Mirror, RunQuery, StoreError, StoredWorkflow,
+    TimerRow, WindowWaiter, WriteSet, item_from_db, item_to_db, json_text, plan_remote,
+    remote_runs, timer_kind, version_differs,
 };
-
-// Each list is written once: run_row, task_row and event_row read columns by position.
-macro_rules! run_columns {
-    () => {
-        "id, workflow, version, owner, status, input, targets, idempotency_key, error, created_at, updated_at, ended_at, group_id"
-    };
-}
-macro_rules! step_columns {
-    () => {
-        "s.run_id, s.step, s.item, s.status, s.attempt, s.series_start, s.interruptions, s.item_value, s.input, s.output, s.error, s.waiting_for, s.wake_at, s.started_at, s.ended_at, s.compensating, s.updated_at"
-    };
-}
-macro_rules! event_columns {
-    () => {
-        "run_id, seq, owner, owner_seq, at, kind, step, item, attempt, error, data"
-    };
-}
-
-/// A fan-out item that works on one host, with a summary of its run
-/// ([`Store::host_tasks`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostTask {
-    pub run: Uuid,
-    pub workflow: String,
-    pub run_status: RunStatus,
-    pub run_created_at: i64,
-    pub run_ended_at: Option<i64>,
-    pub task: TaskRow,
-}
-
-/// Store failures. Open-time variants name the file and what to do about it.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(
-        "database {path} is in use by another lariat process{}; stop it or choose another --db",
-        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-    )]
-    InUse { path: PathBuf, pid: Option<u32> },
-    #[error(
-        "database {path} is locked by another program and stayed locked for {waited:?}; close it and try again"
-    )]
-    Locked { path: PathBuf, waited: Duration },
-    #[error(
-        "database {path} is read-only: {detail}; lariat needs to write to it and to its -wal and -shm files"
-    )]
-    ReadOnly { path: PathBuf, detail: String },
-    #[error(
-        "database {path} is not a lariat database or is corrupt: {detail}; restore it from a backup or move it aside"
-    )]
-    Corrupt { path: PathBuf, detail: String },
-    #[error("cannot open database {path}: {detail}")]
-    Open { path: PathBuf, detail: String },
-    #[error("cannot migrate database {path}: {detail}")]
-    Migrate { path: PathBuf, detail: String },
-    #[error("storage error: {0}")]
-    Sql(#[from] sqlx::Error),
-    #[error("stored data is malformed: {0}")]
-    Decode(String),
-    #[error("replication: {0}")]
-    Replication(String),
-    /// Events of one executor for a run another executor owns: only the owner appends.
-    #[error("run {run} is owned by {owner}; events of {by} cannot change it")]
-    NotOwner {
-        run: Uuid,
-        owner: String,
-        by: String,
-    },
-    #[error("the store is closed")]
-    Closed,
-    /// The database itself refused: a URL where a path goes, a newer schema, a PostgreSQL
-    /// server that does not answer or refuses. Its message names it.
-    #[error("{0}")]
-    Db(DbError),
-}
-
-/// A workflow version as stored.
-#[derive(Debug, Clone)]
-pub struct StoredWorkflow {
-    pub name: String,
-    pub version: i64,
-    pub definition: String,
-    pub created_at: i64,
-}
+use crate::event::{Event, EventKind, RunRow, TaskRow, WaitFor, now_ms};
 
 /// window, run, step, item, item value, wake at, owner.
 type WaiterRow = (
@@ -119,115 +35,16 @@ type WaiterRow = (
     String,
 );
 
-/// A task waiting for a maintenance window.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WindowWaiter {
-    pub window: String,
-    pub run_id: Uuid,
-    pub step: String,
-    /// The fan-out item, for an item.
-    pub item: Option<u32>,
-    pub item_value: Option<Value>,
-    /// When the window may next let it start, as the executor last saw it.
-    pub until: Option<i64>,
-    /// The executor that owns the run (a site's agent, for a site's run).
-    pub owner: String,
-}
-
-/// Filter and page for listing runs, newest first.
-#[derive(Debug, Clone, Default)]
-pub struct RunQuery {
-    pub status: Option<RunStatus>,
-    pub workflow: Option<String>,
-    /// Only the runs of this group.
-    pub group: Option<Uuid>,
-    /// Only the runs of this executor.
-    pub owner: Option<String>,
-    /// Only the runs that target this host.
-    pub host: Option<String>,
-    /// Only runs older than this one (the cursor of the previous page).
-    pub before: Option<Uuid>,
-    pub limit: u32,
-}
-
-/// A run and its task rows, as loaded for resume or for an operator verb.
-#[derive(Debug, Clone)]
-pub struct LoadedRun {
-    pub row: RunRow,
-    pub tasks: Vec<TaskRow>,
-}
-
-/// A durable timer as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimerRow {
-    pub run_id: Uuid,
-    pub step: String,
-    pub item: Option<u32>,
-    pub kind: String,
-    pub fire_at: i64,
-}
-
-/// What a committed batch writes.
-#[derive(Debug, Default)]
-pub struct WriteSet {
-    pub events: Vec<Event>,
-    /// Run rows changed by run-level events.
-    pub runs: Vec<RunRow>,
-    /// Task rows changed by the events, one per task (the latest).
-    pub tasks: Vec<(Uuid, TaskRow)>,
-}
-
-impl WriteSet {
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.runs.is_empty() && self.tasks.is_empty()
-    }
-}
-
-/// Result of applying remote events to a mirror.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ApplyReport {
-    pub applied: usize,
-    /// Already present (a repeat delivery).
-    pub skipped: usize,
-}
-
-/// The store. Cheap to clone.
+/// The engine's tables in one SQLite file. Cheap to clone.
 #[derive(Clone)]
-pub struct Store {
+pub struct SqliteStore {
     db: Db,
 }
 
-/// The engine's migrations (`engine/migrations/sqlite`).
-pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// The engine's tables on PostgreSQL (`engine/migrations/postgres`), for the PostgreSQL
-/// store that is planned (DESIGN.md); only its tests apply them yet.
-pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
-impl From<DbError> for StoreError {
-    fn from(e: DbError) -> Self {
-        match e {
-            DbError::InUse { path, pid } => StoreError::InUse { path, pid },
-            DbError::Locked { path, waited } => StoreError::Locked { path, waited },
-            DbError::ReadOnly { path, detail } => StoreError::ReadOnly { path, detail },
-            DbError::Corrupt { path, detail } => StoreError::Corrupt { path, detail },
-            DbError::Open { path, detail } => StoreError::Open { path, detail },
-            DbError::Migrate { path, detail } => StoreError::Migrate { path, detail },
-            DbError::Sql(e) => StoreError::Sql(e),
-            DbError::Closed => StoreError::Closed,
-            other @ (DbError::NotAPath { .. }
-            | DbError::NewerSchema { .. }
-            | DbError::BadUrl { .. }
-            | DbError::Unreachable { .. }
-            | DbError::Refused { .. }) => StoreError::Db(other),
-        }
-    }
-}
-
-impl Store {
+impl SqliteStore {
     /// Open (creating if missing) the database at `opts.path`, take its lock file, and
     /// bring the engine's tables up to date.
-    pub async fn open(opts: StoreOptions) -> Result<Store, StoreError> {
+    pub async fn open(opts: DbOptions) -> Result<SqliteStore, StoreError> {
         let db = Db::open(opts).await?;
         db.migrate(&MIGRATIONS).await?;
         {
@@ -240,7 +57,7 @@ impl Store {
                 .await
                 .map_err(|e| StoreError::from(db.classify(e)))?;
         }
-        Ok(Store { db })
+        Ok(SqliteStore { db })
     }
 
     /// Close the readers and release the lock file, so that another executor may open
@@ -259,18 +76,14 @@ impl Store {
         self.db.readers()
     }
 
-    pub fn path(&self) -> &Path {
-        self.db.path()
+    pub fn location(&self) -> String {
+        self.db.path().display().to_string()
     }
 
-    /// Size of the database and its WAL, in bytes.
-    pub fn disk_bytes(&self) -> u64 {
-        self.db.disk_bytes()
-    }
-
-    /// Fold the WAL back into the main file (used before measuring size).
-    pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        Ok(self.db.checkpoint().await?)
+    /// The file's size with its WAL folded back in first.
+    pub async fn disk_bytes(&self) -> Result<u64, StoreError> {
+        self.db.checkpoint().await?;
+        Ok(self.db.disk_bytes())
     }
 
     /// Whether the store can be read: for readiness probes.
@@ -448,9 +261,6 @@ impl Store {
     /// `steps_by_item_value` index, so it costs what those hosts' items cost, however many
     /// runs the store holds.
     pub async fn host_tasks(&self, hosts: &[String]) -> Result<Vec<HostTask>, StoreError> {
-        if hosts.is_empty() {
-            return Ok(Vec::new());
-        }
         let values: Vec<String> = hosts
             .iter()
             .filter_map(|h| json_text(&Some(Value::String(h.clone()))))
@@ -482,9 +292,6 @@ impl Store {
 
     /// The steps of `runs` that do not fan out (one row per step), as (run, step).
     pub async fn run_level_tasks(&self, runs: &[Uuid]) -> Result<Vec<(Uuid, TaskRow)>, StoreError> {
-        if runs.is_empty() {
-            return Ok(Vec::new());
-        }
         let ids: Vec<String> = runs.iter().map(Uuid::to_string).collect();
         let rows = sqlx::query(concat!(
             "SELECT ",
@@ -500,9 +307,6 @@ impl Store {
     /// Of `runs`, those with tasks between attempts: (run, tasks retrying, the earliest
     /// next attempt), so a list can tell a run that is retrying from one that is running.
     pub async fn retrying(&self, runs: &[Uuid]) -> Result<Vec<(Uuid, i64, i64)>, StoreError> {
-        if runs.is_empty() {
-            return Ok(Vec::new());
-        }
         let ids: Vec<String> = runs.iter().map(Uuid::to_string).collect();
         let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
             "SELECT run_id, count(*), min(wake_at) FROM steps
@@ -655,17 +459,7 @@ impl Store {
         Ok(v.unwrap_or(0))
     }
 
-    /// Every run of `owner` the executor keeps working on, with its tasks and last seq.
-    pub async fn load_live(&self, owner: &str) -> Result<Vec<LoadedRun>, StoreError> {
-        self.load_where(owner, None).await
-    }
-
-    /// One run of `owner` with its tasks, whatever its status.
-    pub async fn load_run(&self, owner: &str, id: Uuid) -> Result<Option<LoadedRun>, StoreError> {
-        Ok(self.load_where(owner, Some(id)).await?.pop())
-    }
-
-    async fn load_where(
+    pub async fn load_where(
         &self,
         owner: &str,
         id: Option<Uuid>,
@@ -771,123 +565,30 @@ impl Store {
 
     // ---- replication ----------------------------------------------------------------
 
-    /// Apply events received from other owners, idempotently: events already present are
-    /// skipped, rows are rebuilt with the same [`apply`] the owner used. Events of one run
-    /// must arrive in seq order without gaps; a gap stops that run with an error after
-    /// what came before it is applied.
-    pub async fn apply_remote(
-        &self,
-        local_owner: &str,
-        events: &[Event],
-    ) -> Result<ApplyReport, StoreError> {
-        let done = self.apply_remote_batch(local_owner, events).await?;
-        match done.gap {
-            Some(g) => Err(StoreError::Replication(g)),
-            None => Ok(done.report),
-        }
-    }
-
-    /// [`apply_remote`](Self::apply_remote), saying what it applied (to publish once
-    /// committed) and where a run's events had a gap, instead of failing on it.
-    pub async fn apply_remote_batch(
-        &self,
-        local_owner: &str,
-        events: &[Event],
-    ) -> Result<AppliedBatch, StoreError> {
-        if let Some(e) = events.iter().find(|e| &*e.owner == local_owner) {
-            return Err(StoreError::Replication(format!(
-                "event {}#{} is owned by this executor ({local_owner}); only the owner writes its runs",
-                e.run_id, e.seq
-            )));
-        }
+    pub async fn apply_remote(&self, events: &[Event]) -> Result<AppliedBatch, StoreError> {
         let mut w = self.conn().await?;
         let mut tx = Db::begin_write(&mut w).await?;
-        let mut report = ApplyReport::default();
-        let mut by_run: BTreeMap<Uuid, Vec<&Event>> = BTreeMap::new();
-        for e in events {
-            by_run.entry(e.run_id).or_default().push(e);
-        }
-        let mut set = WriteSet::default();
-        let mut cursors: BTreeMap<Arc<str>, i64> = BTreeMap::new();
-        let mut gap = None;
         // One query per table for the whole batch: a batch spans a hundred runs or more,
         // and three lookups each dominated catch-up.
-        let mut mirrors = Mirror::load_many(&mut tx, by_run.keys().copied()).await?;
-        for (run_id, mut evs) in by_run {
-            evs.sort_by_key(|e| e.seq);
-            let mut mirror = mirrors
-                .remove(&run_id)
-                .unwrap_or_else(|| Mirror::blank(RunRow::blank(run_id, evs[0].owner.clone())));
-            if let Some(e) = evs.iter().find(|e| e.owner != mirror.run.owner) {
-                return Err(StoreError::NotOwner {
-                    run: run_id,
-                    owner: mirror.run.owner.to_string(),
-                    by: e.owner.to_string(),
-                });
-            }
-            for e in evs {
-                if e.seq <= mirror.run.last_seq {
-                    report.skipped += 1;
-                    continue;
-                }
-                if e.seq != mirror.run.last_seq + 1 {
-                    gap.get_or_insert(format!(
-                        "run {run_id}: expected seq {} next, got {}",
-                        mirror.run.last_seq + 1,
-                        e.seq
-                    ));
-                    break;
-                }
-                apply(&mut mirror, e);
-                mirror.touched_run |= e.step.is_none();
-                if let Some(s) = &e.step {
-                    mirror.touched.insert((s.to_string(), e.item));
-                    if let EventKind::Expanded { items } = &e.kind {
-                        for i in 0..items.len() {
-                            mirror.touched.insert((s.to_string(), Some(i as u32)));
-                        }
-                    }
-                }
-                let c = cursors.entry(e.owner.clone()).or_insert(0);
-                *c = (*c).max(e.owner_seq);
-                set.events.push(e.clone());
-                report.applied += 1;
-            }
-            mirror.drain_into(&mut set);
-        }
-        write_set(&mut tx, &set, true).await?;
-        for (owner, seq) in cursors {
+        let mirrors = load_mirrors(&mut tx, &remote_runs(events)).await?;
+        let plan = plan_remote(events, mirrors)?;
+        write_set(&mut tx, &plan.set, true).await?;
+        for (owner, seq) in &plan.cursors {
             sqlx::query(
                 "INSERT INTO replicas (owner, applied_seq) VALUES (?1, ?2)
                  ON CONFLICT (owner) DO UPDATE SET applied_seq = MAX(applied_seq, excluded.applied_seq)",
             )
-            .bind(&*owner)
+            .bind(&**owner)
             .bind(seq)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
         Ok(AppliedBatch {
-            report,
-            events: set.events,
-            gap,
+            report: plan.report,
+            events: plan.set.events,
+            gap: plan.gap,
         })
-    }
-
-    // ---- a central node's view of other executors' runs ---------------------------
-
-    /// Records a run that `owner` (a site agent) will start, before its first event: a
-    /// row with status `assigned` and no steps, which its `run_created` replaces.
-    pub async fn assign(&self, row: &RunRow) -> Result<(), StoreError> {
-        let set = WriteSet {
-            runs: vec![row.clone()],
-            ..Default::default()
-        };
-        let mut w = self.conn().await?;
-        let mut tx = Db::begin_write(&mut w).await?;
-        write_set(&mut tx, &set, false).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// The runs assigned to `owner` that it has not started yet, oldest first.
@@ -948,12 +649,7 @@ impl Store {
         .await?;
         match have {
             Some(d) if d == w.definition => return Ok(false),
-            Some(_) => {
-                return Err(StoreError::Replication(format!(
-                    "workflow {} version {} here differs from the one sent; this store's versions must come from one place",
-                    w.name, w.version
-                )));
-            }
+            Some(_) => return Err(version_differs(w)),
             None => {}
         }
         sqlx::query(
@@ -986,99 +682,46 @@ impl Store {
     }
 }
 
-/// What [`Store::apply_remote_batch`] did.
-#[derive(Debug, Default)]
-pub struct AppliedBatch {
-    pub report: ApplyReport,
-    /// The events applied, in the order committed.
-    pub events: Vec<Event>,
-    /// The first gap found, if any: that run's later events were not applied.
-    pub gap: Option<String>,
-}
-
-/// Rows of one run being rebuilt from remote events.
-struct Mirror {
-    run: RunRow,
-    tasks: BTreeMap<(String, Option<u32>), TaskRow>,
-    touched: std::collections::BTreeSet<(String, Option<u32>)>,
-    touched_run: bool,
-}
-
-impl Mirror {
-    fn blank(run: RunRow) -> Mirror {
-        Mirror {
-            run,
-            tasks: BTreeMap::new(),
-            touched: Default::default(),
-            touched_run: false,
+/// The stored rows of every run in `ids` that has any; runs not yet known are absent.
+async fn load_mirrors(
+    conn: &mut SqliteConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Mirror>, StoreError> {
+    let ids = serde_json::to_string(&ids.iter().map(Uuid::to_string).collect::<Vec<_>>())
+        .map_err(|e| StoreError::Decode(e.to_string()))?;
+    let mut out = HashMap::new();
+    for r in sqlx::query(RUN_COLUMNS_IN)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let run = run_row(&r)?;
+        out.insert(run.id, Mirror::blank(run));
+    }
+    if out.is_empty() {
+        return Ok(out);
+    }
+    for r in sqlx::query(LAST_SEQ_IN)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let id = parse_uuid(&r.get::<String, _>(0))?;
+        if let Some(m) = out.get_mut(&id) {
+            m.run.last_seq = r.get(1);
         }
     }
-
-    /// The stored rows of every run in `ids` that has any; runs not yet known are absent.
-    async fn load_many(
-        conn: &mut SqliteConnection,
-        ids: impl Iterator<Item = Uuid>,
-    ) -> Result<HashMap<Uuid, Mirror>, StoreError> {
-        let ids = serde_json::to_string(&ids.map(|i| i.to_string()).collect::<Vec<_>>())
-            .map_err(|e| StoreError::Decode(e.to_string()))?;
-        let mut out = HashMap::new();
-        for r in sqlx::query(RUN_COLUMNS_IN)
-            .bind(&ids)
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            let run = run_row(&r)?;
-            out.insert(run.id, Mirror::blank(run));
-        }
-        if out.is_empty() {
-            return Ok(out);
-        }
-        for r in sqlx::query(LAST_SEQ_IN)
-            .bind(&ids)
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            let id = parse_uuid(&r.get::<String, _>(0))?;
-            if let Some(m) = out.get_mut(&id) {
-                m.run.last_seq = r.get(1);
-            }
-        }
-        for r in sqlx::query(STEP_COLUMNS_IN)
-            .bind(&ids)
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            let (id, t) = task_row(&r)?;
-            if let Some(m) = out.get_mut(&id) {
-                m.tasks.insert((t.step.to_string(), t.item), t);
-            }
-        }
-        Ok(out)
-    }
-
-    fn drain_into(self, set: &mut WriteSet) {
-        let id = self.run.id;
-        for key in &self.touched {
-            if let Some(t) = self.tasks.get(key) {
-                set.tasks.push((id, t.clone()));
-            }
-        }
-        if self.touched_run {
-            set.runs.push(self.run);
+    for r in sqlx::query(STEP_COLUMNS_IN)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let (id, t) = task_row(&r)?;
+        if let Some(m) = out.get_mut(&id) {
+            m.tasks.insert((t.step.to_string(), t.item), t);
         }
     }
-}
-
-impl Rows for Mirror {
-    fn run_row(&mut self) -> &mut RunRow {
-        &mut self.run
-    }
-    fn task_row(&mut self, step: &str, item: Option<u32>) -> &mut TaskRow {
-        self.touched.insert((step.to_string(), item));
-        self.tasks
-            .entry((step.to_string(), item))
-            .or_insert_with(|| TaskRow::new(Arc::from(step), item))
-    }
+    Ok(out)
 }
 
 const RUN_COLUMNS_BY_ID: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = ?1");
@@ -1127,32 +770,6 @@ const DELETE_TIMERS: &str = "DELETE FROM timers WHERE (run_id, step, item) IN
 const UPSERT_TIMERS: &str = "INSERT INTO timers (run_id, step, item, kind, fire_at)
     SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM jsonb_each(?1) WHERE true
     ON CONFLICT (run_id, step, item) DO UPDATE SET kind = excluded.kind, fire_at = excluded.fire_at";
-
-fn json_text(v: &Option<Value>) -> Option<String> {
-    v.as_ref().map(|v| v.to_string())
-}
-
-fn item_to_db(item: Option<u32>) -> i64 {
-    item.map(i64::from).unwrap_or(-1)
-}
-
-fn item_from_db(v: i64) -> Option<u32> {
-    u32::try_from(v).ok()
-}
-
-/// The kind of durable timer a task row implies, if any.
-pub(crate) fn timer_kind(t: &TaskRow) -> Option<&'static str> {
-    t.wake_at?;
-    match t.status {
-        StepStatus::Retrying => Some("retry"),
-        // A window wait's `wake_at` is when the window may next open: the scheduler asks
-        // the gate then, and again at once after a restart; no durable timer is needed.
-        StepStatus::Waiting if t.waiting_window().is_some() => None,
-        StepStatus::Waiting => Some("wait_deadline"),
-        StepStatus::Compensating => Some("compensation_retry"),
-        _ => None,
-    }
-}
 
 async fn write_set(
     conn: &mut SqliteConnection,
