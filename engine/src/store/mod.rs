@@ -200,6 +200,55 @@ pub struct LoadedRun {
     pub tasks: Vec<TaskRow>,
 }
 
+/// Runs being loaded, filled table by table: their rows first, then their tasks and last
+/// seqs; [`done`](Self::done) gives them in the order their rows came.
+pub(crate) struct Loading {
+    runs: HashMap<Uuid, LoadedRun>,
+    order: Vec<Uuid>,
+}
+
+impl Loading {
+    pub(crate) fn new(rows: Vec<RunRow>) -> Loading {
+        let order = rows.iter().map(|r| r.id).collect();
+        let runs = rows
+            .into_iter()
+            .map(|row| {
+                (
+                    row.id,
+                    LoadedRun {
+                        row,
+                        tasks: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        Loading { runs, order }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    pub(crate) fn task(&mut self, run: Uuid, t: TaskRow) {
+        if let Some(l) = self.runs.get_mut(&run) {
+            l.tasks.push(t);
+        }
+    }
+
+    pub(crate) fn last_seq(&mut self, run: Uuid, seq: i64) {
+        if let Some(l) = self.runs.get_mut(&run) {
+            l.row.last_seq = seq;
+        }
+    }
+
+    pub(crate) fn done(mut self) -> Vec<LoadedRun> {
+        self.order
+            .into_iter()
+            .filter_map(|id| self.runs.remove(&id))
+            .collect()
+    }
+}
+
 /// A durable timer as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimerRow {
@@ -298,12 +347,6 @@ impl Store {
     /// open the database. The store must not be used afterwards.
     pub async fn close(&self) {
         on_backend!(self, s => s.close().await)
-    }
-
-    /// Which database this is, for messages: the file's path, or the URL without its
-    /// password.
-    pub fn location(&self) -> String {
-        on_backend!(self, s => s.location())
     }
 
     /// Bytes the engine's data takes on disk: the file and its WAL folded in (SQLite), or
@@ -411,9 +454,13 @@ impl Store {
         on_backend!(self, s => s.retrying(runs).await)
     }
 
-    /// Runs that pass the filter, newest first, one page.
+    /// Runs that pass the filter, newest first, one page (of 1 to 1,000).
     pub async fn list_runs(&self, q: &RunQuery) -> Result<Vec<RunRow>, StoreError> {
-        on_backend!(self, s => s.list_runs(q).await)
+        let q = RunQuery {
+            limit: q.limit.clamp(1, 1000),
+            ..q.clone()
+        };
+        on_backend!(self, s => s.list_runs(&q).await)
     }
 
     /// Count of runs by status.
@@ -433,12 +480,12 @@ impl Store {
         window: Option<&str>,
         limit: u32,
     ) -> Result<Vec<WindowWaiter>, StoreError> {
-        on_backend!(self, s => s.window_waiters(window, limit).await)
+        on_backend!(self, s => s.window_waiters(window, limit.clamp(1, 100_000)).await)
     }
 
     /// A run's events with `seq > after`, oldest first.
     pub async fn events(&self, id: Uuid, after: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
-        on_backend!(self, s => s.events(id, after, limit).await)
+        on_backend!(self, s => s.events(id, after, limit.clamp(1, 10_000)).await)
     }
 
     /// Events written by `owner` after the cursor `after_owner_seq`, in owner order: what a
@@ -449,7 +496,7 @@ impl Store {
         after_owner_seq: i64,
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
-        on_backend!(self, s => s.events_after(owner, after_owner_seq, limit).await)
+        on_backend!(self, s => s.events_after(owner, after_owner_seq, limit.clamp(1, 10_000)).await)
     }
 
     /// The highest owner_seq applied from `owner`, 0 if none: where a mirror resumes.

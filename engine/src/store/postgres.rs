@@ -23,7 +23,7 @@ use sqlx::{Connection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    AppliedBatch, HostTask, LoadedRun, Mirror, POSTGRES_MIGRATIONS, RunQuery, StoreError,
+    AppliedBatch, HostTask, LoadedRun, Loading, Mirror, POSTGRES_MIGRATIONS, RunQuery, StoreError,
     StoredWorkflow, TimerRow, WindowWaiter, WriteSet, item_from_db, item_to_db, json_text,
     plan_remote, remote_runs, timer_kind, version_differs,
 };
@@ -111,7 +111,7 @@ impl PgStore {
         Ok(tx)
     }
 
-    pub fn location(&self) -> String {
+    fn location(&self) -> String {
         self.db.shown().to_string()
     }
 
@@ -416,7 +416,7 @@ impl PgStore {
     }
 
     pub async fn list_runs(&self, q: &RunQuery) -> Result<Vec<RunRow>, StoreError> {
-        let limit = q.limit.clamp(1, 1000) as i64;
+        let limit = i64::from(q.limit);
         let rows = sqlx::query(concat!(
             "SELECT ",
             run_columns!(),
@@ -482,7 +482,7 @@ impl PgStore {
              ORDER BY s.waiting_for, s.run_id, s.step, s.item LIMIT $2",
         )
         .bind(window.map(|w| format!("window:{w}")))
-        .bind(i64::from(limit.clamp(1, 100_000)))
+        .bind(i64::from(limit))
         .fetch_all(self.reads())
         .await?;
         Ok(rows
@@ -509,7 +509,7 @@ impl PgStore {
         ))
         .bind(id)
         .bind(after)
-        .bind(limit.clamp(1, 10_000) as i64)
+        .bind(i64::from(limit))
         .fetch_all(self.reads())
         .await?;
         rows.iter().map(event_row).collect()
@@ -528,7 +528,7 @@ impl PgStore {
         ))
         .bind(owner)
         .bind(after_owner_seq)
-        .bind(limit.clamp(1, 10_000) as i64)
+        .bind(i64::from(limit))
         .fetch_all(self.reads())
         .await?;
         rows.iter().map(event_row).collect()
@@ -575,19 +575,7 @@ impl PgStore {
         }
         .fetch_all(self.reads())
         .await?;
-        let mut out: HashMap<Uuid, LoadedRun> = HashMap::with_capacity(runs.len());
-        let mut order = Vec::with_capacity(runs.len());
-        for r in &runs {
-            let row = run_row(r)?;
-            order.push(row.id);
-            out.insert(
-                row.id,
-                LoadedRun {
-                    row,
-                    tasks: Vec::new(),
-                },
-            );
-        }
+        let mut out = Loading::new(runs.iter().map(run_row).collect::<Result<_, _>>()?);
         if out.is_empty() {
             return Ok(Vec::new());
         }
@@ -619,9 +607,7 @@ impl PgStore {
         let mut steps = steps.fetch(self.reads());
         while let Some(r) = steps.try_next().await? {
             let (run, t) = task_row(&r)?;
-            if let Some(l) = out.get_mut(&run) {
-                l.tasks.push(t);
-            }
+            out.task(run, t);
         }
         drop(steps);
         let seqs = sqlx::query_as::<_, (Uuid, i64)>(seq_sql);
@@ -630,11 +616,9 @@ impl PgStore {
             None => seqs.bind(owner),
         };
         for (run, seq) in seqs.fetch_all(self.reads()).await? {
-            if let Some(l) = out.get_mut(&run) {
-                l.row.last_seq = seq;
-            }
+            out.last_seq(run, seq);
         }
-        Ok(order.into_iter().filter_map(|id| out.remove(&id)).collect())
+        Ok(out.done())
     }
 
     pub async fn timers(&self, owner: &str) -> Result<Vec<TimerRow>, StoreError> {

@@ -18,9 +18,9 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use uuid::Uuid;
 
 use super::{
-    AppliedBatch, HostTask, LoadedRun, MIGRATIONS, Mirror, RunQuery, StoreError, StoredWorkflow,
-    TimerRow, WindowWaiter, WriteSet, item_from_db, item_to_db, json_text, plan_remote,
-    remote_runs, timer_kind, version_differs,
+    AppliedBatch, HostTask, LoadedRun, Loading, MIGRATIONS, Mirror, RunQuery, StoreError,
+    StoredWorkflow, TimerRow, WindowWaiter, WriteSet, item_from_db, item_to_db, json_text,
+    plan_remote, remote_runs, timer_kind, version_differs,
 };
 use crate::event::{Event, EventKind, RunRow, TaskRow, WaitFor, now_ms};
 
@@ -74,10 +74,6 @@ impl SqliteStore {
 
     fn reads(&self) -> &sqlx::SqlitePool {
         self.db.readers()
-    }
-
-    pub fn location(&self) -> String {
-        self.db.path().display().to_string()
     }
 
     /// The file's size with its WAL folded back in first.
@@ -325,7 +321,7 @@ impl SqliteStore {
     }
 
     pub async fn list_runs(&self, q: &RunQuery) -> Result<Vec<RunRow>, StoreError> {
-        let limit = q.limit.clamp(1, 1000) as i64;
+        let limit = i64::from(q.limit);
         let before = q.before.map(|u| u.to_string());
         let rows = sqlx::query(
             concat!("SELECT ", run_columns!(), " FROM runs
@@ -383,7 +379,7 @@ impl SqliteStore {
                  ORDER BY s.waiting_for, s.run_id, s.step, s.item LIMIT ?2",
             )
             .bind(window.map(|w| format!("window:{w}")))
-            .bind(i64::from(limit.clamp(1, 100_000)))
+            .bind(i64::from(limit))
             .fetch_all(self.reads())
             .await?;
         rows.into_iter()
@@ -411,7 +407,7 @@ impl SqliteStore {
         ))
         .bind(id.to_string())
         .bind(after)
-        .bind(limit.clamp(1, 10_000) as i64)
+        .bind(i64::from(limit))
         .fetch_all(self.reads())
         .await?;
         rows.iter().map(event_row).collect()
@@ -433,7 +429,7 @@ impl SqliteStore {
         ))
         .bind(owner)
         .bind(after_owner_seq)
-        .bind(limit.clamp(1, 10_000) as i64)
+        .bind(i64::from(limit))
         .fetch_all(self.reads())
         .await?;
         rows.iter().map(event_row).collect()
@@ -500,19 +496,7 @@ impl SqliteStore {
             .bind(id.as_deref())
             .fetch_all(self.reads())
             .await?;
-        let mut out: HashMap<Uuid, LoadedRun> = HashMap::with_capacity(runs.len());
-        let mut order = Vec::with_capacity(runs.len());
-        for r in &runs {
-            let row = run_row(r)?;
-            order.push(row.id);
-            out.insert(
-                row.id,
-                LoadedRun {
-                    row,
-                    tasks: Vec::new(),
-                },
-            );
-        }
+        let mut out = Loading::new(runs.iter().map(run_row).collect::<Result<_, _>>()?);
         if out.is_empty() {
             return Ok(Vec::new());
         }
@@ -524,9 +508,7 @@ impl SqliteStore {
             .fetch(self.reads());
         while let Some(r) = steps.try_next().await? {
             let (run, t) = task_row(&r)?;
-            if let Some(l) = out.get_mut(&run) {
-                l.tasks.push(t);
-            }
+            out.task(run, t);
         }
         drop(steps);
         let seqs: Vec<(String, i64)> = sqlx::query_as(seq_sql)
@@ -535,11 +517,9 @@ impl SqliteStore {
             .fetch_all(self.reads())
             .await?;
         for (run, seq) in seqs {
-            if let Some(l) = out.get_mut(&parse_uuid(&run)?) {
-                l.row.last_seq = seq;
-            }
+            out.last_seq(parse_uuid(&run)?, seq);
         }
-        Ok(order.into_iter().filter_map(|id| out.remove(&id)).collect())
+        Ok(out.done())
     }
 
     /// Every durable timer of `owner`'s runs.
