@@ -248,8 +248,14 @@ pub struct SiteArgs {
     pub boot_address: Option<Ipv4Addr>,
 }
 
-/// `<db><suffix>`: the files a server keeps beside its database.
+/// `<db><suffix>`: the files a server keeps beside its database. With PostgreSQL there
+/// is no file to keep them beside: they go in the working folder as `./lariat<suffix>`
+/// (each replica has its own).
 fn beside(db: &Path, suffix: &str) -> PathBuf {
+    let db = match db.to_str() {
+        Some(url) if lariat_db::is_postgres_url(url) => Path::new("./lariat"),
+        _ => db,
+    };
     let mut p = db.as_os_str().to_owned();
     p.push(suffix);
     PathBuf::from(p)

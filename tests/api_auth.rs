@@ -217,7 +217,23 @@ async fn malformed_authorization_headers_are_refused() {
     assert_eq!(res.status(), StatusCode::OK);
 }
 
-fn file_bytes(db: &std::path::Path) -> Vec<u8> {
+/// What a reader of the database sees of the tokens and the audit trail: the SQLite
+/// file's bytes (with its log), or, on PostgreSQL, every row of both tables as text.
+async fn stored_bytes(db: &std::path::Path) -> Vec<u8> {
+    if on_postgres() {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(db.to_str().unwrap())
+            .await
+            .unwrap();
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT t::text FROM api_tokens t UNION ALL SELECT a::text FROM audit_log a",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        let _ = c.close().await;
+        return rows.join("\n").into_bytes();
+    }
     let mut all = Vec::new();
     for suffix in ["", "-wal"] {
         let mut p = db.as_os_str().to_owned();
@@ -261,7 +277,7 @@ async fn tokens_are_stored_as_hashes_and_work_next_to_a_running_server() {
     let (status, _) = s.get(&token, "/v1/runs").await;
     assert_eq!(status, StatusCode::OK, "a new token works at once");
 
-    let bytes = file_bytes(&s.db);
+    let bytes = stored_bytes(&s.db).await;
     let hash: String = Sha256::digest(token.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -453,29 +469,21 @@ async fn until_refused(s: &TestServer, token: &str) -> Value {
 
 /// Moves a token's end into the past, as time would.
 async fn expire(db: &std::path::Path, name: &str) {
-    use sqlx::Connection;
-    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
     let past = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
         - 1_000;
-    let done = sqlx::query("UPDATE api_tokens SET expires_at = ?1 WHERE name = ?2")
-        .bind(past)
-        .bind(name)
-        .execute(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(done.rows_affected(), 1);
+    // `name` is this test's own; it needs no quoting.
+    let done = run_sql(
+        db,
+        &format!("UPDATE api_tokens SET expires_at = {past} WHERE name = '{name}'"),
+    )
+    .await;
+    assert_eq!(done, 1);
     // A server remembers the end it read; the row changed under it, so it is told to
     // read it again, as a create or revoke would.
-    sqlx::query("UPDATE api_tokens_version SET version = version + 1")
-        .execute(&mut c)
-        .await
-        .unwrap();
-    c.close().await.unwrap();
+    run_sql(db, "UPDATE api_tokens_version SET version = version + 1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,8 +53,8 @@ struct Server {
 }
 
 impl Server {
-    fn start(dir: &Path, port: u16) -> Server {
-        let db = dir.join("lariat.db");
+    /// A server on `db`, a file's path or a PostgreSQL URL, keeping its files in `dir`.
+    fn start(dir: &Path, db: &Path, port: u16) -> Server {
         let log = dir.join("server.log");
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -68,8 +68,9 @@ impl Server {
                 "--max-interruptions",
                 "1000",
             ])
+            .current_dir(dir)
             .arg("--db")
-            .arg(&db)
+            .arg(db)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .env("LARIAT_LOG", "warn")
@@ -165,12 +166,25 @@ async fn runs_survive_repeated_sigkill() {
     eprintln!("crash_resume seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
+    // LARIAT_TEST_STORE=postgres: the same drill with the tables on PostgreSQL.
+    let pg = match std::env::var("LARIAT_TEST_STORE").as_deref() {
+        Ok("postgres") => Some(
+            lariat_db::testing::TestDatabase::create()
+                .await
+                .expect("LARIAT_TEST_STORE=postgres needs LARIAT_TEST_POSTGRES"),
+        ),
+        _ => None,
+    };
+    let db = match &pg {
+        Some(t) => PathBuf::from(&t.url),
+        None => dir.path().join("lariat.db"),
+    };
     let port = free_port();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()
         .unwrap();
-    let mut server = Server::start(dir.path(), port);
+    let mut server = Server::start(dir.path(), &db, port);
     server.wait_ready(&http).await;
     let base = server.url("");
     let r = http
@@ -214,7 +228,7 @@ async fn runs_survive_repeated_sigkill() {
         }
         server.kill9();
         eprintln!("cycle {cycle}: killed after {wait} ms");
-        server = Server::start(dir.path(), port);
+        server = Server::start(dir.path(), &db, port);
         server.wait_ready(&http).await;
     }
     stop_submit.store(true, Ordering::SeqCst);

@@ -51,16 +51,20 @@ fn corrupt_and_missing_databases_are_refused_clearly() {
         server(&dir.path().join("nowhere/x.db"), free_port()),
         &["folder", "does not exist"],
     );
-    // A URL where a file's path goes is named (without its password), and no file of
-    // that name is made.
-    let url = std::path::Path::new("postgres://ops:pw@db1/lariat");
+    // A PostgreSQL server that does not answer is named (without its password); a typo
+    // of a URL is named, and no file of that name is made.
+    let url = std::path::Path::new("postgres://ops:pw@127.0.0.1:9/lariat");
     refused(
         server(url, free_port()),
-        &["postgres://ops:***@db1/lariat", "SQLite only"],
+        &[
+            "cannot use this database",
+            "postgres://ops:***@127.0.0.1:9/lariat",
+            "does not answer",
+        ],
     );
     let mut typo = server(std::path::Path::new("postgres:lariat"), free_port());
     typo.current_dir(dir.path());
-    refused(typo, &["--db postgres:lariat", "SQLite only"]);
+    refused(typo, &["--db postgres:lariat", "not a PostgreSQL URL"]);
     assert!(
         !dir.path().join("postgres:lariat").exists(),
         "no SQLite file was made of the URL"
@@ -228,4 +232,109 @@ fn design_repository_credentials_are_refused_in_the_url_and_checked_at_start() {
     ])
     .arg(&creds);
     refused(c, &["holds one line `user:password`"]);
+}
+
+/// A database of this test's own on the test PostgreSQL; none (the test skips, or fails
+/// under `LARIAT_REQUIRE_PRIVILEGED=1`) without one.
+async fn postgres() -> Option<lariat_db::testing::TestDatabase> {
+    lariat_db::testing::TestDatabase::create().await
+}
+
+#[tokio::test]
+async fn a_postgresql_database_a_newer_lariat_wrote_is_refused_before_it_is_touched() {
+    let Some(pg) = postgres().await else { return };
+    let url = std::path::PathBuf::from(&pg.url);
+    // Tables this binary made, then migrated by "a newer one".
+    let made = token_create(&url, "root");
+    assert!(made.status.success(), "{made:?}");
+    let future = lariat_node::newest_known_postgres_migration() + 1;
+    let db = pg.connect().await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES ($1, 'from a newer lariat', true, '\\x00', 0)",
+    )
+    .bind(future)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    refused(
+        server(&url, free_port()),
+        &[
+            "cannot use this database",
+            "postgres://lariat:***@",
+            &format!(
+                "schema version {future}; this binary knows up to {}",
+                future - 1
+            ),
+        ],
+    );
+    let token = token_create(&url, "late");
+    let said = String::from_utf8_lossy(&token.stderr);
+    assert!(!token.status.success(), "{said}");
+    assert!(said.contains("written by a newer Lariat"), "{said}");
+    let runs: Option<String> = sqlx::query_scalar("SELECT to_regclass('runs')::text")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(runs, None, "the engine's tables were not created");
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_second_server_on_one_postgresql_database_is_refused_naming_the_first() {
+    let Some(pg) = postgres().await else { return };
+    let url = std::path::PathBuf::from(&pg.url);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut first = server(&url, port);
+    let mut first = first
+        .current_dir(dir.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the first server never listened");
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first server exited"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut second = server(&url, free_port());
+    second.current_dir(dir.path());
+    refused(
+        second,
+        &[
+            "is in use by another lariat executor",
+            &format!("lariat pid {}", first.id()),
+        ],
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+}
+
+#[test]
+fn a_site_agent_is_refused_a_postgresql_database() {
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_lariat"));
+    agent
+        .args([
+            "agent",
+            "--site",
+            "ams1",
+            "--central",
+            "http://127.0.0.1:9",
+            "--insecure-no-auth",
+        ])
+        .args(["--db", "postgres://ops:pw@127.0.0.1:9/lariat"])
+        .env("LARIAT_LOG", "warn")
+        .env("LARIAT_AGENT_TOKEN", "lariat_site_x")
+        .stdin(Stdio::null());
+    refused(
+        agent,
+        &[
+            "a site agent keeps its tables in a SQLite file",
+            "--db ./lariat-agent.db",
+        ],
+    );
 }

@@ -4,9 +4,8 @@
 //! store tell the same story.
 
 use lariat_api_types::{AuditEntry, AuditPage, AuditQuery};
-use lariat_db::{Db, DbError};
+use lariat_db::{DbError, Tables};
 use serde_json::Value;
-use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
 /// Who did something: the credential, its role, the client's address.
@@ -50,7 +49,7 @@ pub enum AuditError {
 /// The group-commit writer: whatever is queued goes in one transaction. A batch that
 /// cannot be committed is logged with every entry in it, so the log keeps what the
 /// table lost.
-async fn write_batches(db: Db, mut rx: mpsc::UnboundedReceiver<Write>) {
+async fn write_batches(db: Tables, mut rx: mpsc::UnboundedReceiver<Write>) {
     let mut flushes = Vec::new();
     while let Some(first) = rx.recv().await {
         // The file has one writer at a time, the engine's group commit among them: a
@@ -102,59 +101,87 @@ async fn write_batches(db: Db, mut rx: mpsc::UnboundedReceiver<Write>) {
 }
 
 /// One statement for the whole batch, so the write lock is held for as short a time as
-/// the commit itself.
-async fn commit(db: &Db, batch: &[Pending]) -> Result<(), AuditError> {
-    let rows: Vec<Value> = batch
-        .iter()
-        .map(|p| {
-            serde_json::json!([
-                p.at,
-                p.by.who,
-                p.by.role,
-                p.by.from,
-                p.action,
-                p.target,
-                p.detail.to_string()
-            ])
-        })
-        .collect();
-    let rows = Value::Array(rows).to_string();
-    let mut w = db.writer().await?;
-    sqlx::query(
-        "INSERT INTO audit_log (at, who, role, from_addr, action, target, detail)
-         SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3,
-                r.value ->> 4, r.value ->> 5, r.value ->> 6
-         FROM json_each(?1) AS r ORDER BY r.key",
-    )
-    .bind(rows)
-    .execute(&mut *w)
-    .await?;
+/// the commit itself. SQLite reads the rows from one JSON array, PostgreSQL from one typed
+/// array per column; both insert them in the batch's order, which `seq` keeps.
+async fn commit(db: &Tables, batch: &[Pending]) -> Result<(), AuditError> {
+    match db {
+        Tables::Sqlite(db) => {
+            let rows: Vec<Value> = batch
+                .iter()
+                .map(|p| {
+                    serde_json::json!([
+                        p.at,
+                        p.by.who,
+                        p.by.role,
+                        p.by.from,
+                        p.action,
+                        p.target,
+                        p.detail.to_string()
+                    ])
+                })
+                .collect();
+            let rows = Value::Array(rows).to_string();
+            let mut w = db.writer().await?;
+            sqlx::query(
+                "INSERT INTO audit_log (at, who, role, from_addr, action, target, detail)
+                 SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3,
+                        r.value ->> 4, r.value ->> 5, r.value ->> 6
+                 FROM json_each($1) AS r ORDER BY r.key",
+            )
+            .bind(rows)
+            .execute(&mut *w)
+            .await?;
+        }
+        Tables::Postgres(db) => {
+            let at: Vec<i64> = batch.iter().map(|p| p.at).collect();
+            let who: Vec<&str> = batch.iter().map(|p| p.by.who.as_str()).collect();
+            let role: Vec<Option<&str>> = batch.iter().map(|p| p.by.role.as_deref()).collect();
+            let from: Vec<Option<&str>> = batch.iter().map(|p| p.by.from.as_deref()).collect();
+            let action: Vec<&str> = batch.iter().map(|p| p.action.as_str()).collect();
+            let target: Vec<&str> = batch.iter().map(|p| p.target.as_str()).collect();
+            let detail: Vec<String> = batch.iter().map(|p| p.detail.to_string()).collect();
+            sqlx::query(
+                "INSERT INTO audit_log (at, who, role, from_addr, action, target, detail)
+                 SELECT at, who, role, from_addr, action, target, detail
+                 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::text[])
+                      WITH ORDINALITY AS r (at, who, role, from_addr, action, target, detail, n)
+                 ORDER BY n",
+            )
+            .bind(at)
+            .bind(who)
+            .bind(role)
+            .bind(from)
+            .bind(action)
+            .bind(target)
+            .bind(detail)
+            .execute(db.pool())
+            .await?;
+        }
+    }
     Ok(())
 }
 
-/// Append one entry inside the caller's transaction.
-pub(crate) async fn insert(
-    conn: &mut SqliteConnection,
-    at: i64,
-    by: &AuditActor,
-    action: &str,
-    target: &str,
-    detail: &Value,
-) -> Result<i64, sqlx::Error> {
-    let (seq,): (i64,) = sqlx::query_as(
-        "INSERT INTO audit_log (at, who, role, from_addr, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING seq",
-    )
-    .bind(at)
-    .bind(&by.who)
-    .bind(by.role.as_deref())
-    .bind(by.from.as_deref())
-    .bind(action)
-    .bind(target)
-    .bind(detail.to_string())
-    .fetch_one(conn)
-    .await?;
-    Ok(seq)
+/// The statement that appends one entry and returns its `seq`.
+pub(crate) const INSERT_ONE: &str = "INSERT INTO audit_log (at, who, role, from_addr, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq";
+
+/// `insert_entry!(conn, at, by, action, target, detail)`: the future that appends one
+/// entry on `conn`, inside the caller's transaction or on its own. A macro, so that one
+/// bind chain serves both databases' connections.
+macro_rules! insert_entry {
+    ($conn:expr, $at:expr, $by:expr, $action:expr, $target:expr, $detail:expr) => {
+        sqlx::query_scalar::<_, i64>($crate::audit::INSERT_ONE)
+            .bind($at)
+            .bind(&$by.who)
+            .bind($by.role.as_deref())
+            .bind($by.from.as_deref())
+            .bind($action)
+            .bind($target)
+            .bind($detail.to_string())
+            .fetch_one($conn)
+    };
 }
+pub(crate) use insert_entry;
 
 /// Log an entry to the `audit` target.
 pub(crate) fn log(by: &AuditActor, action: &str, target: &str, detail: &Value) {
@@ -204,7 +231,7 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// The `audit_log` table. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
-    db: Db,
+    db: Tables,
     /// The group-commit writer, when there is one.
     queue: Option<mpsc::UnboundedSender<Write>>,
 }
@@ -220,8 +247,11 @@ impl std::fmt::Debug for AuditLog {
 impl AuditLog {
     /// The trail of `db`, whose API migrations ([`crate::tokens::MIGRATIONS`]) are applied;
     /// each [`record`](Self::record) is a transaction of its own.
-    pub fn new(db: Db) -> AuditLog {
-        AuditLog { db, queue: None }
+    pub fn new(db: impl Into<Tables>) -> AuditLog {
+        AuditLog {
+            db: db.into(),
+            queue: None,
+        }
     }
 
     /// As [`new`](Self::new), with entries committed together in the background: a
@@ -229,7 +259,8 @@ impl AuditLog {
     /// answer does not wait for it (the verb's own record, a run's log or an override's
     /// row, is durable before the answer; its audit entry follows within a second, and is logged at once).
     /// [`flush`](Self::flush) before closing the database.
-    pub fn group_committed(db: Db) -> AuditLog {
+    pub fn group_committed(db: impl Into<Tables>) -> AuditLog {
+        let db: Tables = db.into();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_batches(db.clone(), rx));
         AuditLog {
@@ -250,8 +281,10 @@ impl AuditLog {
         let at = lariat_db::now_ms();
         log(by, action, target, &detail);
         let Some(queue) = &self.queue else {
-            let mut w = self.db.writer().await?;
-            insert(&mut w, at, by, action, target, &detail).await?;
+            lariat_db::on_writer!(&self.db, |c| insert_entry!(
+                &mut *c, at, by, action, target, &detail
+            )
+            .await?);
             return Ok(());
         };
         let pending = Pending {
@@ -283,14 +316,14 @@ impl AuditLog {
         if !(1..=1000).contains(&limit) {
             return Err(AuditError::Limit(limit));
         }
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<Row> = lariat_db::on_reader!(&self.db, |ex| sqlx::query_as(
             "SELECT seq, at, who, role, from_addr, action, target, detail FROM audit_log
-             WHERE (?1 IS NULL OR who = ?1)
-               AND (?2 IS NULL OR action = ?2 OR action LIKE ?2 || '.%')
-               AND (?3 IS NULL OR target = ?3)
-               AND (?4 IS NULL OR at >= ?4)
-               AND (?5 IS NULL OR seq < ?5)
-             ORDER BY seq DESC LIMIT ?6",
+             WHERE ($1 IS NULL OR who = $1)
+               AND ($2 IS NULL OR action = $2 OR action LIKE $2 || '.%')
+               AND ($3 IS NULL OR target = $3)
+               AND ($4 IS NULL OR at >= $4)
+               AND ($5 IS NULL OR seq < $5)
+             ORDER BY seq DESC LIMIT $6",
         )
         .bind(q.who.as_deref())
         .bind(q.action.as_deref())
@@ -298,8 +331,8 @@ impl AuditLog {
         .bind(q.since)
         .bind(q.before)
         .bind(i64::from(limit) + 1)
-        .fetch_all(self.db.readers())
-        .await?;
+        .fetch_all(ex)
+        .await?);
         let more = rows.len() > limit as usize;
         let entries: Vec<AuditEntry> = rows
             .into_iter()

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use lariat_api_types as types;
-use lariat_db::{Db, DbError, secret};
+use lariat_db::{DbError, Tables, secret};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -208,6 +208,9 @@ fn valid_name(name: &str) -> bool {
 /// The migrations of the API's tables (`api/migrations/sqlite`).
 pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// The same tables on PostgreSQL (`api/migrations/postgres`).
+pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
 type Row = (
     String,
     String,
@@ -248,19 +251,20 @@ fn info(row: Row) -> Result<TokenInfo, TokenError> {
 /// The `api_tokens` table. Cheap to clone.
 #[derive(Clone)]
 pub struct TokenStore {
-    db: Db,
+    db: Tables,
 }
 
 impl TokenStore {
     /// The tokens of `db`, its table brought up to date. Works on a database opened
     /// without the executor lock, next to a running server.
-    pub async fn open(db: Db) -> Result<TokenStore, TokenError> {
-        db.migrate(&MIGRATIONS).await?;
+    pub async fn open(db: impl Into<Tables>) -> Result<TokenStore, TokenError> {
+        let db = db.into();
+        db.migrate(&MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
         Ok(TokenStore { db })
     }
 
     /// The database the tokens are kept in.
-    pub(crate) fn db(&self) -> &Db {
+    pub(crate) fn db(&self) -> &Tables {
         &self.db
     }
 
@@ -289,10 +293,10 @@ impl TokenStore {
             Expiry::After(d) => Some(created_at.saturating_add(d.as_millis() as i64)),
             Expiry::Never => None,
         };
-        let mut w = self.db.writer().await?;
-        let mut tx = Db::begin_write(&mut w).await?;
-        let res = sqlx::query(
-            "INSERT INTO api_tokens (name, role, hash, created_at, created_by, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        let detail = json!({ "role": role, "expires_at": expires_at });
+        lariat_db::in_transaction!(&self.db, |tx| {
+            let res = sqlx::query(
+            "INSERT INTO api_tokens (name, role, hash, created_at, created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&name)
         .bind(role.as_str())
@@ -302,19 +306,19 @@ impl TokenStore {
         .bind(expires_at)
         .execute(&mut *tx)
         .await;
-        match res {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                return Err(TokenError::NameTaken(name));
+            match res {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                    return Err(TokenError::NameTaken(name));
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
-        }
-        sqlx::query("UPDATE api_tokens_version SET version = version + 1 WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
-        let detail = json!({ "role": role, "expires_at": expires_at });
-        audit::insert(&mut tx, created_at, by, "token.create", &name, &detail).await?;
-        tx.commit().await?;
+            sqlx::query("UPDATE api_tokens_version SET version = version + 1 WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+            audit::insert_entry!(&mut *tx, created_at, by, "token.create", &name, &detail).await?;
+            tx.commit().await?;
+        });
         audit::log(by, "token.create", &name, &detail);
         Ok(NewToken {
             token,
@@ -336,35 +340,36 @@ impl TokenStore {
     /// audit trail as done `by`, in the same transaction.
     pub async fn revoke(&self, name: &str, by: &AuditActor) -> Result<TokenInfo, TokenError> {
         let at = lariat_db::now_ms();
-        let mut w = self.db.writer().await?;
-        let mut tx = Db::begin_write(&mut w).await?;
-        let row: Option<Row> = sqlx::query_as(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM api_tokens WHERE name = ?1"
-        ))
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let mut t = info(row.ok_or_else(|| TokenError::Unknown(name.to_string()))?)?;
-        if let Some(prev) = &t.revoked_by {
-            return Err(TokenError::AlreadyRevoked {
-                name: t.name,
-                by: prev.clone(),
-            });
-        }
-        sqlx::query("UPDATE api_tokens SET revoked_at = ?2, revoked_by = ?3 WHERE name = ?1")
+        let (mut t, detail) = lariat_db::in_transaction!(&self.db, |tx| {
+            let row: Option<Row> = sqlx::query_as(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM api_tokens WHERE name = $1"
+            ))
             .bind(name)
-            .bind(at)
-            .bind(&by.who)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-        sqlx::query("UPDATE api_tokens_version SET version = version + 1 WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
-        let detail = json!({ "role": t.role });
-        audit::insert(&mut tx, at, by, "token.revoke", name, &detail).await?;
-        tx.commit().await?;
+            let t = info(row.ok_or_else(|| TokenError::Unknown(name.to_string()))?)?;
+            if let Some(prev) = &t.revoked_by {
+                return Err(TokenError::AlreadyRevoked {
+                    name: t.name,
+                    by: prev.clone(),
+                });
+            }
+            sqlx::query("UPDATE api_tokens SET revoked_at = $2, revoked_by = $3 WHERE name = $1")
+                .bind(name)
+                .bind(at)
+                .bind(&by.who)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE api_tokens_version SET version = version + 1 WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+            let detail = json!({ "role": t.role });
+            audit::insert_entry!(&mut *tx, at, by, "token.revoke", name, &detail).await?;
+            tx.commit().await?;
+            (t, detail)
+        });
         audit::log(by, "token.revoke", name, &detail);
         t.revoked_at = Some(at);
         t.revoked_by = Some(by.who.clone());
@@ -373,32 +378,35 @@ impl TokenStore {
 
     /// Every stored token, oldest first, without secrets.
     pub async fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
-        let rows: Vec<Row> = sqlx::query_as(concat!(
+        let rows: Vec<Row> = lariat_db::on_reader!(&self.db, |ex| sqlx::query_as(concat!(
             "SELECT ",
             columns!(),
             " FROM api_tokens ORDER BY created_at, name"
         ))
-        .fetch_all(self.db.readers())
-        .await?;
+        .fetch_all(ex)
+        .await?);
         rows.into_iter().map(info).collect()
     }
 
     /// A number that changes whenever a token is created or revoked, by any process.
     pub(crate) async fn version(&self) -> Result<i64, TokenError> {
-        let (v,): (i64,) = sqlx::query_as("SELECT version FROM api_tokens_version WHERE id = 1")
-            .fetch_one(self.db.readers())
-            .await?;
+        let (v,): (i64,) = lariat_db::on_reader!(&self.db, |ex| sqlx::query_as(
+            "SELECT version FROM api_tokens_version WHERE id = 1"
+        )
+        .fetch_one(ex)
+        .await?);
         Ok(v)
     }
 
     /// What the token with this hash is worth at `now`.
     pub(crate) async fn check(&self, hash: &str, now: i64) -> Result<Check, TokenError> {
-        let row: Option<(String, String, Option<i64>, Option<String>)> = sqlx::query_as(
-            "SELECT name, role, expires_at, revoked_by FROM api_tokens WHERE hash = ?1",
-        )
-        .bind(hash)
-        .fetch_optional(self.db.readers())
-        .await?;
+        let row: Option<(String, String, Option<i64>, Option<String>)> =
+            lariat_db::on_reader!(&self.db, |ex| sqlx::query_as(
+                "SELECT name, role, expires_at, revoked_by FROM api_tokens WHERE hash = $1",
+            )
+            .bind(hash)
+            .fetch_optional(ex)
+            .await?);
         let Some((name, role, expires_at, revoked_by)) = row else {
             return Ok(Check::Unknown);
         };
@@ -426,13 +434,16 @@ impl TokenStore {
         at: i64,
         from: Option<&str>,
     ) -> Result<(), TokenError> {
-        let mut w = self.db.writer().await?;
-        sqlx::query("UPDATE api_tokens SET last_used_at = ?2, last_used_from = ?3 WHERE name = ?1")
+        lariat_db::on_writer!(&self.db, |c| {
+            sqlx::query(
+                "UPDATE api_tokens SET last_used_at = $2, last_used_from = $3 WHERE name = $1",
+            )
             .bind(name)
             .bind(at)
             .bind(from)
-            .execute(&mut *w)
+            .execute(&mut *c)
             .await?;
+        });
         Ok(())
     }
 }
@@ -443,7 +454,7 @@ mod tests {
 
     async fn store() -> (tempfile::TempDir, TokenStore) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(lariat_db::DbOptions::shared(dir.path().join("t.db")))
+        let db = lariat_db::Db::open(lariat_db::DbOptions::shared(dir.path().join("t.db")))
             .await
             .unwrap();
         (dir, TokenStore::open(db).await.unwrap())

@@ -23,7 +23,9 @@ use lariat_source::{DesignSource, SourceError};
 pub use link::event_of;
 pub use overrides::{NewOverride, Overrides, StoredOverride, override_body};
 pub use placement::Placed;
-pub use sites::{MIGRATIONS, NewSiteToken, Registration, Sites, StoredCommand};
+pub use sites::{
+    MIGRATIONS, NewSiteToken, POSTGRES_MIGRATIONS, Registration, Sites, StoredCommand,
+};
 
 /// An agent not seen for this long shows as disconnected.
 pub const CONNECTED_WITHIN_MS: i64 = 10_000;

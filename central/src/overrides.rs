@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use lariat_api_types::WindowOverride;
-use lariat_db::{Clock, Db, DbError};
+use lariat_db::{Clock, DbError, Tables};
 use lariat_workflows::windows::{Override, OverrideAction};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -81,7 +81,7 @@ pub struct NewOverride {
 /// The overrides table, and the set in force as it changes. Cheap to clone.
 #[derive(Clone)]
 pub struct Overrides {
-    db: Db,
+    db: Tables,
     clock: Clock,
     feed: Arc<watch::Sender<Arc<Vec<Override>>>>,
     /// The version of the set in `feed`: stored after the set, read before it, so that a
@@ -109,7 +109,7 @@ type Row = (
 
 macro_rules! columns {
     () => {
-        "seq, id, window, action, site, starts_at, ends_at, reason, who, from_addr, ended_at, ended_by, version"
+        "seq, id, \"window\", action, site, starts_at, ends_at, reason, who, from_addr, ended_at, ended_by, version"
     };
 }
 
@@ -153,6 +153,11 @@ fn stored(
     }
 }
 
+/// On PostgreSQL, where writers do not take turns by themselves as on SQLite's one
+/// writer, a change takes the table's numbering for the rest of its transaction: the
+/// next version is read from the table, and two changes must not read the same one.
+const NUMBERING: &str = "LOCK TABLE window_overrides IN SHARE ROW EXCLUSIVE MODE";
+
 fn action_text(a: OverrideAction) -> &'static str {
     match a {
         OverrideAction::Open => "open",
@@ -162,8 +167,10 @@ fn action_text(a: OverrideAction) -> &'static str {
 
 impl Overrides {
     /// The table in `db`, with the set in force by `clock`.
-    pub async fn open(db: Db, clock: Clock) -> Result<Overrides, DbError> {
-        db.migrate(&crate::MIGRATIONS).await?;
+    pub async fn open(db: impl Into<Tables>, clock: Clock) -> Result<Overrides, DbError> {
+        let db = db.into();
+        db.migrate(&crate::MIGRATIONS, &crate::POSTGRES_MIGRATIONS)
+            .await?;
         let (tx, _) = watch::channel(Arc::new(Vec::new()));
         let me = Overrides {
             db,
@@ -186,14 +193,14 @@ impl Overrides {
         let _turn = self.publishing.lock().await;
         let version = self.version().await?;
         let now = self.clock.now_ms();
-        let rows: Vec<Row> = sqlx::query_as(concat!(
+        let rows: Vec<Row> = lariat_db::on_reader!(&self.db, |ex| sqlx::query_as(concat!(
             "SELECT ",
             columns!(),
-            " FROM window_overrides WHERE ended_at IS NULL AND ends_at > ?1 ORDER BY seq"
+            " FROM window_overrides WHERE ended_at IS NULL AND ends_at > $1 ORDER BY seq"
         ))
         .bind(now)
-        .fetch_all(self.db.readers())
-        .await?;
+        .fetch_all(ex)
+        .await?);
         let set: Vec<Override> = rows.into_iter().map(|r| stored(r).made).collect();
         self.feed.send_replace(Arc::new(set));
         self.version.store(version, Ordering::Release);
@@ -202,21 +209,25 @@ impl Overrides {
 
     /// The version of the table: its last change.
     async fn version(&self) -> Result<i64, DbError> {
-        Ok(
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM window_overrides")
-                .fetch_one(self.db.readers())
-                .await?,
+        Ok(lariat_db::on_reader!(&self.db, |ex| sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) FROM window_overrides"
         )
+        .fetch_one(ex)
+        .await?))
     }
 
     /// Makes an override, in force from `n.from`.
     pub async fn make(&self, n: NewOverride) -> Result<StoredOverride, DbError> {
         let id = Uuid::now_v7().to_string();
-        let mut w = self.db.writer().await?;
-        let row: Row = sqlx::query_as(concat!(
+        let postgres = self.db.is_postgres();
+        let row: Row = lariat_db::in_transaction!(&self.db, |tx| {
+            if postgres {
+                sqlx::query(NUMBERING).execute(&mut *tx).await?;
+            }
+            let row = sqlx::query_as(concat!(
             "INSERT INTO window_overrides
-               (seq, id, window, action, site, starts_at, ends_at, reason, who, from_addr, version)
-             SELECT v, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, v
+               (seq, id, \"window\", action, site, starts_at, ends_at, reason, who, from_addr, version)
+             SELECT v, $1, $2, $3, $4, $5, $6, $7, $8, $9, v
                FROM (SELECT COALESCE(MAX(version), 0) + 1 AS v FROM window_overrides)
              RETURNING ",
             columns!()
@@ -230,9 +241,10 @@ impl Overrides {
         .bind(&n.reason)
         .bind(&n.who)
         .bind(&n.from_addr)
-        .fetch_one(&mut *w)
-        .await?;
-        drop(w);
+        .fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            row
+        });
         let made = stored(row);
         tracing::info!(
             target: "audit",
@@ -259,22 +271,28 @@ impl Overrides {
         by: &str,
     ) -> Result<Vec<StoredOverride>, DbError> {
         let now = self.clock.now_ms();
-        let mut w = self.db.writer().await?;
-        let rows: Vec<Row> = sqlx::query_as(concat!(
-            "UPDATE window_overrides SET ended_at = ?1, ended_by = ?2,
+        let postgres = self.db.is_postgres();
+        let rows: Vec<Row> = lariat_db::in_transaction!(&self.db, |tx| {
+            if postgres {
+                sqlx::query(NUMBERING).execute(&mut *tx).await?;
+            }
+            let rows = sqlx::query_as(concat!(
+                "UPDATE window_overrides SET ended_at = $1, ended_by = $2,
                version = (SELECT COALESCE(MAX(version), 0) + 1 FROM window_overrides)
-             WHERE window = ?3 AND ended_at IS NULL AND starts_at <= ?1 AND ends_at > ?1
-               AND (?4 IS NULL OR site IS ?4)
+             WHERE \"window\" = $3 AND ended_at IS NULL AND starts_at <= $1 AND ends_at > $1
+               AND ($4 IS NULL OR site IS NOT DISTINCT FROM $4)
              RETURNING ",
-            columns!()
-        ))
-        .bind(now)
-        .bind(by)
-        .bind(window)
-        .bind(site)
-        .fetch_all(&mut *w)
-        .await?;
-        drop(w);
+                columns!()
+            ))
+            .bind(now)
+            .bind(by)
+            .bind(window)
+            .bind(site)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            rows
+        });
         let ended: Vec<StoredOverride> = rows.into_iter().map(stored).collect();
         for e in &ended {
             tracing::info!(
@@ -298,15 +316,16 @@ impl Overrides {
         window: Option<&str>,
         limit: u32,
     ) -> Result<Vec<StoredOverride>, DbError> {
-        let rows: Vec<Row> = sqlx::query_as(concat!(
+        let rows: Vec<Row> = lariat_db::on_reader!(&self.db, |ex| {
+            sqlx::query_as(concat!(
             "SELECT ",
             columns!(),
-            " FROM window_overrides WHERE ?1 IS NULL OR window = ?1 ORDER BY seq DESC LIMIT ?2"
+            " FROM window_overrides WHERE $1 IS NULL OR \"window\" = $1 ORDER BY seq DESC LIMIT $2"
         ))
         .bind(window)
         .bind(i64::from(limit))
-        .fetch_all(self.db.readers())
-        .await?;
+        .fetch_all(ex).await?
+        });
         Ok(rows.into_iter().map(stored).collect())
     }
 
@@ -348,7 +367,7 @@ mod tests {
     async fn overrides_are_kept_ended_by_site_and_audited_across_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
-        let db = Db::open(DbOptions::new(&path)).await.unwrap();
+        let db = lariat_db::Db::open(DbOptions::new(&path)).await.unwrap();
         let clock = Clock::system();
         let o = Overrides::open(db.clone(), clock).await.unwrap();
         let feed = o.feed();
@@ -392,7 +411,7 @@ mod tests {
         db.close().await;
 
         // Reopened (a restart): the set in force and the whole history are still there.
-        let db = Db::open(DbOptions::new(&path)).await.unwrap();
+        let db = lariat_db::Db::open(DbOptions::new(&path)).await.unwrap();
         let o = Overrides::open(db, clock).await.unwrap();
         assert_eq!(o.for_site("ams1").1, vec![all.made.clone()]);
         assert_eq!(o.for_site("ams1").0, after);

@@ -5,11 +5,14 @@ use lariat_api_types::{CommandActor, LinkCommand};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use lariat_db::{Db, DbError, secret};
+use lariat_db::{DbError, Tables, secret};
 use uuid::Uuid;
 
 /// The migrations of these tables (`central/migrations/sqlite`).
 pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The same tables on PostgreSQL (`central/migrations/postgres`).
+pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// A registered agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +60,7 @@ pub struct StoredCommand {
 /// The site agents' tables. Cheap to clone.
 #[derive(Clone)]
 pub struct Sites {
-    db: Db,
+    db: Tables,
     /// What each agent last reported, and when it was last written: an agent that
     /// reports nothing new is seen in memory, and written down only every
     /// [`SEEN_WRITE_EVERY_MS`], so that idle agents' syncs do not take the database's
@@ -145,8 +148,9 @@ macro_rules! cmd_columns {
 
 impl Sites {
     /// The tables of `db`, brought up to date.
-    pub async fn open(db: Db) -> Result<Sites, DbError> {
-        db.migrate(&MIGRATIONS).await?;
+    pub async fn open(db: impl Into<Tables>) -> Result<Sites, DbError> {
+        let db = db.into();
+        db.migrate(&MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
         Ok(Sites {
             db,
             seen: Default::default(),
@@ -164,13 +168,13 @@ impl Sites {
 
     /// Every registered agent, by site.
     pub async fn registrations(&self) -> Result<Vec<Registration>, DbError> {
-        let rows: Vec<RegRow> = sqlx::query_as(concat!(
+        let rows: Vec<RegRow> = lariat_db::on_reader!(&self.db, |ex| sqlx::query_as(concat!(
             "SELECT ",
             reg_columns!(),
             " FROM sites ORDER BY site"
         ))
-        .fetch_all(self.db.readers())
-        .await?;
+        .fetch_all(ex)
+        .await?);
         Ok(rows
             .into_iter()
             .map(|r| self.freshest(registration(r)))
@@ -179,25 +183,25 @@ impl Sites {
 
     /// The agent registered for `site`, if any.
     pub async fn registration(&self, site: &str) -> Result<Option<Registration>, DbError> {
-        let row: Option<RegRow> = sqlx::query_as(concat!(
+        let row: Option<RegRow> = lariat_db::on_reader!(&self.db, |ex| sqlx::query_as(concat!(
             "SELECT ",
             reg_columns!(),
-            " FROM sites WHERE site = ?1"
+            " FROM sites WHERE site = $1"
         ))
         .bind(site)
-        .fetch_optional(self.db.readers())
-        .await?;
+        .fetch_optional(ex)
+        .await?);
         Ok(row.map(|r| self.freshest(registration(r))))
     }
 
     /// The site whose agent is `executor`, if any.
     pub async fn site_of_executor(&self, executor: &str) -> Result<Option<String>, DbError> {
-        Ok(
-            sqlx::query_scalar("SELECT site FROM sites WHERE executor = ?1")
-                .bind(executor)
-                .fetch_optional(self.db.readers())
-                .await?,
+        Ok(lariat_db::on_reader!(&self.db, |ex| sqlx::query_scalar(
+            "SELECT site FROM sites WHERE executor = $1"
         )
+        .bind(executor)
+        .fetch_optional(ex)
+        .await?))
     }
 
     /// Registers `executor` as `site`'s agent. `false` when the site or the executor is
@@ -214,19 +218,19 @@ impl Sites {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(site);
-        let mut w = self.db.writer().await?;
-        let done = sqlx::query(
+        let done = lariat_db::on_writer!(&self.db, |c| {
+            sqlx::query(
             "INSERT INTO sites (site, executor, agent_version, registered_at, last_seen, owner_seq, commands_seen)
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5, 0) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $4, $5, 0) ON CONFLICT DO NOTHING",
         )
         .bind(site)
         .bind(executor)
         .bind(version)
         .bind(now)
         .bind(owner_seq)
-        .execute(&mut *w)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .execute(&mut *c).await?.rows_affected()
+        });
+        Ok(done == 1)
     }
 
     /// Records what the agent of `site` reported now.
@@ -250,24 +254,24 @@ impl Sites {
                 }
             }
         }
-        let mut w = self.db.writer().await?;
-        sqlx::query(
-            "UPDATE sites SET last_seen = ?2, agent_version = ?3, owner_seq = ?4,
-               commands_seen = COALESCE(?5, commands_seen),
-               dhcp_leases = CASE WHEN ?5 IS NULL THEN dhcp_leases ELSE ?6 END,
-               overrides_seen = COALESCE(?7, overrides_seen)
-             WHERE site = ?1",
-        )
-        .bind(site)
-        .bind(now)
-        .bind(version)
-        .bind(owner_seq)
-        .bind(report.map(|r| r.commands_seen))
-        .bind(report.and_then(|r| r.dhcp_leases))
-        .bind(report.map(|r| r.overrides_seen))
-        .execute(&mut *w)
-        .await?;
-        drop(w);
+        lariat_db::on_writer!(&self.db, |c| {
+            sqlx::query(
+                "UPDATE sites SET last_seen = $2, agent_version = $3, owner_seq = $4,
+               commands_seen = COALESCE($5, commands_seen),
+               dhcp_leases = CASE WHEN $5 IS NULL THEN dhcp_leases ELSE $6 END,
+               overrides_seen = COALESCE($7, overrides_seen)
+             WHERE site = $1",
+            )
+            .bind(site)
+            .bind(now)
+            .bind(version)
+            .bind(owner_seq)
+            .bind(report.map(|r| r.commands_seen))
+            .bind(report.and_then(|r| r.dhcp_leases))
+            .bind(report.map(|r| r.overrides_seen))
+            .execute(&mut *c)
+            .await?;
+        });
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let kept = report.or_else(|| seen.get(site).and_then(|s| s.report));
         seen.insert(
@@ -290,12 +294,14 @@ impl Sites {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(site);
-        let mut w = self.db.writer().await?;
-        let done = sqlx::query("DELETE FROM sites WHERE site = ?1")
-            .bind(site)
-            .execute(&mut *w)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let done = lariat_db::on_writer!(&self.db, |c| sqlx::query(
+            "DELETE FROM sites WHERE site = $1"
+        )
+        .bind(site)
+        .execute(&mut *c)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
     }
 
     /// A credential for `site`'s agent, named `name`; `None` when the name is taken.
@@ -306,18 +312,18 @@ impl Sites {
     ) -> Result<Option<NewSiteToken>, DbError> {
         let token = secret::generate("lariat_site_");
         let created_at = lariat_db::now_ms();
-        let mut w = self.db.writer().await?;
-        let done = sqlx::query(
-            "INSERT INTO site_tokens (hash, site, name, created_at) VALUES (?1, ?2, ?3, ?4)
+        let done = lariat_db::on_writer!(&self.db, |c| sqlx::query(
+            "INSERT INTO site_tokens (hash, site, name, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(secret::hash(&token))
         .bind(site)
         .bind(name)
         .bind(created_at)
-        .execute(&mut *w)
-        .await?;
-        Ok((done.rows_affected() == 1).then(|| NewSiteToken {
+        .execute(&mut *c)
+        .await?
+        .rows_affected());
+        Ok((done == 1).then(|| NewSiteToken {
             site: site.to_string(),
             name: name.to_string(),
             token,
@@ -327,12 +333,12 @@ impl Sites {
 
     /// The site a credential is for, if it is one.
     pub async fn site_of_token(&self, token: &str) -> Result<Option<String>, DbError> {
-        Ok(
-            sqlx::query_scalar("SELECT site FROM site_tokens WHERE hash = ?1")
-                .bind(secret::hash(token))
-                .fetch_optional(self.db.readers())
-                .await?,
+        Ok(lariat_db::on_reader!(&self.db, |ex| sqlx::query_scalar(
+            "SELECT site FROM site_tokens WHERE hash = $1"
         )
+        .bind(secret::hash(token))
+        .fetch_optional(ex)
+        .await?))
     }
 
     /// Queues `verb` on `run` for `site`'s agent.
@@ -347,10 +353,9 @@ impl Sites {
         let id = Uuid::now_v7().to_string();
         let created_at = lariat_db::now_ms();
         let actor_json = serde_json::to_string(actor).unwrap_or_else(|_| "{}".into());
-        let mut w = self.db.writer().await?;
-        let seq: i64 = sqlx::query_scalar(
+        let seq: i64 = lariat_db::on_writer!(&self.db, |c| sqlx::query_scalar(
             "INSERT INTO site_commands (id, site, run_id, verb, args, actor, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING seq",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
         )
         .bind(&id)
         .bind(site)
@@ -359,8 +364,8 @@ impl Sites {
         .bind(args.to_string())
         .bind(actor_json)
         .bind(created_at)
-        .fetch_one(&mut *w)
-        .await?;
+        .fetch_one(&mut *c)
+        .await?);
         Ok(StoredCommand {
             site: site.to_string(),
             command: LinkCommand {
@@ -382,16 +387,16 @@ impl Sites {
         seq: i64,
         limit: u32,
     ) -> Result<Vec<LinkCommand>, DbError> {
-        let rows: Vec<CmdRow> = sqlx::query_as(concat!(
+        let rows: Vec<CmdRow> = lariat_db::on_reader!(&self.db, |ex| sqlx::query_as(concat!(
             "SELECT ",
             cmd_columns!(),
-            " FROM site_commands WHERE site = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+            " FROM site_commands WHERE site = $1 AND seq > $2 ORDER BY seq LIMIT $3"
         ))
         .bind(site)
         .bind(seq)
         .bind(i64::from(limit))
-        .fetch_all(self.db.readers())
-        .await?;
+        .fetch_all(ex)
+        .await?);
         rows.into_iter()
             .map(|r| command(r).map(|c| c.command))
             .collect()
@@ -399,14 +404,14 @@ impl Sites {
 
     /// A command by id.
     pub async fn command(&self, id: &str) -> Result<Option<StoredCommand>, DbError> {
-        let row: Option<CmdRow> = sqlx::query_as(concat!(
+        let row: Option<CmdRow> = lariat_db::on_reader!(&self.db, |ex| sqlx::query_as(concat!(
             "SELECT ",
             cmd_columns!(),
-            " FROM site_commands WHERE id = ?1"
+            " FROM site_commands WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(self.db.readers())
-        .await?;
+        .fetch_optional(ex)
+        .await?);
         row.map(command).transpose()
     }
 }

@@ -10,7 +10,8 @@
 //! Opening names what is wrong with a file an operator gave (in use, locked by another
 //! program, read-only, not SQLite, a missing folder, a URL where a path goes, a schema a
 //! newer Lariat wrote) and says what to do about it. [`pg`] is the PostgreSQL handle the
-//! central replicas will share; no repository uses it yet.
+//! central node may keep its tables on instead, and [`Tables`] the handle its
+//! repositories take: either database.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -29,6 +30,8 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 pub mod pg;
 pub use pg::{PgDb, PgOptions};
+pub mod tables;
+pub use tables::{Tables, is_postgres_url};
 #[cfg(feature = "test-support")]
 pub mod testing;
 
@@ -222,8 +225,11 @@ fn url_not_path(path: &Path) -> Option<String> {
         return None;
     }
     match scheme.as_str() {
+        "postgres" | "postgresql" if rest.starts_with("//") => Some(
+            "PostgreSQL holds the central node's tables only (`lariat server`, `lariat token`, `lariat site`); this keeps its tables in a SQLite file: give a file's path, e.g. --db ./lariat-agent.db".into(),
+        ),
         "postgres" | "postgresql" => Some(
-            "this build keeps its tables in SQLite only (PostgreSQL is planned); give a SQLite file's path, e.g. --db ./lariat.db".into(),
+            "not a PostgreSQL URL, which is postgres://USER:PASSWORD@HOST:PORT/DATABASE, nor a SQLite file's path".into(),
         ),
         "sqlite" => Some(format!(
             "give the SQLite file's path itself, without `sqlite:` (here: {})",
@@ -563,9 +569,12 @@ mod tests {
         for (given, says) in [
             (
                 "postgres://ops@db1/lariat",
-                "SQLite only (PostgreSQL is planned)",
+                "PostgreSQL holds the central node's tables only",
             ),
-            ("PostgreSQL:lariat", "SQLite only"),
+            (
+                "PostgreSQL:lariat",
+                "not a PostgreSQL URL, which is postgres://",
+            ),
             (
                 "sqlite:///var/lib/lariat.db",
                 "without `sqlite:` (here: /var/lib/lariat.db)",

@@ -12,6 +12,10 @@ pub enum ProcessError {
     Engine(#[source] lariat_engine::EngineError),
     #[error("cannot register built-in workflow {0}")]
     Library(String, #[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(
+        "a site agent keeps its tables in a SQLite file of its own, so that it works while cut off from the centre; PostgreSQL is for `lariat server`: give the agent a file's path, e.g. --db ./lariat-agent.db"
+    )]
+    AgentOnPostgres,
     #[error("cannot use this database")]
     Schema(#[source] lariat_db::DbError),
     #[error("cannot open the database for the API, design and site tables")]

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use lariat_api::{ApiConfig, AuditLog, Auth, CancellationToken, TokenStore};
-use lariat_db::{Db, DbOptions, Durability};
+use lariat_db::{Db, DbOptions, Durability, Tables};
+use lariat_engine::store::StoreOptions;
 use lariat_engine::{Actions, Engine, EngineConfig, Scheduling};
 use lariat_source::DesignSource;
 
@@ -28,7 +29,8 @@ pub use tls::TlsFiles;
 /// What every executor process runs: its engine on its database.
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
-    /// The SQLite database file (created if missing).
+    /// The SQLite database file (created if missing); for a server, a PostgreSQL URL
+    /// (`postgres://...`) instead.
     pub db: PathBuf,
     /// Address of the REST API (and of HTTP boot, when on).
     pub listen: SocketAddr,
@@ -75,7 +77,7 @@ pub async fn serve(
     let site = SiteRole::new(cfg.site.clone())?;
     check_schema(&cfg.executor).await?;
     let engine = start_engine(&cfg.executor, site.actions(), site.scheduling()).await?;
-    let tables = open_tables(&cfg.executor).await?;
+    let tables = open_central_tables(&cfg.executor).await?;
     if cfg.central.auth == Auth::InsecureNoAuth {
         warn_no_auth();
     }
@@ -111,6 +113,9 @@ pub async fn serve_agent(
 ) -> Result<(), ProcessError> {
     let tls = tls_config(&cfg.executor, &cfg.site)?;
     let site = SiteRole::new(cfg.site.clone())?;
+    if lariat_db::is_postgres_url(&db_arg(&cfg.executor)) {
+        return Err(ProcessError::AgentOnPostgres);
+    }
     check_schema(&cfg.executor).await?;
     let engine = start_engine(&cfg.executor, site.actions(), site.scheduling()).await?;
     let tables = open_tables(&cfg.executor).await?;
@@ -135,7 +140,7 @@ pub async fn serve_agent(
             engine.clone(),
             Arc::new(design.clone()),
             overrides.feed(),
-            &tables,
+            &Tables::from(tables.clone()),
             local,
         )
         .await?;
@@ -204,7 +209,7 @@ async fn start_engine(
     actions: Actions,
     scheduling: Scheduling,
 ) -> Result<Engine, ProcessError> {
-    let mut ec = EngineConfig::new(&cfg.db);
+    let mut ec = EngineConfig::at(StoreOptions::from_arg(&db_arg(cfg)));
     ec.executor_id = cfg.executor_id.clone();
     if let Some(o) = ec.store.sqlite_mut() {
         o.durability = cfg.durability;
@@ -223,7 +228,7 @@ async fn start_engine(
         .map_err(ProcessError::Engine)?;
     let r = engine.resume_report();
     tracing::info!(
-        db = %cfg.db.display(),
+        db = %lariat_db::pg::redact(&db_arg(cfg)),
         executor = engine.owner(),
         resumed_runs = r.runs,
         interrupted = r.interrupted,
@@ -252,8 +257,40 @@ pub fn newest_known_migration() -> i64 {
     .unwrap_or(0)
 }
 
+/// The newest PostgreSQL migration of any crate in this binary.
+pub fn newest_known_postgres_migration() -> i64 {
+    [
+        &lariat_engine::store::POSTGRES_MIGRATIONS,
+        &lariat_api::tokens::POSTGRES_MIGRATIONS,
+        &lariat_central::POSTGRES_MIGRATIONS,
+        &lariat_site::POSTGRES_MIGRATIONS,
+        &lariat_source::POSTGRES_MIGRATIONS,
+    ]
+    .iter()
+    .flat_map(|m| m.iter())
+    .map(|m| m.version)
+    .max()
+    .unwrap_or(0)
+}
+
+/// `--db` as given: a path, or a PostgreSQL URL.
+fn db_arg(cfg: &ExecutorConfig) -> String {
+    cfg.db.to_string_lossy().into_owned()
+}
+
 /// Refuse, before anything migrates it, a database a newer Lariat has written.
 async fn check_schema(cfg: &ExecutorConfig) -> Result<(), ProcessError> {
+    let db = db_arg(cfg);
+    if lariat_db::is_postgres_url(&db) {
+        let tables = Tables::open(&db, cfg.durability)
+            .await
+            .map_err(ProcessError::Schema)?;
+        let checked = tables
+            .check_not_newer(newest_known_migration(), newest_known_postgres_migration())
+            .await;
+        tables.close().await;
+        return checked.map_err(ProcessError::Schema);
+    }
     // A file that does not open is the engine's to report, as it always has.
     let Ok(db) = Db::open(DbOptions::shared(Path::new(&cfg.db))).await else {
         return Ok(());
@@ -261,6 +298,14 @@ async fn check_schema(cfg: &ExecutorConfig) -> Result<(), ProcessError> {
     let checked = db.check_not_newer(newest_known_migration()).await;
     db.close().await;
     checked.map_err(ProcessError::Schema)
+}
+
+/// The central node's tables, beside the engine's: in the SQLite file, or in the
+/// PostgreSQL database the engine uses.
+async fn open_central_tables(cfg: &ExecutorConfig) -> Result<Tables, ProcessError> {
+    Tables::open(&db_arg(cfg), cfg.durability)
+        .await
+        .map_err(ProcessError::Tables)
 }
 
 /// The other crates' tables, beside the engine's, on a handle of their own.
@@ -326,7 +371,7 @@ async fn serve_http(
 
 async fn stop(
     engine: Engine,
-    tables: Db,
+    tables: impl Into<Tables>,
     audit: AuditLog,
     served: std::io::Result<()>,
 ) -> Result<(), ProcessError> {
@@ -334,7 +379,7 @@ async fn stop(
     engine.shutdown().await;
     // Requests have ended: what they recorded goes in before the database closes.
     audit.flush().await;
-    tables.close().await;
+    tables.into().close().await;
     served.map_err(ProcessError::Serve)?;
     match failure {
         Some(f) => Err(ProcessError::Stopped(f)),

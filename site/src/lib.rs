@@ -23,7 +23,7 @@ use lariat_engine::Engine;
 pub use design::{DesignSetter, LateDesign, SiteDesign};
 pub use lariat_boot::http::openapi as http_boot_openapi;
 pub use lariat_steps::CurrentDesign;
-pub use node_tokens::{MIGRATIONS, NodeToken, NodeTokens};
+pub use node_tokens::{MIGRATIONS, NodeToken, NodeTokens, POSTGRES_MIGRATIONS};
 pub use nodes::SiteNodes;
 pub use provisioning::{ProvisioningConfig, actions};
 pub use services::{BootServices, BootServicesConfig, ServicesError, active_leases};

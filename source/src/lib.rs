@@ -11,7 +11,7 @@
 pub mod credentials;
 mod mirror;
 mod revisions;
-pub use revisions::MIGRATIONS;
+pub use revisions::{MIGRATIONS, POSTGRES_MIGRATIONS};
 mod webhook;
 
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lariat_db::{Db, DbError};
+use lariat_db::{DbError, Tables};
 use lariat_workflows::design::{self, Finding, Loaded};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -111,7 +111,7 @@ pub struct DesignSource {
 
 struct Inner {
     /// The revision and pin records (see `revisions`).
-    db: Db,
+    db: Tables,
     cfg: Option<SourceConfig>,
     mirror: Option<Arc<Mutex<Mirror>>>,
     active: watch::Sender<Arc<ActiveDesign>>,
@@ -123,8 +123,10 @@ struct Inner {
 
 impl DesignSource {
     /// A source with no repository: the design is empty and `sync` says so.
-    pub async fn unconfigured(db: Db) -> Result<DesignSource, SourceError> {
-        db.migrate(&revisions::MIGRATIONS).await?;
+    pub async fn unconfigured(db: impl Into<Tables>) -> Result<DesignSource, SourceError> {
+        let db = db.into();
+        db.migrate(&revisions::MIGRATIONS, &revisions::POSTGRES_MIGRATIONS)
+            .await?;
         let active = ActiveDesign {
             revision: None,
             loaded: empty(),
@@ -159,8 +161,13 @@ impl DesignSource {
 
     /// Opens the mirror and restores the active revision recorded in the store. It does
     /// not fetch; call [`sync`](Self::sync) for that (the server does at start).
-    pub async fn open(db: Db, cfg: SourceConfig) -> Result<DesignSource, SourceError> {
-        db.migrate(&revisions::MIGRATIONS).await?;
+    pub async fn open(
+        db: impl Into<Tables>,
+        cfg: SourceConfig,
+    ) -> Result<DesignSource, SourceError> {
+        let db = db.into();
+        db.migrate(&revisions::MIGRATIONS, &revisions::POSTGRES_MIGRATIONS)
+            .await?;
         let (path, url, creds) = (
             cfg.mirror.clone(),
             cfg.repo.clone(),
@@ -188,7 +195,7 @@ impl DesignSource {
     }
 
     fn build(
-        db: Db,
+        db: Tables,
         cfg: Option<SourceConfig>,
         mirror: Option<Arc<Mutex<Mirror>>>,
         active: ActiveDesign,

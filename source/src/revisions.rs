@@ -1,7 +1,7 @@
 //! The design source's tables: revision and pin records (`design_revisions`,
 //! `site_pins`). Every statement on them is in this file.
 
-use lariat_db::Db;
+use lariat_db::Tables;
 use lariat_workflows::design::{Finding, Report};
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +71,9 @@ pub struct Pin {
 /// The migrations of these tables (`source/migrations/sqlite`).
 pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// The same tables on PostgreSQL (`source/migrations/postgres`).
+pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
 type RevRow = (i64, String, String, String, String, i64, i64, i64, i64, i64);
 /// A [`RevRow`] followed by the findings column.
 type RevFindingsRow = (
@@ -117,7 +120,7 @@ fn revision(
 }
 
 pub(crate) async fn record(
-    db: &Db,
+    db: &Tables,
     snap: &Snapshot,
     branch: &str,
     trigger: Trigger,
@@ -128,11 +131,10 @@ pub(crate) async fn record(
     let findings = serde_json::to_string(&report.findings)
         .map_err(|e| SourceError::Corrupt(format!("findings do not serialise: {e}")))?;
     let now = lariat_db::now_ms();
-    let mut w = db.writer().await?;
-    let id: i64 = sqlx::query_scalar(
+    let id: i64 = lariat_db::on_writer!(&db, |c| sqlx::query_scalar(
         "INSERT INTO design_revisions
            (commit_id, branch, trigger, fetched_at, accepted, errors, warnings, findings, summary)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
     )
     .bind(&snap.commit)
     .bind(branch)
@@ -143,8 +145,8 @@ pub(crate) async fn record(
     .bind(warnings as i64)
     .bind(findings)
     .bind(&snap.summary)
-    .fetch_one(&mut *w)
-    .await?;
+    .fetch_one(&mut *c)
+    .await?);
     Ok(Revision {
         id,
         commit: snap.commit.clone(),
@@ -163,54 +165,55 @@ pub(crate) async fn record(
     })
 }
 
-pub(crate) async fn make_active(db: &Db, id: i64) -> Result<(), SourceError> {
-    let mut w = db.writer().await?;
-    sqlx::query("UPDATE design_revisions SET active = (id = ?1) WHERE active = 1 OR id = ?1")
+pub(crate) async fn make_active(db: &Tables, id: i64) -> Result<(), SourceError> {
+    lariat_db::on_writer!(&db, |c| {
+        sqlx::query("UPDATE design_revisions SET active = CASE WHEN id = $1 THEN 1 ELSE 0 END WHERE active = 1 OR id = $1")
         .bind(id)
-        .execute(&mut *w)
-        .await?;
+        .execute(&mut *c).await?;
+    });
     Ok(())
 }
 
-pub(crate) async fn active(db: &Db) -> Result<Option<Revision>, SourceError> {
+pub(crate) async fn active(db: &Tables) -> Result<Option<Revision>, SourceError> {
     let sql = concat!(
         "SELECT ",
         rev_columns!(),
         " FROM design_revisions WHERE active = 1"
     );
-    let row: Option<RevRow> = sqlx::query_as(sql).fetch_optional(db.readers()).await?;
+    let row: Option<RevRow> =
+        lariat_db::on_reader!(&db, |ex| sqlx::query_as(sql).fetch_optional(ex).await?);
     Ok(row.map(revision))
 }
 
-pub(crate) async fn by_commit(db: &Db, commit: &str) -> Result<Option<Revision>, SourceError> {
+pub(crate) async fn by_commit(db: &Tables, commit: &str) -> Result<Option<Revision>, SourceError> {
     let sql = concat!(
         "SELECT ",
         rev_columns!(),
-        " FROM design_revisions WHERE commit_id = ?1"
+        " FROM design_revisions WHERE commit_id = $1"
     );
-    let row: Option<RevRow> = sqlx::query_as(sql)
+    let row: Option<RevRow> = lariat_db::on_reader!(&db, |ex| sqlx::query_as(sql)
         .bind(commit)
-        .fetch_optional(db.readers())
-        .await?;
+        .fetch_optional(ex)
+        .await?);
     Ok(row.map(revision))
 }
 
-pub(crate) async fn list(db: &Db, limit: u32) -> Result<Vec<Revision>, SourceError> {
+pub(crate) async fn list(db: &Tables, limit: u32) -> Result<Vec<Revision>, SourceError> {
     let sql = concat!(
         "SELECT ",
         rev_columns!(),
-        " FROM design_revisions ORDER BY id DESC LIMIT ?1"
+        " FROM design_revisions ORDER BY id DESC LIMIT $1"
     );
-    let rows: Vec<RevRow> = sqlx::query_as(sql)
+    let rows: Vec<RevRow> = lariat_db::on_reader!(&db, |ex| sqlx::query_as(sql)
         .bind(i64::from(limit))
-        .fetch_all(db.readers())
-        .await?;
+        .fetch_all(ex)
+        .await?);
     Ok(rows.into_iter().map(revision).collect())
 }
 
 /// By full id, or by an unambiguous prefix of at least 7 hex digits.
 pub(crate) async fn with_findings(
-    db: &Db,
+    db: &Tables,
     rev: &str,
 ) -> Result<Option<(Revision, Vec<Finding>)>, SourceError> {
     let rev = rev.to_ascii_lowercase();
@@ -220,12 +223,12 @@ pub(crate) async fn with_findings(
     let sql = concat!(
         "SELECT ",
         rev_columns!(),
-        ", findings FROM design_revisions WHERE commit_id >= ?1 AND commit_id < ?1 || 'g' ORDER BY id LIMIT 2"
+        ", findings FROM design_revisions WHERE commit_id >= $1 AND commit_id < $1 || 'g' ORDER BY id LIMIT 2"
     );
-    let rows: Vec<RevFindingsRow> = sqlx::query_as(sql)
+    let rows: Vec<RevFindingsRow> = lariat_db::on_reader!(&db, |ex| sqlx::query_as(sql)
         .bind(&rev)
-        .fetch_all(db.readers())
-        .await?;
+        .fetch_all(ex)
+        .await?);
     if rows.len() != 1 {
         return Ok(None);
     }
@@ -241,25 +244,25 @@ pub(crate) async fn with_findings(
 }
 
 pub(crate) async fn pin(
-    db: &Db,
+    db: &Tables,
     site: &str,
     rev: &str,
     commit: &str,
     actor: &str,
 ) -> Result<Pin, SourceError> {
     let now = lariat_db::now_ms();
-    let mut w = db.writer().await?;
-    sqlx::query(
-        "INSERT INTO site_pins (site, rev, commit_id, pinned_at, pinned_by) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (site) DO UPDATE SET rev = ?2, commit_id = ?3, pinned_at = ?4, pinned_by = ?5",
+    lariat_db::on_writer!(&db, |c| {
+        sqlx::query(
+        "INSERT INTO site_pins (site, rev, commit_id, pinned_at, pinned_by) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (site) DO UPDATE SET rev = $2, commit_id = $3, pinned_at = $4, pinned_by = $5",
     )
     .bind(site)
     .bind(rev)
     .bind(commit)
     .bind(now)
     .bind(actor)
-    .execute(&mut *w)
-    .await?;
+    .execute(&mut *c).await?;
+    });
     Ok(Pin {
         site: site.to_string(),
         rev: rev.to_string(),
@@ -269,13 +272,15 @@ pub(crate) async fn pin(
     })
 }
 
-pub(crate) async fn unpin(db: &Db, site: &str) -> Result<bool, SourceError> {
-    let mut w = db.writer().await?;
-    let done = sqlx::query("DELETE FROM site_pins WHERE site = ?1")
-        .bind(site)
-        .execute(&mut *w)
-        .await?;
-    Ok(done.rows_affected() > 0)
+pub(crate) async fn unpin(db: &Tables, site: &str) -> Result<bool, SourceError> {
+    let done = lariat_db::on_writer!(&db, |c| sqlx::query(
+        "DELETE FROM site_pins WHERE site = $1"
+    )
+    .bind(site)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(done > 0)
 }
 
 type PinRow = (String, String, String, i64, String);
@@ -290,21 +295,21 @@ fn pin_row((site, rev, commit, pinned_at, pinned_by): PinRow) -> Pin {
     }
 }
 
-pub(crate) async fn pins(db: &Db) -> Result<Vec<Pin>, SourceError> {
-    let rows: Vec<PinRow> = sqlx::query_as(
+pub(crate) async fn pins(db: &Tables) -> Result<Vec<Pin>, SourceError> {
+    let rows: Vec<PinRow> = lariat_db::on_reader!(&db, |ex| sqlx::query_as(
         "SELECT site, rev, commit_id, pinned_at, pinned_by FROM site_pins ORDER BY site",
     )
-    .fetch_all(db.readers())
-    .await?;
+    .fetch_all(ex)
+    .await?);
     Ok(rows.into_iter().map(pin_row).collect())
 }
 
-pub(crate) async fn pin_of(db: &Db, site: &str) -> Result<Option<Pin>, SourceError> {
-    let row: Option<PinRow> = sqlx::query_as(
-        "SELECT site, rev, commit_id, pinned_at, pinned_by FROM site_pins WHERE site = ?1",
+pub(crate) async fn pin_of(db: &Tables, site: &str) -> Result<Option<Pin>, SourceError> {
+    let row: Option<PinRow> = lariat_db::on_reader!(&db, |ex| sqlx::query_as(
+        "SELECT site, rev, commit_id, pinned_at, pinned_by FROM site_pins WHERE site = $1",
     )
     .bind(site)
-    .fetch_optional(db.readers())
-    .await?;
+    .fetch_optional(ex)
+    .await?);
     Ok(row.map(pin_row))
 }

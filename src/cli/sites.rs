@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use lariat_central::Sites;
 use lariat_client::Client;
-use lariat_db::{Db, DbOptions};
+use lariat_db::Tables;
 
 use super::conn::Conn;
 use super::output::{print_json, table, time};
@@ -47,7 +47,7 @@ pub enum SiteTokenCmd {
 
 /// Add what was done with the database at hand to its audit trail.
 async fn audit(
-    handle: &Db,
+    handle: &Tables,
     action: &str,
     site: &str,
     detail: serde_json::Value,
@@ -63,21 +63,23 @@ async fn audit(
     Ok(())
 }
 
-async fn open(db: &Path) -> anyhow::Result<(Db, Sites)> {
-    let handle = Db::open(DbOptions {
-        readers: 1,
-        ..DbOptions::shared(db)
-    })
-    .await
-    .with_context(|| format!("cannot open database {}", db.display()))?;
+async fn open(db: &Path) -> anyhow::Result<(Tables, Sites)> {
+    // A URL is shown without its password.
+    let shown = lariat_db::pg::redact(&db.to_string_lossy());
+    let handle = Tables::open(&db.to_string_lossy(), lariat_db::Durability::Full)
+        .await
+        .with_context(|| format!("cannot open database {}", shown))?;
     // A newer Lariat's tables are not this one's to write.
     handle
-        .check_not_newer(lariat_node::newest_known_migration())
+        .check_not_newer(
+            lariat_node::newest_known_migration(),
+            lariat_node::newest_known_postgres_migration(),
+        )
         .await
-        .with_context(|| format!("cannot use database {}", db.display()))?;
+        .with_context(|| format!("cannot use database {}", shown))?;
     let sites = Sites::open(handle.clone())
         .await
-        .with_context(|| format!("cannot open the site tables of {}", db.display()))?;
+        .with_context(|| format!("cannot open the site tables of {}", shown))?;
     Ok((handle, sites))
 }
 

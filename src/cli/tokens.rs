@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 use lariat_api::{AuditActor, Expiry, Role, TokenStore};
-use lariat_db::{Db, DbOptions};
+use lariat_db::Tables;
 
 use super::output::{now_ms, print_json, table, time};
 
@@ -55,26 +55,27 @@ pub enum TokenCmd {
 
 /// The API tokens of the database at `db`, next to a running server or not; close the
 /// handle when done.
-async fn open_tokens(db: &Path) -> anyhow::Result<(Db, TokenStore)> {
-    if !db.exists() {
-        tracing::info!("creating database {}", db.display());
+async fn open_tokens(db: &Path) -> anyhow::Result<(Tables, TokenStore)> {
+    // A URL is shown without its password.
+    let shown = lariat_db::pg::redact(&db.to_string_lossy());
+    if !db.exists() && !lariat_db::is_postgres_url(&db.to_string_lossy()) {
+        tracing::info!("creating database {}", shown);
     }
-    // Next to a running server: no executor lock, one reader.
-    let opts = DbOptions {
-        readers: 1,
-        ..DbOptions::shared(db)
-    };
-    let handle = Db::open(opts)
+    // Next to a running server: no executor lock.
+    let handle = Tables::open(&db.to_string_lossy(), lariat_db::Durability::Full)
         .await
-        .with_context(|| format!("cannot open database {}", db.display()))?;
+        .with_context(|| format!("cannot open database {}", shown))?;
     // A newer Lariat's tables are not this one's to write.
     handle
-        .check_not_newer(lariat_node::newest_known_migration())
+        .check_not_newer(
+            lariat_node::newest_known_migration(),
+            lariat_node::newest_known_postgres_migration(),
+        )
         .await
-        .with_context(|| format!("cannot use database {}", db.display()))?;
+        .with_context(|| format!("cannot use database {}", shown))?;
     let tokens = TokenStore::open(handle.clone())
         .await
-        .with_context(|| format!("cannot open the API tokens of {}", db.display()))?;
+        .with_context(|| format!("cannot open the API tokens of {}", shown))?;
     Ok((handle, tokens))
 }
 
@@ -157,7 +158,7 @@ pub async fn run(cmd: TokenCmd) -> anyhow::Result<i32> {
                     "revoked {} token '{}'; servers on {} refuse it from now on",
                     t.role,
                     t.name,
-                    db.display()
+                    lariat_db::pg::redact(&db.to_string_lossy())
                 );
             }
         }

@@ -29,6 +29,65 @@ pub struct TestServer {
     log: Arc<Mutex<String>>,
     pub http: reqwest::Client,
     args: Vec<String>,
+    /// The PostgreSQL database `db` names, when there is one; dropped after the server.
+    pg: Option<lariat_db::testing::TestDatabase>,
+}
+
+/// Where a test server keeps its tables: `dir/lariat.db`, or, with
+/// `LARIAT_TEST_STORE=postgres`, a PostgreSQL database of its own on the test server
+/// (`LARIAT_TEST_POSTGRES`), whose URL then goes where the file's path would.
+pub fn test_tables(dir: &Path) -> (PathBuf, Option<lariat_db::testing::TestDatabase>) {
+    match std::env::var("LARIAT_TEST_STORE").as_deref() {
+        Ok("postgres") => {
+            // Tests call this inside and outside a runtime: a thread of its own has one.
+            let pg = std::thread::spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime")
+                    .block_on(lariat_db::testing::TestDatabase::create())
+            })
+            .join()
+            .expect("the test database is made")
+            .expect("LARIAT_TEST_STORE=postgres needs LARIAT_TEST_POSTGRES");
+            (PathBuf::from(&pg.url), Some(pg))
+        }
+        Ok("sqlite") | Err(_) => (dir.join("lariat.db"), None),
+        Ok(other) => panic!("LARIAT_TEST_STORE={other}: say sqlite or postgres"),
+    }
+}
+
+/// Runs `sql` on the tables at `db` (a SQLite file or a PostgreSQL URL), as an operator
+/// with a SQL shell would behind the server's back; the rows it changed.
+pub async fn run_sql(db: &Path, sql: &str) -> u64 {
+    use sqlx::Connection;
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    if on_postgres() {
+        let mut c = sqlx::PgConnection::connect(db.to_str().expect("a URL"))
+            .await
+            .expect("the test database answers");
+        let done = sqlx::raw_sql(sql)
+            .execute(&mut c)
+            .await
+            .expect("the SQL runs");
+        let _ = c.close().await;
+        done.rows_affected()
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .expect("the database file opens");
+        let done = sqlx::raw_sql(sql)
+            .execute(&mut c)
+            .await
+            .expect("the SQL runs");
+        let _ = c.close().await;
+        done.rows_affected()
+    }
+}
+
+/// Whether the test servers keep their tables on PostgreSQL (`LARIAT_TEST_STORE`).
+pub fn on_postgres() -> bool {
+    std::env::var("LARIAT_TEST_STORE").as_deref() == Ok("postgres")
 }
 
 /// Runs `lariat ARGS --db DB` (a local command on a database file, no server) to
@@ -63,13 +122,20 @@ impl TestServer {
 
     pub fn start_with(extra: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let db = dir.path().join("lariat.db");
+        let (db, pg) = test_tables(dir.path());
         let admin = create_token(&db, "admin", "root");
         let operator = create_token(&db, "operator", "alice");
         let viewer = create_token(&db, "viewer", "victor");
         let args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         let log = Arc::new(Mutex::new(String::new()));
-        let (child, base) = spawn_server(&db, &args, &log);
+        let (child, base) = spawn_server(&db, dir.path(), &args, &log);
+        if pg.is_some() {
+            let started = log.lock().unwrap().clone();
+            assert!(
+                started.contains("db=postgres://"),
+                "the server is not on the PostgreSQL test database:\n{started}"
+            );
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -85,6 +151,7 @@ impl TestServer {
             log,
             http,
             args,
+            pg,
         }
     }
 
@@ -95,7 +162,7 @@ impl TestServer {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let (child, base) = spawn_server(&self.db, &self.args, &self.log);
+        let (child, base) = spawn_server(&self.db, self.dir.path(), &self.args, &self.log);
         self.child = Some(child);
         self.base = base;
     }
@@ -284,10 +351,20 @@ impl TestServer {
     }
 }
 
-/// A `lariat server` on `db` with `args`, its stderr drained into `log`; returns the
-/// child and the URL it listens on.
-fn spawn_server(db: &Path, args: &[String], log: &Arc<Mutex<String>>) -> (Child, String) {
-    let mut child = Command::new(BIN)
+/// A `lariat server` on `db` with `args`, in the folder `dir` (where a server on
+/// PostgreSQL keeps its files), its stderr drained into `log`; returns the child and the
+/// URL it listens on.
+fn spawn_server(
+    db: &Path,
+    dir: &Path,
+    args: &[String],
+    log: &Arc<Mutex<String>>,
+) -> (Child, String) {
+    let mut c = Command::new(BIN);
+    if on_postgres() {
+        c.current_dir(dir);
+    }
+    let mut child = c
         .args([
             "server",
             "--listen",

@@ -64,8 +64,7 @@ impl StoreOptions {
     /// What a `--db` argument names: a PostgreSQL URL (`postgres://` or `postgresql://`),
     /// or else the path of a SQLite file.
     pub fn from_arg(arg: &str) -> Self {
-        let lower = arg.to_ascii_lowercase();
-        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        if lariat_db::is_postgres_url(arg) {
             StoreOptions::postgres(arg)
         } else {
             StoreOptions::new(arg)

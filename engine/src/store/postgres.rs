@@ -679,14 +679,26 @@ impl PgStore {
     }
 }
 
+/// How long a start waits for a claim held by another session before refusing.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Take the advisory lock on a connection kept for it, or say who holds it.
 async fn take_claim(db: &PgDb) -> Result<Claim, StoreError> {
     let mut conn = db.pool().acquire().await?.detach();
-    let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1::int, $2::int)")
-        .bind(CLAIM.0 as i32)
-        .bind(CLAIM.1 as i32)
-        .fetch_one(&mut conn)
-        .await?;
+    // An executor killed a moment ago still holds the claim until the server notices
+    // its connection closed (milliseconds): a restart waits that long before refusing.
+    let waiting_since = std::time::Instant::now();
+    let taken = loop {
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1::int, $2::int)")
+            .bind(CLAIM.0 as i32)
+            .bind(CLAIM.1 as i32)
+            .fetch_one(&mut conn)
+            .await?;
+        if taken || waiting_since.elapsed() >= CLAIM_WAIT {
+            break taken;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     if !taken {
         let holder: Option<(i32, String, Option<String>)> = sqlx::query_as(
             "SELECT a.pid, a.application_name, host(a.client_addr)

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use axum::Router;
 use lariat_api::{ApiConfig, Auth, CancellationToken, TokenStore};
 use lariat_central::{Central, LocalSites, Overrides, Sites};
-use lariat_db::Db;
+use lariat_db::Tables;
 use lariat_engine::Engine;
 use lariat_site::{CurrentDesign, SiteDesign};
 use lariat_source::{ActiveDesign, DesignSource, PinnedDesign, SourceConfig, Trigger};
@@ -51,7 +51,7 @@ impl CentralRole {
     pub async fn start(
         cfg: &CentralConfig,
         engine: Engine,
-        tables: Db,
+        tables: Tables,
     ) -> Result<Self, ProcessError> {
         for b in lariat_workflows::LIBRARY {
             let (text, format) = b

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use lariat_db::Db;
+use lariat_db::Tables;
 use lariat_engine::{Actions, Engine, Scheduling};
 use lariat_site::{
     BootServices, BootServicesConfig, DesignSetter, DesignWindows, HttpBoot, LateDesign,
@@ -104,7 +104,7 @@ impl SiteRole {
         engine: Engine,
         design: Arc<dyn SiteDesign>,
         overrides: OverrideFeed,
-        tables: &Db,
+        tables: &Tables,
         api: SocketAddr,
     ) -> Result<RunningSite, ProcessError> {
         self.set_design.set(design.clone());
