@@ -142,6 +142,11 @@ async fn an_operator_opens_and_closes_a_window_by_overrides_that_expire() {
             "reason",
         ),
         (json!({"for": "2h"}), StatusCode::BAD_REQUEST, "reason"),
+        (
+            json!({"for": "2h", "reason": "fw\u{0}"}),
+            StatusCode::BAD_REQUEST,
+            "control character",
+        ),
         (json!({"reason": "x"}), StatusCode::BAD_REQUEST, "for"),
         (
             json!({"for": "10s", "reason": "x"}),

@@ -264,6 +264,9 @@ impl Engine {
     ) -> Result<Registered, EngineError> {
         let wf = model::compile(text, format, 0, &self.inner.actions)?;
         let canonical = Workflow::canonical_json(&wf.def);
+        if let Ok(def) = serde_json::from_str::<Value>(&canonical) {
+            crate::request::refuse_nul(&format!("workflow {}", wf.name), &def)?;
+        }
         let (version, created) = self.inner.store.put_workflow(&wf.name, &canonical).await?;
         Ok(Registered {
             name: wf.name,
@@ -433,6 +436,7 @@ impl Engine {
         payload: Value,
         actor: Actor,
     ) -> Result<(), EngineError> {
+        crate::request::refuse_nul("the signal's payload", &payload)?;
         let res = self
             .call(|reply| Command::Signal {
                 run,
@@ -545,6 +549,9 @@ impl Engine {
         input: Option<Value>,
         actor: Actor,
     ) -> Result<(), EngineError> {
+        if let Some(input) = &input {
+            crate::request::refuse_nul("the retry's input", input)?;
+        }
         self.verb(
             run,
             Verb::Retry {

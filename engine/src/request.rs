@@ -90,15 +90,32 @@ impl NewRun {
             }
         }
         if let Some(k) = &r.idempotency_key
-            && (k.is_empty() || k.len() > 200 || k.starts_with('\u{0}'))
+            && (k.is_empty() || k.len() > 200 || k.contains('\u{0}'))
         {
             return Err(EngineError::InvalidInput(
-                "idempotency_key must be 1 to 200 characters".into(),
+                "idempotency_key must be 1 to 200 characters, none of them NUL".into(),
             ));
         }
         if r.version.is_some_and(|v| v < 1) {
             return Err(EngineError::InvalidInput("version starts at 1".into()));
         }
+        refuse_nul("input", &r.input)?;
         Ok(())
+    }
+}
+
+/// Refuse operator input holding a NUL character, naming where (see
+/// [`crate::store::nul`]): no database stores it alike.
+pub(crate) fn refuse_nul(what: &str, v: &Value) -> Result<(), EngineError> {
+    match crate::store::nul::nul_in(v) {
+        None => Ok(()),
+        Some(at) => Err(EngineError::InvalidInput(format!(
+            "{what}{} holds a NUL character (U+0000), which cannot be stored; remove it",
+            if at.is_empty() {
+                String::new()
+            } else {
+                format!(" at {at}")
+            }
+        ))),
     }
 }

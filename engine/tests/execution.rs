@@ -838,3 +838,108 @@ async fn items_waiting_for_their_window_do_not_start_once_the_step_has_failed() 
         vec!["run:each[a]", "run:each[a]", "run:each[b]", "run:each[c]"]
     );
 }
+
+/// NUL (U+0000) is the one character PostgreSQL cannot store: what an operator sends
+/// with one is refused, naming where, and what an action reports with one is stored
+/// with U+FFFD in its place on PostgreSQL; neither stops the engine.
+#[tokio::test]
+async fn nul_characters_are_refused_from_operators_and_never_stop_the_engine() {
+    let h = Harness::new().await;
+    h.register(
+        r#"
+name: nul
+steps:
+  - {name: read_fru, action: nul}
+  - {name: wait, action: await, needs: [read_fru]}
+  - {name: fail, action: nul, input: {fail: true}, needs: [wait]}
+"#,
+    )
+    .await;
+    let refused = h
+        .engine
+        .submit(
+            lariat_engine::NewRun {
+                workflow: "nul".into(),
+                input: json!({"hosts": [{"name": "a\u{0}b"}]}),
+                ..Default::default()
+            },
+            lariat_engine::Actor::system(),
+        )
+        .await;
+    match refused {
+        Err(EngineError::InvalidInput(m)) => {
+            assert!(m.contains("input at /hosts/0/name holds a NUL"), "{m}")
+        }
+        other => panic!("a NUL in the input was not refused: {other:?}"),
+    }
+    let bad_definition = h
+        .engine
+        .register_workflow(
+            "name: nul2\nsteps:\n  - {name: a, action: noop, input: {x: \"\\0\"}}\n",
+            lariat_engine::Format::Yaml,
+        )
+        .await;
+    assert!(
+        matches!(&bad_definition, Err(EngineError::InvalidInput(m)) if m.contains("NUL")),
+        "{bad_definition:?}"
+    );
+
+    let run = h.submit("nul", &[]).await;
+    let view = h.wait_step(run, "wait", "waiting").await;
+    let out = &view.step("read_fru").unwrap().task.row.output;
+    let text = serde_json::to_string(out).unwrap();
+    assert!(
+        text.contains("\\\\u0000 is text"),
+        "text that looks like an escape stays: {text}"
+    );
+    let signal = h
+        .engine
+        .signal(
+            run,
+            "wait",
+            None,
+            json!({"note": "\u{0}"}),
+            lariat_engine::Actor::system(),
+        )
+        .await;
+    assert!(
+        matches!(&signal, Err(EngineError::InvalidInput(m)) if m.contains("payload at /note")),
+        "{signal:?}"
+    );
+    h.engine
+        .signal(run, "wait", None, json!({}), lariat_engine::Actor::system())
+        .await
+        .unwrap();
+    h.wait(run, &[RunStatus::Failed]).await;
+    assert!(h.engine.failure().is_none(), "the engine kept going");
+    // Written and read back: the run's whole log, from the database.
+    let events = h.events(run).await;
+    check_log(&events);
+    let failed = events
+        .iter()
+        .find_map(|e| e.error.clone().filter(|e| e.contains("the BMC said")))
+        .expect("the step's error is in the log");
+    assert!(
+        failed.contains('\u{0}') || failed.contains('\u{FFFD}'),
+        "the error is kept, its NULs as they were (SQLite) or replaced (PostgreSQL): {failed:?}"
+    );
+    let ended = h.engine.run_view(run).await.unwrap();
+    let out = ended
+        .step("read_fru")
+        .unwrap()
+        .task
+        .row
+        .output
+        .clone()
+        .unwrap();
+    assert_eq!(
+        out["k\u{0}"].as_str().or(out["k\u{FFFD}"].as_str()),
+        Some("\\u0000 is text")
+    );
+    if std::env::var("LARIAT_TEST_STORE").as_deref() == Ok("postgres") {
+        assert!(!failed.contains('\u{0}'), "{failed:?}");
+        assert_eq!(out["fru"], "ab\u{FFFD}c");
+    } else {
+        assert_eq!(out["fru"], "ab\u{0}c");
+    }
+}

@@ -333,6 +333,13 @@ fn reason_of(reason: &str) -> Result<String, HttpError> {
             "`reason` is longer than 500 characters",
         ));
     }
+    // NUL above all: PostgreSQL cannot store it.
+    if r.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(HttpError::bad_request(
+            "bad_override",
+            "`reason` holds a control character; write it as plain text",
+        ));
+    }
     Ok(r.to_string())
 }
 

@@ -38,6 +38,7 @@ macro_rules! event_columns {
     };
 }
 
+pub mod nul;
 pub mod postgres;
 pub mod sqlite;
 

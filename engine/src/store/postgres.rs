@@ -22,6 +22,7 @@ use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Connection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use super::nul;
 use super::{
     AppliedBatch, HostTask, LoadedRun, Loading, Mirror, POSTGRES_MIGRATIONS, RunQuery, StoreError,
     StoredWorkflow, TimerRow, WindowWaiter, WriteSet, item_from_db, item_to_db, json_text,
@@ -679,6 +680,11 @@ impl PgStore {
     }
 }
 
+/// An error's text as PostgreSQL can store it (see [`nul`]).
+fn storable(error: &Option<impl AsRef<str>>) -> Option<String> {
+    error.as_ref().map(|e| nul::text(e.as_ref()).into_owned())
+}
+
 /// How long a start waits for a claim held by another session before refusing.
 const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -862,10 +868,10 @@ async fn write_set(
                     .map(|e| e.attempt.map(i64::from))
                     .collect::<Vec<_>>(),
             )
-            .bind(e.iter().map(|e| e.error.as_deref()).collect::<Vec<_>>())
+            .bind(e.iter().map(|e| storable(&e.error)).collect::<Vec<_>>())
             .bind(
                 e.iter()
-                    .map(|e| e.kind.data().map(|d| d.to_string()))
+                    .map(|e| e.kind.data().map(|d| nul::json(d.to_string())))
                     .collect::<Vec<_>>(),
             )
             .execute(&mut *tx)
@@ -879,7 +885,11 @@ async fn write_set(
             .bind(r.iter().map(|r| r.version).collect::<Vec<_>>())
             .bind(r.iter().map(|r| &*r.owner).collect::<Vec<_>>())
             .bind(r.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-            .bind(r.iter().map(|r| r.input.to_string()).collect::<Vec<_>>())
+            .bind(
+                r.iter()
+                    .map(|r| nul::json(r.input.to_string()))
+                    .collect::<Vec<_>>(),
+            )
             .bind(
                 r.iter()
                     .map(|r| Value::from(r.targets.to_vec()).to_string())
@@ -890,7 +900,7 @@ async fn write_set(
                     .map(|r| r.idempotency_key.as_deref())
                     .collect::<Vec<_>>(),
             )
-            .bind(r.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
+            .bind(r.iter().map(|r| storable(&r.error)).collect::<Vec<_>>())
             .bind(r.iter().map(|r| r.created_at).collect::<Vec<_>>())
             .bind(r.iter().map(|r| r.updated_at).collect::<Vec<_>>())
             .bind(r.iter().map(|r| r.ended_at).collect::<Vec<_>>())
@@ -930,22 +940,22 @@ async fn write_set(
             )
             .bind(
                 t.iter()
-                    .map(|(_, t)| json_text(&t.item_value))
+                    .map(|(_, t)| json_text(&t.item_value).map(nul::json))
                     .collect::<Vec<_>>(),
             )
             .bind(
                 t.iter()
-                    .map(|(_, t)| json_text(&t.input))
+                    .map(|(_, t)| json_text(&t.input).map(nul::json))
                     .collect::<Vec<_>>(),
             )
             .bind(
                 t.iter()
-                    .map(|(_, t)| json_text(&t.output))
+                    .map(|(_, t)| json_text(&t.output).map(nul::json))
                     .collect::<Vec<_>>(),
             )
             .bind(
                 t.iter()
-                    .map(|(_, t)| t.error.as_deref())
+                    .map(|(_, t)| storable(&t.error))
                     .collect::<Vec<_>>(),
             )
             .bind(

@@ -26,6 +26,21 @@ impl Action for Noop {
     }
 }
 
+/// Reports what a machine might (a BMC's FRU text): NUL characters, in its output, or,
+/// with `{"fail": true}`, in its error.
+pub struct Nul;
+#[async_trait]
+impl Action for Nul {
+    async fn run(&self, ctx: StepContext) -> Result<Output, StepError> {
+        if ctx.input["fail"] == true {
+            return Err(StepError::fatal("nul", "the BMC said \u{0}\u{0}"));
+        }
+        Ok(Output::Done(
+            json!({"fru": "ab\u{0}c", "k\u{0}": "\\u0000 is text"}),
+        ))
+    }
+}
+
 /// Fails the first `fail_times` attempts (by attempt number), with `kind` and
 /// `retryable` from the input; then succeeds with its input.
 pub struct Flaky;
@@ -156,7 +171,8 @@ pub fn actions(rec: &Recorder) -> Actions {
         .register("sleep", Sleep)
         .register("await", Await)
         .register("panics", Panics)
-        .register("record", rec.clone());
+        .register("record", rec.clone())
+        .register("nul", Nul);
     a
 }
 
