@@ -132,7 +132,7 @@ impl From<EngineError> for HttpError {
             // that allows the verb.
             EngineError::NotLive(run) => Self::new(StatusCode::CONFLICT, "invalid_state", message)
                 .with_details(json!({ "run": run })),
-            EngineError::Stopped(_) => {
+            EngineError::Stopped(_) | EngineError::Unavailable(_) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
             EngineError::Store(s) => Self::internal("reading or writing the store", &s),

@@ -66,6 +66,7 @@ struct Inner {
     inbox: mpsc::UnboundedSender<Command>,
     bus: broadcast::Sender<Arc<Event>>,
     fatal: Arc<OnceLock<String>>,
+    outages: Arc<scheduler::Outages>,
     workflows: RwLock<HashMap<(String, i64), Arc<Workflow>>>,
     resume: OnceLock<ResumeReport>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -108,6 +109,7 @@ impl Engine {
         let (writer_tx, writer_rx) = mpsc::unbounded_channel();
         let (bus, _) = broadcast::channel(config.event_buffer.max(16));
         let fatal = Arc::new(OnceLock::new());
+        let outages = Arc::new(scheduler::Outages::default());
         let env = Arc::new(Env {
             actions: actions.clone(),
             gate: scheduling.windows,
@@ -124,6 +126,7 @@ impl Engine {
                 inbox: inbox_tx.clone(),
                 bus: bus.clone(),
                 fatal: fatal.clone(),
+                outages: outages.clone(),
                 workflows: RwLock::new(HashMap::new()),
                 resume: OnceLock::new(),
                 tasks: Mutex::new(Vec::new()),
@@ -146,6 +149,7 @@ impl Engine {
             fatal,
             inbox_tx.clone(),
             config.max_batch_events.max(1),
+            outages,
         ));
         let sched = tokio::spawn(sched.run(inbox_rx));
         engine.barrier().await?;
@@ -206,6 +210,23 @@ impl Engine {
 
     pub fn actions(&self) -> &Actions {
         &self.inner.actions
+    }
+
+    /// Whether the database is out of reach now: nothing commits until it answers again,
+    /// and new runs are refused ([`EngineError::Unavailable`]).
+    pub fn store_down(&self) -> bool {
+        self.inner
+            .outages
+            .down
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// How many times the database went out of reach and the executor waited for it.
+    pub fn store_outages(&self) -> u64 {
+        self.inner
+            .outages
+            .count
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Why the engine stopped, if it did.
@@ -377,6 +398,11 @@ impl Engine {
     /// defaults filled in.
     pub async fn submit(&self, run: NewRun, actor: Actor) -> Result<Submitted, EngineError> {
         run.check()?;
+        if self.store_down() {
+            return Err(EngineError::Unavailable(
+                "the database is out of reach; new runs are refused until it answers again (runs under way wait for it)".into(),
+            ));
+        }
         if run.idempotency_key.is_none() {
             return self.submit_checked(run, actor).await;
         }

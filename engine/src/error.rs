@@ -57,6 +57,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("engine stopped: {0}")]
     Stopped(String),
+    /// The executor runs but cannot take this now: its database is out of reach.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// Internal: the run is not in the scheduler's memory.
     #[error("run {0} is not live")]
     NotLive(Uuid),

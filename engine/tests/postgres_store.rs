@@ -55,7 +55,11 @@ async fn an_executor_whose_claim_ended_writes_nothing() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::ClaimLost { .. }), "{err:?}");
-    assert!(err.to_string().contains("stops writing"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("stops writing until it has it again"),
+        "{err}"
+    );
     let versions: i64 = sqlx::query_scalar("SELECT count(*) FROM workflow_versions")
         .fetch_one(&mut admin)
         .await

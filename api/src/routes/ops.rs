@@ -33,7 +33,7 @@ pub async fn healthz() -> Json<Health> {
     tag = "ops",
     responses(
         (status = 200, body = Health),
-        (status = 503, description = "The engine has stopped or the store cannot be read", body = ErrorBody),
+        (status = 503, description = "The engine has stopped, or the store cannot be read or written", body = ErrorBody),
     ),
 )]
 pub async fn readyz(State(st): State<Arc<AppState>>) -> Result<Json<Health>, HttpError> {
@@ -55,6 +55,12 @@ pub async fn readyz(State(st): State<Arc<AppState>>) -> Result<Json<Health>, Htt
         .ping()
         .await
         .map_err(|e| unavailable("the store cannot be read", &e))?;
+    if st.engine.store_down() {
+        return Err(unavailable(
+            "the store cannot be written",
+            &"the engine waits for the database to answer again",
+        ));
+    }
     Ok(Json(Health {
         status: "ok".into(),
     }))

@@ -36,7 +36,7 @@ use crate::store::{LoadedRun, TimerRow, WriteSet};
 pub use command::SchedulerStats;
 pub(crate) use command::{Command, Verb};
 pub(crate) use state::Env;
-pub(crate) use writer::writer;
+pub(crate) use writer::{Outages, writer};
 
 pub(crate) use state::Reply;
 use state::{Batch, Cx, Effect, Log, RunState, Shared, TaskKey};

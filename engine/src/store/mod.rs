@@ -144,9 +144,22 @@ pub enum StoreError {
         holder: Option<String>,
     },
     /// The PostgreSQL connection that holds this executor's claim on the database ended:
-    /// another executor may have it now, so this one stops writing.
-    #[error("lost the claim on database {database}: {detail}; the executor stops writing")]
+    /// another executor may have it now, so this one writes nothing until it has the
+    /// claim again ([`Store::reclaim`]).
+    #[error(
+        "lost the claim on database {database}: {detail}; the executor stops writing until it has it again"
+    )]
     ClaimLost { database: String, detail: String },
+    /// Another executor took the claim while this one was cut off from the database: the
+    /// runs this one holds in memory may have moved on without it.
+    #[error(
+        "another executor took database {database} while this one was cut off from it (claim {ours}, now {now}); this one stops, as what it holds in memory is stale: start it again"
+    )]
+    TakenOver {
+        database: String,
+        ours: i64,
+        now: i64,
+    },
     /// The database itself refused: a URL where a path goes, a newer schema, a PostgreSQL
     /// server that does not answer or refuses. Its message names it.
     #[error("{0}")]
@@ -368,6 +381,39 @@ impl Store {
     /// Commit one group of transitions in one transaction.
     pub async fn commit(&self, set: &WriteSet) -> Result<(), StoreError> {
         on_backend!(self, s => s.commit(set).await)
+    }
+
+    /// Whether `e` is the database being out of reach (a PostgreSQL server restarting, a
+    /// cut connection), which may pass: the writer then waits and [`reclaim`](Self::reclaim)s
+    /// rather than stopping. Never for SQLite, whose file does not go away.
+    pub fn is_outage(&self, e: &StoreError) -> bool {
+        match &self.backend {
+            Backend::Sqlite(_) => false,
+            Backend::Postgres(_) => postgres::is_outage(e),
+        }
+    }
+
+    /// After an outage: connect again and take the claim back, provided no other executor
+    /// took it meanwhile ([`StoreError::TakenOver`] otherwise). SQLite: nothing to do.
+    pub async fn reclaim(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(s) => s.reclaim().await,
+        }
+    }
+
+    /// Whether `set`, whose commit failed with the connection, was committed after all
+    /// (its answer lost on the way back): its last event is in the log.
+    pub async fn committed(&self, set: &WriteSet) -> Result<bool, StoreError> {
+        let Some(last) = set.events.last() else {
+            // Upserts alone: committing them again changes nothing.
+            return Ok(false);
+        };
+        Ok(self
+            .events(last.run_id, last.seq - 1, 1)
+            .await?
+            .first()
+            .is_some_and(|e| e.seq == last.seq))
     }
 
     /// Store a workflow definition as a new version, unless it equals the latest one.

@@ -6,20 +6,21 @@
 //!
 //! One executor works on a database at a time, as on a SQLite file: it holds a session
 //! advisory lock (its claim) on a connection of its own for as long as it runs, and every
-//! commit checks in its own transaction that the claim is still held by that connection,
-//! so an executor whose claim ended (its connection dropped, and another executor may have
-//! taken the database) cannot write. Replicas sharing one database with a lease per run
+//! write commits on that connection, so an executor whose claim ended (its session gone,
+//! and another executor may have taken the database) cannot write. Reads use the pool. Replicas sharing one database with a lease per run
 //! are planned (DESIGN.md).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures::TryStreamExt;
 use lariat_db::{PgDb, PgOptions};
 use serde_json::Value;
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Connection, Postgres, Row, Transaction};
+use tokio::sync::{MappedMutexGuard, MutexGuard};
 use uuid::Uuid;
 
 use super::nul;
@@ -41,11 +42,14 @@ pub struct PgStore {
     claim: Arc<Claim>,
 }
 
-/// The connection that holds the advisory lock, and its server process id, which every
-/// commit checks.
+/// The connection that holds the advisory lock, on which every write commits, and its
+/// server process id.
 struct Claim {
     conn: tokio::sync::Mutex<Option<PgConnection>>,
-    pid: i32,
+    pid: std::sync::atomic::AtomicI32,
+    /// `meta.claim_epoch` as this executor's claim set it: every executor that takes the
+    /// claim counts it up, so a different number after an outage means another took it.
+    epoch: std::sync::atomic::AtomicI64,
 }
 
 impl PgStore {
@@ -65,6 +69,17 @@ impl PgStore {
             claim: Arc::new(claim),
         };
         store.db.migrate(&POSTGRES_MIGRATIONS).await?;
+        let epoch: String = sqlx::query_scalar(
+            "INSERT INTO meta (key, value) VALUES ('claim_epoch', '1')
+             ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text
+             RETURNING value",
+        )
+        .fetch_one(store.reads())
+        .await?;
+        store
+            .claim
+            .epoch
+            .store(epoch.parse().unwrap_or(0), Ordering::Release);
         sqlx::query(
             "INSERT INTO meta (key, value) VALUES ('opened_at', $1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -88,28 +103,95 @@ impl PgStore {
         self.db.pool()
     }
 
-    /// A write transaction, refused unless this executor's claim is still held.
-    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        let mut tx = self.db.pool().begin().await?;
-        let held: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-               AND pid = $1 AND classid::bigint = $2 AND objid::bigint = $3 AND objsubid = 2)",
-        )
-        .bind(self.claim.pid)
-        .bind(CLAIM.0)
-        .bind(CLAIM.1)
-        .fetch_one(&mut *tx)
-        .await?;
-        if !held {
-            return Err(StoreError::ClaimLost {
+    /// The claim's own session, for a write transaction: a session advisory lock lasts
+    /// as long as its session, so whatever commits on it commits under the claim, with
+    /// no check of its own. Once that session has ended (a server restart, a cut
+    /// connection, `pg_terminate_backend`), another executor may hold the claim: this
+    /// one writes nothing more ([`StoreError::ClaimLost`]).
+    async fn writer(&self) -> Result<MappedMutexGuard<'_, PgConnection>, StoreError> {
+        let lost = || StoreError::ClaimLost {
+            database: self.location(),
+            detail: format!(
+                "the connection that held it (server pid {}) is closed",
+                self.claim.pid.load(Ordering::Acquire)
+            ),
+        };
+        MutexGuard::try_map(self.claim.conn.lock().await, Option::as_mut).map_err(|_| lost())
+    }
+
+    /// Begin a write transaction on the claim's session ([`writer`](Self::writer)); a
+    /// failure there that is not the database refusing the statement means the session is
+    /// gone.
+    async fn begin<'c>(
+        &self,
+        conn: &'c mut PgConnection,
+    ) -> Result<Transaction<'c, Postgres>, StoreError> {
+        conn.begin().await.map_err(|e| match &e {
+            // The server's own refusal, unless it is the session ending: operator
+            // intervention (57: terminated, shutting down) or a connection exception (08).
+            sqlx::Error::Database(d)
+                if !d
+                    .code()
+                    .is_some_and(|c| c.starts_with("57") || c.starts_with("08")) =>
+            {
+                StoreError::from(e)
+            }
+            other => StoreError::ClaimLost {
                 database: self.location(),
                 detail: format!(
-                    "the connection that held it (server pid {}) is gone",
-                    self.claim.pid
+                    "the connection that held it (server pid {}) failed: {other}",
+                    self.claim.pid.load(Ordering::Acquire)
                 ),
+            },
+        })
+    }
+
+    /// Take the claim again on a new connection after an outage: refused if another
+    /// executor holds it now, or took it meanwhile (the epoch moved on).
+    pub async fn reclaim(&self) -> Result<(), StoreError> {
+        let mut held = self.claim.conn.lock().await;
+        if let Some(old) = held.take() {
+            // Its session is gone or going; closing says so to the server if it is not.
+            drop(old);
+        }
+        // A cut connection's session may live on at the server until it notices: it is
+        // this executor's own, so it is ended rather than waited for. (Were the pid
+        // reused by another executor's claim, the epoch check below still stops this one.)
+        sqlx::query(
+            "SELECT pg_terminate_backend(l.pid, 5000) FROM pg_locks l
+             WHERE l.locktype = 'advisory' AND l.granted AND l.pid = $1
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND l.classid::bigint = $2 AND l.objid::bigint = $3 AND l.objsubid = 2",
+        )
+        .bind(self.claim.pid.load(Ordering::Acquire))
+        .bind(CLAIM.0)
+        .bind(CLAIM.1)
+        .execute(self.reads())
+        .await?;
+        let fresh = take_claim_now(&self.db).await?;
+        let mut conn = fresh
+            .conn
+            .into_inner()
+            .expect("a fresh claim has its connection");
+        let now: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'claim_epoch'")
+                .fetch_optional(&mut conn)
+                .await?;
+        let now = now.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let ours = self.claim.epoch.load(Ordering::Acquire);
+        if now != ours {
+            let _ = conn.close().await;
+            return Err(StoreError::TakenOver {
+                database: self.location(),
+                ours,
+                now,
             });
         }
-        Ok(tx)
+        self.claim
+            .pid
+            .store(fresh.pid.load(Ordering::Acquire), Ordering::Release);
+        *held = Some(conn);
+        Ok(())
     }
 
     fn location(&self) -> String {
@@ -144,7 +226,8 @@ impl PgStore {
     // ---- writes -------------------------------------------------------------------
 
     pub async fn commit(&self, set: &WriteSet) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.writer().await?;
+        let mut tx = self.begin(&mut conn).await?;
         write_set(&mut tx, set, false).await?;
         tx.commit().await?;
         Ok(())
@@ -155,7 +238,8 @@ impl PgStore {
         name: &str,
         canonical: &str,
     ) -> Result<(i64, bool), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.writer().await?;
+        let mut tx = self.begin(&mut conn).await?;
         // Numbering reads the latest version and writes the next: two registrations of
         // one name take turns, as SQLite's single writer makes them.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('workflow_versions'), hashtext($1))")
@@ -188,7 +272,8 @@ impl PgStore {
     }
 
     pub async fn put_workflow_version(&self, w: &StoredWorkflow) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.writer().await?;
+        let mut tx = self.begin(&mut conn).await?;
         let added = sqlx::query(
             "INSERT INTO workflow_versions (name, version, definition, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name, version) DO NOTHING",
@@ -218,7 +303,8 @@ impl PgStore {
     }
 
     pub async fn apply_remote(&self, events: &[Event]) -> Result<AppliedBatch, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.writer().await?;
+        let mut tx = self.begin(&mut conn).await?;
         let mirrors = load_mirrors(&mut tx, &remote_runs(events)).await?;
         let plan = plan_remote(events, mirrors)?;
         write_set(&mut tx, &plan.set, true).await?;
@@ -680,6 +766,30 @@ impl PgStore {
     }
 }
 
+/// Whether `e` is the server out of reach rather than refusing: the claim's session
+/// gone, the network, a pool that cannot connect, the server shutting down (SQLSTATE
+/// class 57) or a connection exception (08).
+pub(super) fn is_outage(e: &StoreError) -> bool {
+    let sql = match e {
+        StoreError::ClaimLost { .. } => return true,
+        StoreError::Sql(e) => e,
+        StoreError::Db(lariat_db::DbError::Sql(e)) => e,
+        StoreError::Db(lariat_db::DbError::Unreachable { .. }) => return true,
+        _ => return false,
+    };
+    match sql {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("57") || c.starts_with("08")),
+        _ => false,
+    }
+}
+
 /// An error's text as PostgreSQL can store it (see [`nul`]).
 fn storable(error: &Option<impl AsRef<str>>) -> Option<String> {
     error.as_ref().map(|e| nul::text(e.as_ref()).into_owned())
@@ -690,6 +800,16 @@ const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Take the advisory lock on a connection kept for it, or say who holds it.
 async fn take_claim(db: &PgDb) -> Result<Claim, StoreError> {
+    claim_within(db, CLAIM_WAIT).await
+}
+
+/// Take the claim if it is free now.
+async fn take_claim_now(db: &PgDb) -> Result<Claim, StoreError> {
+    claim_within(db, std::time::Duration::ZERO).await
+}
+
+/// Take the claim, trying for up to `wait` while another session holds it.
+async fn claim_within(db: &PgDb, wait: std::time::Duration) -> Result<Claim, StoreError> {
     let mut conn = db.pool().acquire().await?.detach();
     // An executor killed a moment ago still holds the claim until the server notices
     // its connection closed (milliseconds): a restart waits that long before refusing.
@@ -700,7 +820,7 @@ async fn take_claim(db: &PgDb) -> Result<Claim, StoreError> {
             .bind(CLAIM.1 as i32)
             .fetch_one(&mut conn)
             .await?;
-        if taken || waiting_since.elapsed() >= CLAIM_WAIT {
+        if taken || waiting_since.elapsed() >= wait {
             break taken;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -735,7 +855,8 @@ async fn take_claim(db: &PgDb) -> Result<Claim, StoreError> {
         .await?;
     Ok(Claim {
         conn: tokio::sync::Mutex::new(Some(conn)),
-        pid,
+        pid: pid.into(),
+        epoch: 0.into(),
     })
 }
 
