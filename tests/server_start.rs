@@ -338,3 +338,104 @@ fn a_site_agent_is_refused_a_postgresql_database() {
         ],
     );
 }
+
+#[tokio::test]
+async fn a_server_whose_postgresql_goes_away_answers_503_and_recovers_by_itself() {
+    let Some(pg) = postgres().await else { return };
+    let url = std::path::PathBuf::from(&pg.url);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Killed(
+        server(&url, port)
+            .current_dir(dir.path())
+            .env("LARIAT_LOG", "info")
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let status = |path: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            http.get(format!("{base}{path}"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status("/readyz").await != 200 {
+        assert!(Instant::now() < deadline, "the server never became ready");
+        assert!(child.try_wait().unwrap().is_none(), "the server exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The database refuses connections and the server's sessions are ended.
+    let admin_url = std::env::var("LARIAT_TEST_POSTGRES").unwrap();
+    let admin = lariat_db::PgDb::connect(lariat_db::PgOptions::new(&admin_url))
+        .await
+        .unwrap();
+    let allow = |yes: bool| {
+        sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS {yes}",
+            pg.name
+        ))
+    };
+    sqlx::query(allow(false))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&pg.name)
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        status("/readyz").await,
+        503,
+        "not ready without its database"
+    );
+    let runs = http.get(format!("{base}/v1/runs")).send().await.unwrap();
+    assert_eq!(
+        runs.status().as_u16(),
+        503,
+        "out of reach is 503, not 500:\n{}",
+        log()
+    );
+    let body: serde_json::Value = runs.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the server waits, it does not exit"
+    );
+    // The database is back: the server is ready again by itself.
+    sqlx::query(allow(true))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status("/readyz").await != 200 {
+        assert!(Instant::now() < deadline, "the server never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status("/v1/runs").await, 200);
+    admin.close().await;
+}
+
+/// A child process killed when dropped, a failed assertion included.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

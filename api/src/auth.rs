@@ -126,7 +126,7 @@ impl Authenticator {
             .tokens
             .check(&hash, now)
             .await
-            .map_err(|e| HttpError::internal("checking a token", &e))?;
+            .map_err(|e| HttpError::storage("checking a token", &e, e.is_outage()))?;
         let (name, role, expires_at) = match check {
             Check::Valid {
                 name,
@@ -330,7 +330,11 @@ where
             Ok(None) => Err(HttpError::unauthorized(
                 "the bearer token is not a site agent's credential",
             )),
-            Err(e) => Err(HttpError::internal("checking a site credential", &e)),
+            Err(e) => Err(HttpError::storage(
+                "checking a site credential",
+                &e,
+                e.is_outage(),
+            )),
         }
     }
 }

@@ -58,6 +58,26 @@ impl HttpError {
     }
 
     /// A failure of ours, not the caller's: logged in full, answered without internals.
+    /// The database out of reach while doing `what`: 503, as it may pass (a PostgreSQL
+    /// server restarting); the cause goes to the log.
+    pub fn database_unreachable(what: &str, err: &dyn std::fmt::Display) -> Self {
+        tracing::warn!("{what}: the database is out of reach: {err}");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the database is out of reach while {what}; try again shortly"),
+        )
+    }
+
+    /// `err` of the database while doing `what`: 503 when it is out of reach, else 500.
+    pub fn storage(what: &str, err: &dyn std::fmt::Display, outage: bool) -> Self {
+        if outage {
+            Self::database_unreachable(what, err)
+        } else {
+            Self::internal(what, err)
+        }
+    }
+
     pub fn internal(what: &str, err: &dyn std::fmt::Display) -> Self {
         tracing::error!("{what}: {err}");
         Self::new(
@@ -135,7 +155,9 @@ impl From<EngineError> for HttpError {
             EngineError::Stopped(_) | EngineError::Unavailable(_) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
-            EngineError::Store(s) => Self::internal("reading or writing the store", &s),
+            EngineError::Store(s) => {
+                Self::storage("reading or writing the store", &s, s.is_outage())
+            }
         }
     }
 }

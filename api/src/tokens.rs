@@ -121,6 +121,17 @@ pub enum TokenError {
     Corrupt { name: String, detail: String },
 }
 
+impl TokenError {
+    /// Whether this is the database out of reach ([`lariat_db::is_outage`]).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            TokenError::Db(e) => e.is_outage(),
+            TokenError::Sql(e) => lariat_db::is_outage(e),
+            _ => false,
+        }
+    }
+}
+
 /// A token just created. `token` is the secret: it is not stored and cannot be shown again.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewToken {

@@ -31,7 +31,7 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 pub mod pg;
 pub use pg::{PgDb, PgOptions};
 pub mod tables;
-pub use tables::{Tables, is_postgres_url};
+pub use tables::{Tables, is_outage, is_postgres_url};
 #[cfg(feature = "test-support")]
 pub mod testing;
 

@@ -177,3 +177,35 @@ macro_rules! in_transaction {
         }
     };
 }
+
+/// Whether `e` is the database out of reach rather than refusing: the network, a pool
+/// that cannot connect, a PostgreSQL server shutting down or terminating the session
+/// (SQLSTATE class 57), a connection exception (08), too few resources (53: too many
+/// connections, disk full) or a database not taking connections for now (55000, as
+/// `ALLOW_CONNECTIONS false` during maintenance). Such a failure may pass; a request that
+/// meets one is answered 503, not 500.
+pub fn is_outage(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("57") || c.starts_with("08") || c.starts_with("53") || c == "55000"
+        }),
+        _ => false,
+    }
+}
+
+impl DbError {
+    /// Whether this is the database out of reach ([`is_outage`]).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            DbError::Unreachable { .. } => true,
+            DbError::Sql(e) => is_outage(e),
+            _ => false,
+        }
+    }
+}

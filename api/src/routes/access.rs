@@ -27,7 +27,7 @@ impl From<TokenError> for HttpError {
                 HttpError::new(StatusCode::CONFLICT, "already_revoked", message)
             }
             e @ (TokenError::Db(_) | TokenError::Sql(_) | TokenError::Corrupt { .. }) => {
-                HttpError::internal("managing tokens", &e)
+                HttpError::storage("managing tokens", &e, e.is_outage())
             }
         }
     }
@@ -38,7 +38,12 @@ impl From<AuditError> for HttpError {
         match e {
             AuditError::Limit(_) => HttpError::bad_request("invalid_query", e.to_string()),
             e @ (AuditError::Db(_) | AuditError::Sql(_) | AuditError::Stopped) => {
-                HttpError::internal("reading the audit trail", &e)
+                let outage = match &e {
+                    AuditError::Db(d) => d.is_outage(),
+                    AuditError::Sql(q) => lariat_db::is_outage(q),
+                    _ => false,
+                };
+                HttpError::storage("reading the audit trail", &e, outage)
             }
         }
     }

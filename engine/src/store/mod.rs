@@ -166,6 +166,20 @@ pub enum StoreError {
     Db(DbError),
 }
 
+impl StoreError {
+    /// Whether this is the database out of reach rather than refusing
+    /// ([`lariat_db::is_outage`]): the claim's session gone, the network, the server
+    /// restarting. It may pass.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            StoreError::ClaimLost { .. } => true,
+            StoreError::Sql(e) => lariat_db::is_outage(e),
+            StoreError::Db(e) => e.is_outage(),
+            _ => false,
+        }
+    }
+}
+
 /// A workflow version as stored.
 #[derive(Debug, Clone)]
 pub struct StoredWorkflow {
@@ -389,7 +403,7 @@ impl Store {
     pub fn is_outage(&self, e: &StoreError) -> bool {
         match &self.backend {
             Backend::Sqlite(_) => false,
-            Backend::Postgres(_) => postgres::is_outage(e),
+            Backend::Postgres(_) => e.is_outage(),
         }
     }
 

@@ -126,23 +126,18 @@ impl PgStore {
         &self,
         conn: &'c mut PgConnection,
     ) -> Result<Transaction<'c, Postgres>, StoreError> {
-        conn.begin().await.map_err(|e| match &e {
-            // The server's own refusal, unless it is the session ending: operator
-            // intervention (57: terminated, shutting down) or a connection exception (08).
-            sqlx::Error::Database(d)
-                if !d
-                    .code()
-                    .is_some_and(|c| c.starts_with("57") || c.starts_with("08")) =>
-            {
-                StoreError::from(e)
+        conn.begin().await.map_err(|e| {
+            // The server's own refusal, unless it is the session ending.
+            if !lariat_db::is_outage(&e) {
+                return StoreError::from(e);
             }
-            other => StoreError::ClaimLost {
+            StoreError::ClaimLost {
                 database: self.location(),
                 detail: format!(
-                    "the connection that held it (server pid {}) failed: {other}",
+                    "the connection that held it (server pid {}) failed: {e}",
                     self.claim.pid.load(Ordering::Acquire)
                 ),
-            },
+            }
         })
     }
 
@@ -763,30 +758,6 @@ impl PgStore {
         .fetch_optional(self.reads())
         .await?;
         row.map(|r| event_row(&r)).transpose()
-    }
-}
-
-/// Whether `e` is the server out of reach rather than refusing: the claim's session
-/// gone, the network, a pool that cannot connect, the server shutting down (SQLSTATE
-/// class 57) or a connection exception (08).
-pub(super) fn is_outage(e: &StoreError) -> bool {
-    let sql = match e {
-        StoreError::ClaimLost { .. } => return true,
-        StoreError::Sql(e) => e,
-        StoreError::Db(lariat_db::DbError::Sql(e)) => e,
-        StoreError::Db(lariat_db::DbError::Unreachable { .. }) => return true,
-        _ => return false,
-    };
-    match sql {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(d) => d
-            .code()
-            .is_some_and(|c| c.starts_with("57") || c.starts_with("08")),
-        _ => false,
     }
 }
 
