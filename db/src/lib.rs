@@ -20,7 +20,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
@@ -31,6 +31,8 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 pub mod pg;
 pub use pg::{PgDb, PgOptions};
 pub mod tables;
+/// A crate's migrations, for those that only count them.
+pub use sqlx::migrate::Migrator;
 pub use tables::{Tables, is_outage, is_postgres_url};
 #[cfg(feature = "test-support")]
 pub mod testing;

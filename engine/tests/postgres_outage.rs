@@ -50,6 +50,27 @@ async fn engine_on(url: &str) -> Engine {
     engine
 }
 
+async fn submit_slow(engine: &Engine, n: usize) -> Vec<uuid::Uuid> {
+    let mut runs = Vec::new();
+    for _ in 0..n {
+        let s = engine.submit(run_of("slow"), Actor::system()).await;
+        runs.push(s.unwrap().run_id);
+    }
+    runs
+}
+
+/// Waits for every run to succeed, and checks each one's log: no gap, no step completed
+/// twice (a batch cut off mid-commit was committed once).
+async fn finish_all(engine: &Engine, runs: &[uuid::Uuid]) {
+    for run in runs {
+        let limit = Duration::from_secs(30);
+        lariat_engine::wait_for_status(engine, *run, &[RunStatus::Succeeded], limit)
+            .await
+            .unwrap_or_else(|e| panic!("run {run}: {e}"));
+        check_log(&engine.store().events(*run, 0, 10_000).await.unwrap());
+    }
+}
+
 fn run_of(workflow: &str) -> NewRun {
     NewRun {
         workflow: workflow.into(),
@@ -64,39 +85,16 @@ async fn runs_under_way_finish_after_the_database_comes_back() {
         return;
     };
     let engine = engine_on(&t.url).await;
-    let mut runs = Vec::new();
-    for _ in 0..20 {
-        runs.push(
-            engine
-                .submit(run_of("slow"), Actor::system())
-                .await
-                .unwrap()
-                .run_id,
-        );
-    }
+    let runs = submit_slow(&engine, 20).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(cut_off(&t).await >= 1, "the executor's sessions were ended");
-    for run in &runs {
-        lariat_engine::wait_for_status(
-            &engine,
-            *run,
-            &[RunStatus::Succeeded],
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("run {run}: {e}"));
-    }
+    finish_all(&engine, &runs).await;
     assert!(!engine.store_down());
     assert_eq!(engine.failure(), None, "the executor kept going");
     assert!(
         engine.store_outages() >= 1,
         "the executor saw its sessions end and waited for the database"
     );
-    for run in &runs {
-        let events = engine.store().events(*run, 0, 10_000).await.unwrap();
-        // No gap, no step completed twice: the batch cut off was committed once.
-        check_log(&events);
-    }
     // It goes on taking work.
     let more = engine
         .submit(run_of("slow"), Actor::system())
@@ -148,16 +146,7 @@ async fn while_the_database_refuses_connections_new_runs_are_refused_and_nothing
     let admin_url = std::env::var("LARIAT_TEST_POSTGRES").unwrap();
     let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
     let engine = engine_on(&t.url).await;
-    let mut runs = Vec::new();
-    for _ in 0..5 {
-        runs.push(
-            engine
-                .submit(run_of("slow"), Actor::system())
-                .await
-                .unwrap()
-                .run_id,
-        );
-    }
+    let runs = submit_slow(&engine, 5).await;
     // The database stops taking connections, and the executor's are ended: it stays
     // out of reach until allowed again.
     let allow = |yes: bool| {
@@ -186,17 +175,7 @@ async fn while_the_database_refuses_connections_new_runs_are_refused_and_nothing
     assert!(engine.store_down(), "still waiting");
     assert_eq!(engine.failure(), None, "waiting, not stopped");
     sqlx::query(allow(true)).execute(&mut admin).await.unwrap();
-    for run in &runs {
-        lariat_engine::wait_for_status(
-            &engine,
-            *run,
-            &[RunStatus::Succeeded],
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("run {run}: {e}"));
-        check_log(&engine.store().events(*run, 0, 10_000).await.unwrap());
-    }
+    finish_all(&engine, &runs).await;
     assert_eq!(engine.store_outages(), 1);
     engine.shutdown().await;
     admin.close().await.unwrap();

@@ -242,35 +242,35 @@ async fn start_engine(
 /// The newest migration of any crate in this binary. Versions are numbered across
 /// crates, so a database past it was migrated by a newer Lariat.
 pub fn newest_known_migration() -> i64 {
-    [
+    newest(&[
         &lariat_engine::store::MIGRATIONS,
         &lariat_api::tokens::MIGRATIONS,
         &lariat_central::MIGRATIONS,
         &lariat_link::MIGRATIONS,
         &lariat_site::MIGRATIONS,
         &lariat_source::MIGRATIONS,
-    ]
-    .iter()
-    .flat_map(|m| m.iter())
-    .map(|m| m.version)
-    .max()
-    .unwrap_or(0)
+    ])
 }
 
-/// The newest PostgreSQL migration of any crate in this binary.
+/// The newest PostgreSQL migration of any crate in this binary (agents, and so the
+/// link's tables, have none).
 pub fn newest_known_postgres_migration() -> i64 {
-    [
+    newest(&[
         &lariat_engine::store::POSTGRES_MIGRATIONS,
         &lariat_api::tokens::POSTGRES_MIGRATIONS,
         &lariat_central::POSTGRES_MIGRATIONS,
         &lariat_site::POSTGRES_MIGRATIONS,
         &lariat_source::POSTGRES_MIGRATIONS,
-    ]
-    .iter()
-    .flat_map(|m| m.iter())
-    .map(|m| m.version)
-    .max()
-    .unwrap_or(0)
+    ])
+}
+
+fn newest(crates: &[&lariat_db::Migrator]) -> i64 {
+    crates
+        .iter()
+        .flat_map(|m| m.iter())
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
 }
 
 /// `--db` as given: a path, or a PostgreSQL URL.

@@ -62,26 +62,25 @@ pub fn test_tables(dir: &Path) -> (PathBuf, Option<lariat_db::testing::TestDatab
 pub async fn run_sql(db: &Path, sql: &str) -> u64 {
     use sqlx::Connection;
     let sql = sqlx::AssertSqlSafe(sql.to_string());
+    // Once per database's connection type.
+    macro_rules! run_on {
+        ($connect:expr) => {{
+            let mut c = $connect.await.expect("the database opens");
+            let done = sqlx::raw_sql(sql)
+                .execute(&mut c)
+                .await
+                .expect("the SQL runs");
+            let _ = c.close().await;
+            done.rows_affected()
+        }};
+    }
     if on_postgres() {
-        let mut c = sqlx::PgConnection::connect(db.to_str().expect("a URL"))
-            .await
-            .expect("the test database answers");
-        let done = sqlx::raw_sql(sql)
-            .execute(&mut c)
-            .await
-            .expect("the SQL runs");
-        let _ = c.close().await;
-        done.rows_affected()
+        run_on!(sqlx::PgConnection::connect(db.to_str().expect("a URL")))
     } else {
-        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .expect("the database file opens");
-        let done = sqlx::raw_sql(sql)
-            .execute(&mut c)
-            .await
-            .expect("the SQL runs");
-        let _ = c.close().await;
-        done.rows_affected()
+        run_on!(sqlx::SqliteConnection::connect(&format!(
+            "sqlite://{}",
+            db.display()
+        )))
     }
 }
 
