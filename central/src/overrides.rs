@@ -228,7 +228,7 @@ impl Overrides {
             "INSERT INTO window_overrides
                (seq, id, \"window\", action, site, starts_at, ends_at, reason, who, from_addr, version)
              SELECT v, $1, $2, $3, $4, $5, $6, $7, $8, $9, v
-               FROM (SELECT COALESCE(MAX(version), 0) + 1 AS v FROM window_overrides)
+               FROM (SELECT COALESCE(MAX(version), 0) + 1 AS v FROM window_overrides) AS next
              RETURNING ",
             columns!()
         ))
