@@ -46,6 +46,17 @@ pub enum AuditError {
     Stopped,
 }
 
+impl AuditError {
+    /// Whether this is the database out of reach ([`lariat_db::is_outage`]).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            AuditError::Db(e) => e.is_outage(),
+            AuditError::Sql(e) => lariat_db::is_outage(e),
+            _ => false,
+        }
+    }
+}
+
 /// The group-commit writer: whatever is queued goes in one transaction. A batch that
 /// cannot be committed is logged with every entry in it, so the log keeps what the
 /// table lost.

@@ -58,24 +58,18 @@ impl HttpError {
     }
 
     /// A failure of ours, not the caller's: logged in full, answered without internals.
-    /// The database out of reach while doing `what`: 503, as it may pass (a PostgreSQL
-    /// server restarting); the cause goes to the log.
-    pub fn database_unreachable(what: &str, err: &dyn std::fmt::Display) -> Self {
+    /// `err` of the database while doing `what`: 503 when it is out of reach, as that
+    /// may pass (a PostgreSQL server restarting), else 500; the cause goes to the log.
+    pub fn storage(what: &str, err: &dyn std::fmt::Display, outage: bool) -> Self {
+        if !outage {
+            return Self::internal(what, err);
+        }
         tracing::warn!("{what}: the database is out of reach: {err}");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             format!("the database is out of reach while {what}; try again shortly"),
         )
-    }
-
-    /// `err` of the database while doing `what`: 503 when it is out of reach, else 500.
-    pub fn storage(what: &str, err: &dyn std::fmt::Display, outage: bool) -> Self {
-        if outage {
-            Self::database_unreachable(what, err)
-        } else {
-            Self::internal(what, err)
-        }
     }
 
     pub fn internal(what: &str, err: &dyn std::fmt::Display) -> Self {

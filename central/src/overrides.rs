@@ -219,11 +219,7 @@ impl Overrides {
     /// Makes an override, in force from `n.from`.
     pub async fn make(&self, n: NewOverride) -> Result<StoredOverride, DbError> {
         let id = Uuid::now_v7().to_string();
-        let postgres = self.db.is_postgres();
-        let row: Row = lariat_db::in_transaction!(&self.db, |tx| {
-            if postgres {
-                sqlx::query(NUMBERING).execute(&mut *tx).await?;
-            }
+        let row: Row = lariat_db::in_transaction!(&self.db, postgres_first: NUMBERING, |tx| {
             let row = sqlx::query_as(concat!(
             "INSERT INTO window_overrides
                (seq, id, \"window\", action, site, starts_at, ends_at, reason, who, from_addr, version)
@@ -271,11 +267,7 @@ impl Overrides {
         by: &str,
     ) -> Result<Vec<StoredOverride>, DbError> {
         let now = self.clock.now_ms();
-        let postgres = self.db.is_postgres();
-        let rows: Vec<Row> = lariat_db::in_transaction!(&self.db, |tx| {
-            if postgres {
-                sqlx::query(NUMBERING).execute(&mut *tx).await?;
-            }
+        let rows: Vec<Row> = lariat_db::in_transaction!(&self.db, postgres_first: NUMBERING, |tx| {
             let rows = sqlx::query_as(concat!(
                 "UPDATE window_overrides SET ended_at = $1, ended_by = $2,
                version = (SELECT COALESCE(MAX(version), 0) + 1 FROM window_overrides)

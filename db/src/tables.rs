@@ -63,14 +63,6 @@ impl Tables {
         }
     }
 
-    /// Whether the database answers: for readiness probes.
-    pub async fn ping(&self) -> Result<(), DbError> {
-        match self {
-            Tables::Sqlite(db) => db.ping().await,
-            Tables::Postgres(db) => db.ping().await,
-        }
-    }
-
     /// Close every connection. The handle must not be used afterwards.
     pub async fn close(&self) {
         match self {
@@ -78,30 +70,11 @@ impl Tables {
             Tables::Postgres(db) => db.close().await,
         }
     }
-
-    /// The file's path or the URL without its password, for messages.
-    pub fn shown(&self) -> String {
-        match self {
-            Tables::Sqlite(db) => db.path().display().to_string(),
-            Tables::Postgres(db) => db.shown().to_string(),
-        }
-    }
-
-    /// Whether these are PostgreSQL tables.
-    pub fn is_postgres(&self) -> bool {
-        matches!(self, Tables::Postgres(_))
-    }
 }
 
 impl From<Db> for Tables {
     fn from(db: Db) -> Tables {
         Tables::Sqlite(db)
-    }
-}
-
-impl From<PgDb> for Tables {
-    fn from(db: PgDb) -> Tables {
-        Tables::Postgres(db)
     }
 }
 
@@ -159,9 +132,15 @@ macro_rules! on_writer {
 /// `in_transaction!(tables, |tx| body)`: `body` with `tx` a write transaction, which `body`
 /// commits (`tx.commit().await?`); dropped uncommitted, it rolls back. On SQLite it holds
 /// the write lock from its first statement ([`Db::begin_write`](crate::Db::begin_write)).
+/// `in_transaction!(tables, postgres_first: SQL, |tx| body)` runs `SQL` first on
+/// PostgreSQL only: the lock that makes its writers take turns where SQLite's one writer
+/// already does.
 #[macro_export]
 macro_rules! in_transaction {
     ($tables:expr, |$tx:ident| $body:expr) => {
+        $crate::in_transaction!($tables, postgres_first: "", |$tx| $body)
+    };
+    ($tables:expr, postgres_first: $first:expr, |$tx:ident| $body:expr) => {
         match $tables {
             $crate::Tables::Sqlite(db) => {
                 let mut held = db.writer().await?;
@@ -172,6 +151,10 @@ macro_rules! in_transaction {
             $crate::Tables::Postgres(db) => {
                 #[allow(unused_mut)]
                 let mut $tx = db.begin_write().await?;
+                let first: &'static str = $first;
+                if !first.is_empty() {
+                    sqlx::query(first).execute(&mut *$tx).await?;
+                }
                 $body
             }
         }

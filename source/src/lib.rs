@@ -61,6 +61,15 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// Whether this is the database out of reach ([`lariat_db::is_outage`]).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            SourceError::Database(e) => e.is_outage(),
+            SourceError::Sql(e) => lariat_db::is_outage(e),
+            _ => false,
+        }
+    }
+
     fn git(what: impl Into<String>, e: git2::Error) -> Self {
         SourceError::Git {
             what: what.into(),

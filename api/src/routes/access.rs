@@ -38,12 +38,7 @@ impl From<AuditError> for HttpError {
         match e {
             AuditError::Limit(_) => HttpError::bad_request("invalid_query", e.to_string()),
             e @ (AuditError::Db(_) | AuditError::Sql(_) | AuditError::Stopped) => {
-                let outage = match &e {
-                    AuditError::Db(d) => d.is_outage(),
-                    AuditError::Sql(q) => lariat_db::is_outage(q),
-                    _ => false,
-                };
-                HttpError::storage("reading the audit trail", &e, outage)
+                HttpError::storage("reading the audit trail", &e, e.is_outage())
             }
         }
     }

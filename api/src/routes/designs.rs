@@ -43,18 +43,12 @@ impl From<SourceError> for HttpError {
             | SourceError::NotUtf8(_) => {
                 HttpError::new(StatusCode::BAD_GATEWAY, "design_fetch_failed", message)
             }
-            SourceError::Database(d) => HttpError::storage(
-                "reading or writing design revisions",
-                &message,
-                d.is_outage(),
-            ),
-            SourceError::Sql(q) => HttpError::storage(
-                "reading or writing design revisions",
-                &message,
-                lariat_db::is_outage(&q),
-            ),
-            SourceError::Corrupt(_) => {
-                HttpError::internal("reading or writing design revisions", &message)
+            e @ (SourceError::Database(_) | SourceError::Sql(_) | SourceError::Corrupt(_)) => {
+                HttpError::storage(
+                    "reading or writing design revisions",
+                    &message,
+                    e.is_outage(),
+                )
             }
         }
     }

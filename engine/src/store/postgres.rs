@@ -7,8 +7,8 @@
 //! One executor works on a database at a time, as on a SQLite file: it holds a session
 //! advisory lock (its claim) on a connection of its own for as long as it runs, and every
 //! write commits on that connection, so an executor whose claim ended (its session gone,
-//! and another executor may have taken the database) cannot write. Reads use the pool. Replicas sharing one database with a lease per run
-//! are planned (DESIGN.md).
+//! and another executor may have taken the database) cannot write. Reads use the pool.
+//! Replicas sharing one database with a lease per run are planned (DESIGN.md).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -145,10 +145,8 @@ impl PgStore {
     /// executor holds it now, or took it meanwhile (the epoch moved on).
     pub async fn reclaim(&self) -> Result<(), StoreError> {
         let mut held = self.claim.conn.lock().await;
-        if let Some(old) = held.take() {
-            // Its session is gone or going; closing says so to the server if it is not.
-            drop(old);
-        }
+        // Its session is gone or going: let it go without a goodbye it cannot deliver.
+        held.take();
         // A cut connection's session may live on at the server until it notices: it is
         // this executor's own, so it is ended rather than waited for. (Were the pid
         // reused by another executor's claim, the epoch check below still stops this one.)
